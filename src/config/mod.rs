@@ -1,0 +1,503 @@
+//! Configuration: one typed [`Config`] built from, in rising precedence, the defaults, an
+//! optional TOML file (`--config FILE`), the environment, and command-line flags.
+//!
+//! Values are gathered raw (as text, with where each came from), then parsed and validated all
+//! at once: every bad value is reported by its variable name in one go, never only the first.
+//! Must not depend on the runtime or on sockets.
+
+pub mod settings;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use settings::{Setting, SETTINGS};
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The TOML file given with `--config`.
+    File(PathBuf),
+    /// The process environment.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env => f.write_str("environment"),
+            Source::Flag => f.write_str("flag"),
+        }
+    }
+}
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable name (or file path for file-level problems).
+    pub name: String,
+    /// The offending value as given (redacted for secrets).
+    pub value: Option<String>,
+    /// Where it came from.
+    pub source: Source,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(
+                f,
+                "{}={:?} (from {}): {}",
+                self.name, v, self.source, self.problem
+            ),
+            None => write!(f, "{} (from {}): {}", self.name, self.source, self.problem),
+        }
+    }
+}
+
+/// Values given by command-line flags (they beat everything else).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--cores`.
+    pub cores: Option<String>,
+    /// `--config`.
+    pub config_file: Option<PathBuf>,
+}
+
+/// The raw settings that were given somewhere other than the defaults, keyed by env name.
+#[derive(Debug, Clone, Default)]
+pub struct Raw {
+    values: HashMap<&'static str, (String, Source)>,
+}
+
+impl Raw {
+    /// The value and source of a setting, falling back to its default.
+    pub fn get(&self, setting: &Setting) -> (String, Source) {
+        match self.values.get(setting.env) {
+            Some((v, s)) => (v.clone(), s.clone()),
+            None => (setting.default.to_string(), Source::Default),
+        }
+    }
+
+    fn set(&mut self, env: &'static str, value: String, source: Source) {
+        self.values.insert(env, (value, source));
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address every shard listens on.
+    pub listen: SocketAddr,
+    /// Requested shard count; `None` means every CPU this process may use.
+    pub cores: Option<usize>,
+    /// Log filter.
+    pub log: String,
+    /// Open client connections allowed across all shards.
+    pub max_connections: usize,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+    /// Time allowed for a complete request head.
+    pub header_timeout: Duration,
+    /// Idle time after which a keep-alive connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Drain time allowed on shutdown.
+    pub shutdown_grace: Duration,
+    /// listen(2) backlog; `None` means `net.core.somaxconn`.
+    pub listen_backlog: Option<u32>,
+    /// io_uring buffer memory per shard.
+    pub io_memory_bytes: usize,
+    /// Slots per shard-to-shard channel.
+    pub mesh_capacity: usize,
+    /// Requests in progress allowed across all shards.
+    pub max_concurrent_requests: usize,
+    /// End-to-end request deadline.
+    pub request_timeout: Duration,
+    /// Most requests in one model batch.
+    pub batch_size: usize,
+    /// Longest batching window.
+    pub batch_timeout: Duration,
+    /// Stored user context lifetime.
+    pub context_cache_ttl: Duration,
+    /// Fallback result TTL.
+    pub result_cache_ttl: Duration,
+    /// Refresh hot entries before expiry.
+    pub enable_cache_warming: bool,
+    /// Pool connections to model endpoints and Redis.
+    pub enable_connection_pooling: bool,
+    /// Connections per pool.
+    pub connection_pool_size: usize,
+    /// Serve `/metrics`.
+    pub enable_prometheus: bool,
+    /// Response-time alert threshold.
+    pub alert_response_time: Duration,
+    /// Error-rate alert threshold, a fraction.
+    pub alert_error_rate: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            cores: None,
+            log: "info".to_string(),
+            max_connections: 20_000,
+            max_body_bytes: 1024 * 1024,
+            header_timeout: Duration::from_millis(10_000),
+            keepalive_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            listen_backlog: None,
+            io_memory_bytes: 1024 * 1024,
+            mesh_capacity: 1024,
+            max_concurrent_requests: 10_000,
+            request_timeout: Duration::from_millis(10_000),
+            batch_size: 32,
+            batch_timeout: Duration::from_millis(50),
+            context_cache_ttl: Duration::from_secs(3600),
+            result_cache_ttl: Duration::from_secs(300),
+            enable_cache_warming: true,
+            enable_connection_pooling: true,
+            connection_pool_size: 50,
+            enable_prometheus: true,
+            alert_response_time: Duration::from_millis(400),
+            alert_error_rate: 0.05,
+        }
+    }
+}
+
+/// Gathers raw values from the file (if any), the environment (through `env`) and the flags.
+/// File-level problems (unreadable, not TOML, unknown keys) are returned as errors.
+pub fn gather(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> (Raw, Vec<ConfigError>) {
+    let mut raw = Raw::default();
+    let mut errors = Vec::new();
+    if let Some(path) = &flags.config_file {
+        read_file(path, &mut raw, &mut errors);
+    }
+    for setting in SETTINGS {
+        if let Some(v) = env(setting.env) {
+            raw.set(setting.env, v, Source::Env);
+        }
+    }
+    if let Some(v) = &flags.listen {
+        raw.set("ATLAS_LISTEN", v.clone(), Source::Flag);
+    }
+    if let Some(v) = &flags.cores {
+        raw.set("ATLAS_CORES", v.clone(), Source::Flag);
+    }
+    (raw, errors)
+}
+
+fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+    let file_error = |problem: String| ConfigError {
+        name: path.display().to_string(),
+        value: None,
+        source: Source::File(path.to_path_buf()),
+        problem,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return errors.push(file_error(format!("cannot read the file: {e}"))),
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return errors.push(file_error(format!("not valid TOML: {}", e.message()))),
+    };
+    for (key, value) in table {
+        let Some(setting) = settings::by_key(&key) else {
+            errors.push(file_error(format!("unknown key `{key}`")));
+            continue;
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                errors.push(file_error(format!(
+                    "key `{key}` must be a string, number or boolean, not a {}",
+                    other.type_str()
+                )));
+                continue;
+            }
+        };
+        raw.set(setting.env, text, Source::File(path.to_path_buf()));
+    }
+}
+
+/// Parses and validates every raw value, reporting all problems at once.
+pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
+    let mut p = Parser {
+        raw,
+        errors: Vec::new(),
+    };
+    let mut c = Config::default();
+    p.set(&mut c.listen, "ATLAS_LISTEN", |v| {
+        v.parse::<SocketAddr>()
+            .map_err(|_| "expected IP:PORT, for example 127.0.0.1:8083 or [::1]:0".to_string())
+    });
+    p.set(&mut c.cores, "ATLAS_CORES", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            int_in(v, 1, 1024).map(|n| Some(n as usize))
+        }
+    });
+    p.set(&mut c.log, "ATLAS_LOG", |v| Ok(v.to_string()));
+    p.set(&mut c.max_connections, "ATLAS_MAX_CONNECTIONS", |v| {
+        usize_in(v, 1, 10_000_000)
+    });
+    p.set(&mut c.max_body_bytes, "ATLAS_MAX_BODY_BYTES", |v| {
+        int_in(v, 1, 1 << 30)
+    });
+    p.set(&mut c.header_timeout, "ATLAS_HEADER_TIMEOUT_MS", |v| {
+        millis(v, 1, 3_600_000)
+    });
+    p.set(&mut c.keepalive_timeout, "ATLAS_KEEPALIVE_TIMEOUT_S", |v| {
+        secs(v, 1, 86_400)
+    });
+    p.set(&mut c.shutdown_grace, "ATLAS_SHUTDOWN_GRACE_S", |v| {
+        secs(v, 0, 3600)
+    });
+    p.set(&mut c.listen_backlog, "ATLAS_LISTEN_BACKLOG", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            int_in(v, 1, i32::MAX as u64).map(|n| Some(n as u32))
+        }
+    });
+    p.set(&mut c.io_memory_bytes, "ATLAS_IO_MEMORY_BYTES", |v| {
+        usize_in(v, 64 * 1024, 1 << 30)
+    });
+    p.set(&mut c.mesh_capacity, "ATLAS_MESH_CAPACITY", |v| {
+        usize_in(v, 1, 1 << 20)
+    });
+    p.set(
+        &mut c.max_concurrent_requests,
+        "MAX_CONCURRENT_REQUESTS",
+        |v| usize_in(v, 1, 10_000_000),
+    );
+    p.set(&mut c.request_timeout, "REQUEST_TIMEOUT_MS", |v| {
+        millis(v, 1, 3_600_000)
+    });
+    p.set(&mut c.batch_size, "BATCH_SIZE", |v| usize_in(v, 1, 1024));
+    p.set(&mut c.batch_timeout, "BATCH_TIMEOUT_MS", |v| {
+        millis(v, 0, 60_000)
+    });
+    p.set(&mut c.context_cache_ttl, "CONTEXT_CACHE_TTL", |v| {
+        secs(v, 1, 31_536_000)
+    });
+    p.set(&mut c.result_cache_ttl, "RESULT_CACHE_TTL", |v| {
+        secs(v, 1, 31_536_000)
+    });
+    p.set(&mut c.enable_cache_warming, "ENABLE_CACHE_WARMING", boolean);
+    p.set(
+        &mut c.enable_connection_pooling,
+        "ENABLE_CONNECTION_POOLING",
+        boolean,
+    );
+    p.set(&mut c.connection_pool_size, "CONNECTION_POOL_SIZE", |v| {
+        usize_in(v, 1, 10_000)
+    });
+    p.set(&mut c.enable_prometheus, "ENABLE_PROMETHEUS", boolean);
+    p.set(&mut c.alert_response_time, "ALERT_RESPONSE_TIME_MS", |v| {
+        millis(v, 1, 3_600_000)
+    });
+    p.set(&mut c.alert_error_rate, "ALERT_ERROR_RATE", |v| {
+        match v.trim().parse::<f64>() {
+            Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+            _ => Err("expected a fraction from 0 to 1, for example 0.05".to_string()),
+        }
+    });
+    if p.errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(p.errors)
+    }
+}
+
+struct Parser<'a> {
+    raw: &'a Raw,
+    errors: Vec<ConfigError>,
+}
+
+impl Parser<'_> {
+    fn set<T>(
+        &mut self,
+        field: &mut T,
+        env: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) {
+        let Some(setting) = settings::by_env(env) else {
+            return;
+        };
+        let (value, source) = self.raw.get(setting);
+        match parse(value.trim()) {
+            Ok(v) => *field = v,
+            Err(problem) => self.errors.push(ConfigError {
+                name: env.to_string(),
+                value: Some(if setting.secret {
+                    "<redacted>".into()
+                } else {
+                    value
+                }),
+                source,
+                problem,
+            }),
+        }
+    }
+}
+
+fn int_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected an integer from {min} to {max}")),
+    }
+}
+
+fn usize_in(v: &str, min: u64, max: u64) -> Result<usize, String> {
+    int_in(v, min, max).map(|n| n as usize)
+}
+
+fn millis(v: &str, min: u64, max: u64) -> Result<Duration, String> {
+    int_in(v, min, max)
+        .map(Duration::from_millis)
+        .map_err(|e| format!("{e} (milliseconds)"))
+}
+
+fn secs(v: &str, min: u64, max: u64) -> Result<Duration, String> {
+    int_in(v, min, max)
+        .map(Duration::from_secs)
+        .map_err(|e| format!("{e} (seconds)"))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".to_string()),
+    }
+}
+
+/// Renders the effective configuration, one `NAME = value  # source` line per setting, secrets
+/// redacted.
+pub fn render(raw: &Raw) -> String {
+    let mut out = String::new();
+    for setting in SETTINGS {
+        let (value, source) = raw.get(setting);
+        let shown = if setting.secret && !value.is_empty() {
+            "<redacted>".to_string()
+        } else if value.is_empty() {
+            "(auto)".to_string()
+        } else {
+            value
+        };
+        out.push_str(&format!(
+            "{:<28} = {:<24} # {}\n",
+            setting.env, shown, source
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_from(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn table_defaults_parse_to_config_default() {
+        let (raw, errors) = gather(&Flags::default(), |_| None);
+        assert!(errors.is_empty());
+        assert_eq!(build(&raw).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_by_name() {
+        let env = env_from(&[
+            ("ATLAS_CORES", "zero"),
+            ("BATCH_SIZE", "0"),
+            ("ALERT_ERROR_RATE", "2"),
+            ("ENABLE_PROMETHEUS", "maybe"),
+        ]);
+        let (raw, _) = gather(&Flags::default(), env);
+        let errors = build(&raw).unwrap_err();
+        let names: Vec<&str> = errors.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ATLAS_CORES",
+                "BATCH_SIZE",
+                "ENABLE_PROMETHEUS",
+                "ALERT_ERROR_RATE"
+            ]
+        );
+        assert!(errors[0]
+            .to_string()
+            .contains("ATLAS_CORES=\"zero\" (from environment)"));
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults() {
+        let dir = std::env::temp_dir().join(format!("atlas-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("atlas.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1\"\ncores = 1\nbatch_size = 8\nmax_connections = 7\n",
+        )
+        .unwrap();
+        let flags = Flags {
+            listen: Some("127.0.0.1:3".into()),
+            cores: None,
+            config_file: Some(file.clone()),
+        };
+        let env = env_from(&[("ATLAS_LISTEN", "127.0.0.1:2"), ("BATCH_SIZE", "16")]);
+        let (raw, errors) = gather(&flags, env);
+        assert!(errors.is_empty(), "{errors:?}");
+        let c = build(&raw).unwrap();
+        assert_eq!(c.listen.port(), 3);
+        assert_eq!(c.batch_size, 16);
+        assert_eq!(c.cores, Some(1));
+        assert_eq!(c.max_connections, 7);
+        assert_eq!(c.batch_timeout, Duration::from_millis(50));
+        let rendered = render(&raw);
+        assert!(rendered.contains("# flag"));
+        assert!(rendered.contains(&format!("# file {}", file.display())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("atlas-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("atlas.toml");
+        std::fs::write(&file, "lisen = \"x\"\n[table]\na = 1\n").unwrap();
+        let flags = Flags {
+            config_file: Some(file),
+            ..Flags::default()
+        };
+        let (_, errors) = gather(&flags, |_| None);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].problem.contains("unknown key `lisen`"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

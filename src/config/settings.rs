@@ -1,0 +1,115 @@
+//! The table of every setting Atlas reads: its environment variable, its TOML key, its default
+//! and what it means. One row per setting; `check-config` and the README are generated from the
+//! same facts, so they cannot drift apart.
+
+/// One configurable setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Environment variable name; also how errors name the setting.
+    pub env: &'static str,
+    /// Key in the TOML file (`--config`).
+    pub key: &'static str,
+    /// Command-line flag that sets it, if any.
+    pub flag: Option<&'static str>,
+    /// Default value as text; empty means "unset" (computed at start, e.g. all cores).
+    pub default: &'static str,
+    /// Whether `check-config` must redact the value.
+    pub secret: bool,
+    /// One-line description.
+    pub help: &'static str,
+}
+
+const fn s(
+    env: &'static str,
+    key: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        env,
+        key,
+        flag: None,
+        default,
+        secret: false,
+        help,
+    }
+}
+
+const fn flagged(
+    env: &'static str,
+    key: &'static str,
+    flag: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        env,
+        key,
+        flag: Some(flag),
+        default,
+        secret: false,
+        help,
+    }
+}
+
+/// Every setting, in the order `check-config` prints them.
+pub const SETTINGS: &[Setting] = &[
+    flagged("ATLAS_LISTEN", "listen", "--listen", "127.0.0.1:8083", "address to listen on (IP:PORT; port 0 picks a free port)"),
+    flagged("ATLAS_CORES", "cores", "--cores", "", "number of shards, one pinned executor per core (default: every CPU this process may run on)"),
+    s("ATLAS_LOG", "log", "info", "log filter for stderr (error, warn, info, debug, trace, or module=level lists)"),
+    s("ATLAS_MAX_CONNECTIONS", "max_connections", "20000", "open client connections allowed across all shards; past it a new connection gets 503 and is closed"),
+    s("ATLAS_MAX_BODY_BYTES", "max_body_bytes", "1048576", "largest accepted request body in bytes (413 past it)"),
+    s("ATLAS_HEADER_TIMEOUT_MS", "header_timeout_ms", "10000", "time allowed to receive a complete request head (408 past it); also the longest pause allowed while a body is arriving"),
+    s("ATLAS_KEEPALIVE_TIMEOUT_S", "keepalive_timeout_s", "30", "idle keep-alive connections are closed after this many seconds"),
+    s("ATLAS_SHUTDOWN_GRACE_S", "shutdown_grace_s", "10", "on SIGTERM/SIGINT, how long in-flight requests may take to finish before exit"),
+    s("ATLAS_LISTEN_BACKLOG", "listen_backlog", "", "listen(2) backlog per shard socket (default: net.core.somaxconn)"),
+    s("ATLAS_IO_MEMORY_BYTES", "io_memory_bytes", "1048576", "io_uring buffer memory registered per shard (locked memory: see tuning/README.md)"),
+    s("ATLAS_MESH_CAPACITY", "mesh_capacity", "1024", "slots in each shard-to-shard channel"),
+    s("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", "10000", "requests in progress allowed across all shards; past it requests are shed with 503"),
+    s("REQUEST_TIMEOUT_MS", "request_timeout_ms", "10000", "deadline for one request end to end (504 past it)"),
+    s("BATCH_SIZE", "batch_size", "32", "most requests in one model batch"),
+    s("BATCH_TIMEOUT_MS", "batch_timeout_ms", "50", "longest a request waits for its batch to fill"),
+    s("CONTEXT_CACHE_TTL", "context_cache_ttl", "3600", "seconds a stored user context is kept"),
+    s("RESULT_CACHE_TTL", "result_cache_ttl", "300", "fallback result TTL in seconds for operations without their own"),
+    s("ENABLE_CACHE_WARMING", "enable_cache_warming", "true", "refresh hot cache entries before they expire"),
+    s("ENABLE_CONNECTION_POOLING", "enable_connection_pooling", "true", "keep-alive connection pools to model endpoints and Redis"),
+    s("CONNECTION_POOL_SIZE", "connection_pool_size", "50", "connections per pool"),
+    s("ENABLE_PROMETHEUS", "enable_prometheus", "true", "serve GET /metrics"),
+    s("ALERT_RESPONSE_TIME_MS", "alert_response_time_ms", "400", "p95 response time that raises an alert"),
+    s("ALERT_ERROR_RATE", "alert_error_rate", "0.05", "error-rate fraction that raises an alert"),
+];
+
+/// The setting with this environment variable name.
+pub fn by_env(env: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.env == env)
+}
+
+/// The setting with this TOML key.
+pub fn by_key(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys_are_unique_and_consistent() {
+        for (i, a) in SETTINGS.iter().enumerate() {
+            for b in &SETTINGS[i + 1..] {
+                assert_ne!(a.env, b.env);
+                assert_ne!(a.key, b.key);
+            }
+            let expected = a
+                .env
+                .strip_prefix("ATLAS_")
+                .unwrap_or(a.env)
+                .to_ascii_lowercase();
+            assert_eq!(
+                a.key, expected,
+                "TOML key of {} must be its env name lowercased",
+                a.env
+            );
+        }
+    }
+}

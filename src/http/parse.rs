@@ -1,0 +1,639 @@
+//! Request-head parsing: bytes in, a validated [`Head`] (or "read more", or a typed error) out.
+//!
+//! Pure functions over byte slices, no I/O, so they can be fuzzed (`fuzz/`) and property-tested.
+//! Like mini-redis's frame parser, "incomplete, read more" ([`Parsed::Incomplete`]) is kept
+//! apart from "invalid" (`Err(ApiError)`). Every error here is fatal for the connection: once
+//! the framing of one request is in doubt, nothing after it can be trusted.
+//!
+//! Hot path: runs once per request. It allocates one `Vec` for header offsets.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
+use crate::error::ApiError;
+use crate::http::status::Status;
+
+/// Parsing limits, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest accepted request target (path and query), in bytes. Longer → 414.
+    pub max_target: usize,
+    /// Largest accepted header section (everything after the request line), in bytes. → 431.
+    pub max_header_bytes: usize,
+    /// Most header fields accepted. More → 431.
+    pub max_headers: usize,
+    /// Largest accepted body. Larger → 413, without reading it.
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_target: 8 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_headers: MAX_HEADERS,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+/// Upper bound on header fields; the parser's stack array has this many slots.
+pub const MAX_HEADERS: usize = 100;
+
+/// The request methods Atlas routes on; anything else is kept as `Other` so it can be named in
+/// a 405 response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Other,
+}
+
+impl Method {
+    fn from_bytes(m: &str) -> Method {
+        match m {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// HTTP protocol version of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body (no `Content-Length`, no `Transfer-Encoding`, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed and validated request head. Offsets index the buffer the head was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The method, as a closed set.
+    pub method: Method,
+    /// The method exactly as sent (for 405 messages).
+    pub method_range: Range<usize>,
+    /// The path part of the target (no query), as offsets into the buffer.
+    pub path: Range<usize>,
+    /// The query string without `?`, if any.
+    pub query: Option<Range<usize>>,
+    /// Protocol version.
+    pub version: Version,
+    /// Whether the connection stays open after this request's response.
+    pub keep_alive: bool,
+    /// Body framing.
+    pub body: BodyKind,
+    /// The client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// Header (name, value) offsets, in the order sent.
+    pub headers: Vec<(Range<usize>, Range<usize>)>,
+    /// Length of the head in bytes, including the blank line.
+    pub len: usize,
+}
+
+impl Head {
+    /// The value of the first header named `name` (ASCII case-insensitive).
+    pub fn header<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &buf[v.clone()])
+    }
+
+    /// The path as text (httparse guarantees visible ASCII).
+    pub fn path<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.path.clone()]).unwrap_or("")
+    }
+
+    /// The method as sent.
+    pub fn method_str<'b>(&self, buf: &'b [u8]) -> &'b str {
+        std::str::from_utf8(&buf[self.method_range.clone()]).unwrap_or("")
+    }
+}
+
+/// The outcome of feeding bytes to the head parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<T> {
+    /// The head is not complete yet: read more bytes and call again.
+    Incomplete,
+    /// A complete, valid head.
+    Done(T),
+}
+
+fn bad(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::fatal(Status::BadRequest, "bad_request", message)
+}
+
+fn offset_of(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+    start..start + part.len()
+}
+
+/// Checks the size limits on a head that is still incomplete, so a client cannot make the
+/// server buffer without bound while it waits for the end of the head.
+fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ApiError> {
+    // Method (≤ 16) + space + target + space + "HTTP/1.1" + CRLF.
+    let line_allowance = limits.max_target + 32;
+    match memchr(b'\n', buf) {
+        None if buf.len() > line_allowance => Err(too_long_target(limits)),
+        None => Ok(()),
+        Some(line_end) if line_end > line_allowance => Err(too_long_target(limits)),
+        Some(line_end) if buf.len() - line_end > limits.max_header_bytes + 2 => {
+            Err(too_large_headers(limits))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+fn too_long_target(limits: &Limits) -> ApiError {
+    ApiError::fatal(
+        Status::UriTooLong,
+        "uri_too_long",
+        format!("request target is longer than {} bytes", limits.max_target),
+    )
+}
+
+fn too_large_headers(limits: &Limits) -> ApiError {
+    ApiError::fatal(
+        Status::HeaderFieldsTooLarge,
+        "header_fields_too_large",
+        format!(
+            "header section is larger than {} bytes or has more than {} fields",
+            limits.max_header_bytes, limits.max_headers
+        ),
+    )
+}
+
+/// Parses a request head from the start of `buf`.
+///
+/// Returns `Incomplete` when more bytes are needed, a `Head` when the head is complete and
+/// valid, or a fatal `ApiError` (400, 413, 414, 417, 431, 501, 505) otherwise. Leading empty
+/// lines (allowed by RFC 9112 §2.2) are skipped and counted in `Head::len`.
+pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let max = limits.max_headers.min(MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(buf, &mut headers[..max]);
+    let len = match status {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            check_incomplete(buf, limits)?;
+            return Ok(Parsed::Incomplete);
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(too_large_headers(limits)),
+        Err(httparse::Error::Version) => {
+            return Err(ApiError::fatal(
+                Status::VersionNotSupported,
+                "http_version_not_supported",
+                "only HTTP/1.0 and HTTP/1.1 are supported",
+            ))
+        }
+        Err(e) => return Err(bad(format!("malformed request: {}", describe(e)))),
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(bad("malformed request line"));
+    };
+    if target.len() > limits.max_target {
+        return Err(too_long_target(limits));
+    }
+    let line_end = memchr(b'\n', buf).unwrap_or(0);
+    if len.saturating_sub(line_end) > limits.max_header_bytes + 2 {
+        return Err(too_large_headers(limits));
+    }
+    let version = if minor == 0 {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+
+    let method_range = offset_of(buf, method.as_bytes());
+    let target_range = offset_of(buf, target.as_bytes());
+    let (path, query) = split_target(buf, target_range)?;
+
+    let mut framing = Framing::default();
+    let mut header_ranges = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        header_ranges.push((offset_of(buf, h.name.as_bytes()), offset_of(buf, h.value)));
+        framing.observe(h.name, h.value)?;
+    }
+    if version == Version::Http11 && framing.host_count != 1 {
+        return Err(bad(if framing.host_count == 0 {
+            "HTTP/1.1 request without a Host header"
+        } else {
+            "more than one Host header"
+        }));
+    }
+    let body = framing.body_kind(version, limits)?;
+    let keep_alive = match version {
+        Version::Http11 => !framing.close,
+        Version::Http10 => framing.keep_alive && !framing.close,
+    };
+    Ok(Parsed::Done(Head {
+        method: Method::from_bytes(method),
+        method_range,
+        path,
+        query,
+        version,
+        keep_alive,
+        body,
+        expect_continue: framing.expect_continue,
+        headers: header_ranges,
+        len,
+    }))
+}
+
+fn describe(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name (obsolete line folding is rejected)",
+        httparse::Error::HeaderValue => "invalid byte in a header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in the request line",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+/// Splits an origin-form (`/p?q`) or absolute-form (`http://h/p?q`) target into path and query.
+fn split_target(
+    buf: &[u8],
+    target: Range<usize>,
+) -> Result<(Range<usize>, Option<Range<usize>>), ApiError> {
+    let t = &buf[target.clone()];
+    let path_start = if t.first() == Some(&b'/') {
+        target.start
+    } else if t == b"*" {
+        return Ok((target, None));
+    } else {
+        let scheme_len = if t.starts_with(b"http://") {
+            7
+        } else if t.starts_with(b"https://") {
+            8
+        } else {
+            return Err(bad("request target must be an absolute path"));
+        };
+        match memchr(b'/', &t[scheme_len..]) {
+            Some(i) => target.start + scheme_len + i,
+            // `http://host` with no path means `/`: point at an empty range, routed as "/".
+            None => return Ok((target.end..target.end, None)),
+        }
+    };
+    match memchr(b'?', &buf[path_start..target.end]) {
+        Some(q) => Ok((
+            path_start..path_start + q,
+            Some(path_start + q + 1..target.end),
+        )),
+        None => Ok((path_start..target.end, None)),
+    }
+}
+
+/// What the framing-relevant headers said, collected while walking the header list.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    other_coding: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    host_count: usize,
+}
+
+impl Framing {
+    fn observe(&mut self, name: &str, value: &[u8]) -> Result<(), ApiError> {
+        if name.eq_ignore_ascii_case("content-length") {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_decimal(trim(part))
+                    .ok_or_else(|| bad("Content-Length is not a non-negative integer"))?;
+                match self.content_length {
+                    Some(prev) if prev != n => {
+                        return Err(bad("conflicting Content-Length values"));
+                    }
+                    _ => self.content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in value.split(|&b| b == b',').map(trim) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    if self.chunked_last {
+                        return Err(bad("chunked applied more than once"));
+                    }
+                    self.chunked_last = true;
+                } else {
+                    if self.chunked_last {
+                        return Err(bad("chunked must be the final transfer coding"));
+                    }
+                    self.other_coding = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if trim(value).eq_ignore_ascii_case(b"100-continue") {
+                self.expect_continue = true;
+            } else {
+                return Err(ApiError::fatal(
+                    Status::ExpectationFailed,
+                    "expectation_failed",
+                    "only `Expect: 100-continue` is supported",
+                ));
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            self.host_count += 1;
+        }
+        Ok(())
+    }
+
+    fn body_kind(&self, version: Version, limits: &Limits) -> Result<BodyKind, ApiError> {
+        if self.transfer_encoding {
+            if self.content_length.is_some() {
+                return Err(bad(
+                    "both Content-Length and Transfer-Encoding are present (request smuggling guard)",
+                ));
+            }
+            if version == Version::Http10 {
+                return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0"));
+            }
+            if !self.chunked_last {
+                return Err(bad(
+                    "Transfer-Encoding without a final `chunked` coding has no length",
+                ));
+            }
+            if self.other_coding {
+                return Err(ApiError::fatal(
+                    Status::NotImplemented,
+                    "unsupported_transfer_encoding",
+                    "only the `chunked` transfer coding is supported",
+                ));
+            }
+            return Ok(BodyKind::Chunked);
+        }
+        match self.content_length {
+            None | Some(0) => Ok(BodyKind::Empty),
+            Some(n) if n > limits.max_body => Err(ApiError::fatal(
+                Status::PayloadTooLarge,
+                "payload_too_large",
+                format!(
+                    "body of {n} bytes exceeds the limit of {} bytes",
+                    limits.max_body
+                ),
+            )),
+            Some(n) => Ok(BodyKind::Length(n)),
+        }
+    }
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &s[start..end]
+}
+
+/// Parses 1–19 ASCII digits (no sign, no whitespace), refusing overflow.
+pub fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, &b| {
+        if b.is_ascii_digit() {
+            acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(s: &str) -> Result<Parsed<Head>, ApiError> {
+        parse_head(s.as_bytes(), &Limits::default())
+    }
+
+    fn done(s: &str) -> Head {
+        match parse(s) {
+            Ok(Parsed::Done(h)) => h,
+            other => panic!("expected a head, got {other:?}"),
+        }
+    }
+
+    fn status(s: &str) -> u16 {
+        parse(s).unwrap_err().status.code()
+    }
+
+    #[test]
+    fn simple_get() {
+        let raw = "GET /health?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let h = done(raw);
+        assert_eq!(h.method, Method::Get);
+        assert_eq!(h.path(raw.as_bytes()), "/health");
+        assert_eq!(&raw.as_bytes()[h.query.clone().unwrap()], b"x=1");
+        assert!(h.keep_alive);
+        assert_eq!(h.body, BodyKind::Empty);
+        assert_eq!(h.len, raw.len());
+        assert_eq!(h.header(raw.as_bytes(), "HOST"), Some(&b"a"[..]));
+    }
+
+    #[test]
+    fn incomplete_then_complete() {
+        assert_eq!(parse("GET / HTTP/1.1\r\nHo").unwrap(), Parsed::Incomplete);
+        assert_eq!(parse("").unwrap(), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(!done("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!done("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(done("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+        assert!(
+            !done("GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n").keep_alive
+        );
+    }
+
+    #[test]
+    fn absolute_form_target() {
+        let raw = "GET http://example.com/health?q HTTP/1.1\r\nHost: example.com\r\n\r\n";
+        let h = done(raw);
+        assert_eq!(h.path(raw.as_bytes()), "/health");
+    }
+
+    #[test]
+    fn body_framing() {
+        assert_eq!(
+            done("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            done("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").body,
+            BodyKind::Length(5)
+        );
+        assert_eq!(
+            done("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").body,
+            BodyKind::Chunked
+        );
+    }
+
+    #[test]
+    fn smuggling_and_bad_lengths_are_400() {
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn nul_and_obs_fold_are_400() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n"),
+            400
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHo st: a\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn host_is_required_once_on_http11() {
+        assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn limits() {
+        let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(status(&long_target), 414);
+        let partial_long_target = format!("GET /{}", "a".repeat(9000));
+        assert_eq!(status(&partial_long_target), 414);
+        let many = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X-A: b\r\n".repeat(100)
+        );
+        assert_eq!(status(&many), 431);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n",
+            "b".repeat(17_000)
+        );
+        assert_eq!(status(&big), 431);
+        assert_eq!(
+            status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n"),
+            413
+        );
+        assert_eq!(status("GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n"),
+            417
+        );
+    }
+
+    #[test]
+    fn exactly_at_limits_is_accepted() {
+        let target = format!("/{}", "a".repeat(8 * 1024 - 1));
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(done(&raw).path(raw.as_bytes()).len(), 8 * 1024);
+        let headers = format!(
+            "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+            "X-A: b\r\n".repeat(99)
+        );
+        assert_eq!(done(&headers).headers.len(), 100);
+    }
+
+    #[test]
+    fn decimal() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"18446744073709551615"), None);
+        assert_eq!(
+            parse_decimal(b"1844674407370955161"),
+            Some(1_844_674_407_370_955_161)
+        );
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"1a"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_len_is_in_bounds(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Ok(Parsed::Done(h)) = parse_head(&bytes, &Limits::default()) {
+                prop_assert!(h.len <= bytes.len());
+                prop_assert!(h.path.end <= h.len);
+            }
+        }
+
+        #[test]
+        fn every_prefix_of_a_valid_head_is_incomplete(cut in 0usize..60) {
+            let raw = b"POST /ai/x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n";
+            let cut = cut.min(raw.len() - 1);
+            prop_assert_eq!(parse_head(&raw[..cut], &Limits::default()).unwrap(), Parsed::Incomplete);
+        }
+    }
+}

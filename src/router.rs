@@ -1,0 +1,119 @@
+//! Routes: which handler a method and path go to ([`resolve`], before the body is read, so a
+//! request for a missing route is refused without reading its body), and the handlers
+//! ([`handle`]).
+//!
+//! Handlers return values (`Response`); errors become HTTP through `ApiError::to_response`.
+//! Routes never touch sockets.
+
+use std::rc::Rc;
+
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::http::{Method, Request, Response, Status};
+use crate::runtime::shard::{Shard, ShardCall, ShardReply};
+
+/// Every route Atlas serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /health`: liveness.
+    Health,
+    /// `GET /health/ready`: 200 once every shard listens, 503 before that and while draining.
+    Ready,
+    /// `GET /health/detailed`: per-shard counters gathered over the mesh.
+    Detailed,
+}
+
+/// Maps a method and path to a route: 404 for an unknown path, 405 (with `Allow`) for a known
+/// path with the wrong method.
+pub fn resolve(method: Method, path: &str, method_str: &str) -> Result<Route, ApiError> {
+    let (route, allow) = match path {
+        "/health" => (Route::Health, "GET, HEAD"),
+        "/health/ready" => (Route::Ready, "GET, HEAD"),
+        "/health/detailed" => (Route::Detailed, "GET, HEAD"),
+        _ => return Err(ApiError::not_found(path)),
+    };
+    match method {
+        Method::Get | Method::Head => Ok(route),
+        _ => Err(ApiError::method_not_allowed(method_str, allow)),
+    }
+}
+
+/// Runs the handler for `route`.
+pub async fn handle(shard: &Rc<Shard>, route: Route, _request: &Request) -> Response {
+    match route {
+        Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
+        Route::Ready => ready(shard),
+        Route::Detailed => detailed(shard).await,
+    }
+}
+
+fn ready(shard: &Shard) -> Response {
+    let shards = shard.shared.shards;
+    if shard.shared.is_ready() {
+        Response::json(
+            Status::Ok,
+            format!("{{\"status\":\"ready\",\"shards\":{shards}}}"),
+        )
+    } else {
+        let status = if shard.is_draining() {
+            "draining"
+        } else {
+            "starting"
+        };
+        Response::json(
+            Status::ServiceUnavailable,
+            format!("{{\"status\":\"{status}\",\"shards\":{shards}}}"),
+        )
+    }
+}
+
+async fn detailed(shard: &Rc<Shard>) -> Response {
+    let replies = shard.mesh.broadcast(|| ShardCall::Info).await;
+    let mut shards = Vec::with_capacity(replies.len());
+    let mut healthy = true;
+    for (k, reply) in replies.into_iter().enumerate() {
+        match reply {
+            Ok(ShardReply::Info(info)) => shards.push(json!({
+                "shard": info.shard,
+                "cpu": info.cpu,
+                "connections_open": info.connections_open,
+                "connections_total": info.connections_total,
+                "requests_total": info.requests_total,
+                "in_flight": info.in_flight,
+            })),
+            Ok(ShardReply::NotReady) | Err(_) => {
+                healthy = false;
+                shards.push(json!({"shard": k, "status": "unreachable"}));
+            }
+        }
+    }
+    let body = json!({
+        "status": if healthy && shard.shared.is_ready() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "answered_by": shard.id,
+        "shards": shards,
+    });
+    Response::json(Status::Ok, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_known_routes_and_rejects_others() {
+        assert_eq!(resolve(Method::Get, "/health", "GET"), Ok(Route::Health));
+        assert_eq!(
+            resolve(Method::Head, "/health/ready", "HEAD"),
+            Ok(Route::Ready)
+        );
+        let e = resolve(Method::Post, "/health", "POST").unwrap_err();
+        assert_eq!(e.status, Status::MethodNotAllowed);
+        assert_eq!(e.allow, Some("GET, HEAD"));
+        assert_eq!(
+            resolve(Method::Get, "/nope", "GET").unwrap_err().status,
+            Status::NotFound
+        );
+    }
+}

@@ -1,0 +1,333 @@
+//! The runtime: checks the host, binds the listening sockets, starts one pinned glommio
+//! executor per core (each a shard), announces readiness, and drains on SIGTERM/SIGINT.
+//!
+//! Lifecycle: `serve` → prerequisites (`sys`) → sockets (`listener`) → executors → each shard
+//! joins the mesh, starts accepting and reports ready → the main thread prints
+//! `atlas listening on http://IP:PORT shards=N` → a signal closes every shard's shutdown
+//! semaphore → shards stop accepting, finish in-flight requests (up to the grace period), wait
+//! for each other, and exit → the process exits 0.
+
+pub mod listener;
+pub mod shard;
+pub mod sys;
+
+use std::cell::OnceCell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, UnixStream};
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::Config;
+use crate::mesh::{Handler, MeshBuilders};
+use shard::{Shard, ShardCall, ShardReply, Shared};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A host prerequisite is missing.
+    #[error(transparent)]
+    Prerequisite(#[from] sys::Prerequisite),
+    /// The configuration asks for something this host cannot give (exit status 2).
+    #[error("{0}")]
+    Config(String),
+    /// Binding or another OS call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard failed while starting.
+    #[error("shard failed to start: {0}")]
+    Shard(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// What each shard is handed when its executor starts.
+struct ShardSeed {
+    listener: RawFd,
+    notify: RawFd,
+}
+
+/// Runs the server until a shutdown signal, then drains and returns.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    let facts = sys::probe();
+    sys::check(&facts)?;
+    let shards = config.cores.unwrap_or(facts.cpus.len()).max(1);
+    if shards > facts.cpus.len() {
+        return Err(StartError::Config(format!(
+            "ATLAS_CORES={shards}: this process may run on {} CPUs ({:?}); ask for at most that many",
+            facts.cpus.len(),
+            facts.cpus
+        )));
+    }
+    let backlog = config.listen_backlog.or(facts.somaxconn).unwrap_or(4096);
+    let (fds, addr) = listener::bind_all(config.listen, shards, backlog)
+        .map_err(io_err(format!("cannot listen on {}", config.listen)))?;
+
+    let memlock_needed = sys::memlock_per_shard(config.io_memory_bytes) * shards as u64;
+    log::info!(
+        "atlas {} starting: shards={shards} listen={addr} backlog={backlog} glommio=0.9 \
+         io_memory={}/shard (locked memory needed ≈ {}) {facts}",
+        env!("CARGO_PKG_VERSION"),
+        sys::human_bytes(config.io_memory_bytes as u64),
+        sys::human_bytes(memlock_needed),
+    );
+    if !facts.ipc_lock && facts.memlock < memlock_needed {
+        log::warn!(
+            "locked-memory limit {} is below the {} the io_uring buffers need; they will run \
+             unregistered (slower). Raise LimitMEMLOCK (see tuning/README.md)",
+            sys::human_bytes(facts.memlock),
+            sys::human_bytes(memlock_needed)
+        );
+    }
+
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(io_err("cannot install signal handlers"))?;
+
+    let mut notify_senders = Vec::with_capacity(shards);
+    let mut seeds = Vec::with_capacity(shards);
+    for listener in fds {
+        let (tx, rx) = std::os::unix::net::UnixStream::pair()
+            .map_err(io_err("cannot create the shutdown channel"))?;
+        notify_senders.push(tx);
+        seeds.push(ShardSeed {
+            listener,
+            notify: rx.into_raw_fd(),
+        });
+    }
+
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared::new(shards));
+    let seeds = Arc::new(Mutex::new(seeds));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
+    let mesh = MeshBuilders::<ShardCall, ShardReply>::new(shards, config.mesh_capacity);
+
+    let allowed = facts.cpus.clone();
+    let cpus = CpuSet::online()
+        .map_err(|e| StartError::Shard(format!("cannot list CPUs: {e}")))?
+        .filter(|l| allowed.contains(&l.cpu));
+    let handles = {
+        let config = Arc::clone(&config);
+        let shared = Arc::clone(&shared);
+        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
+            .name("atlas-shard")
+            .io_memory(config.io_memory_bytes)
+            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx))
+            .map_err(|e| StartError::Shard(e.to_string()))?
+    };
+
+    for _ in 0..shards {
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(StartError::Shard(e)),
+            Err(_) => return Err(StartError::Shard("a shard did not start in 30 s".into())),
+        }
+    }
+    shared.ready.store(true, Ordering::Release);
+    announce(addr, shards);
+    log::info!("ready: {shards} shards listening on {addr}");
+
+    let signal_shared = Arc::clone(&shared);
+    let grace = config.shutdown_grace;
+    std::thread::Builder::new()
+        .name("atlas-signals".into())
+        .spawn(move || watch_signals(signals, signal_shared, notify_senders, grace))
+        .map_err(io_err("cannot start the signal thread"))?;
+
+    let mut failed = 0;
+    for result in handles.join_all() {
+        if let Err(e) = result {
+            log::error!("shard ended with an error: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        return Err(StartError::Shard(format!("{failed} shard(s) failed")));
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// Prints the one line tests and tools wait for.
+fn announce(addr: SocketAddr, shards: usize) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "atlas listening on http://{addr} shards={shards}");
+    let _ = out.flush();
+}
+
+/// First signal: start draining every shard. Second signal: exit at once.
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shared: Arc<Shared>,
+    mut notify: Vec<std::os::unix::net::UnixStream>,
+    grace: Duration,
+) {
+    let mut seen = 0;
+    for signal in signals.forever() {
+        seen += 1;
+        if seen == 1 {
+            log::info!(
+                "signal {signal}: draining (stop accepting, finish in-flight requests, up to {}s)",
+                grace.as_secs()
+            );
+            shared.draining.store(true, Ordering::Release);
+            for n in &mut notify {
+                let _ = n.write_all(b"x");
+            }
+        } else {
+            log::warn!("second signal {signal}: exiting without waiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run_shard(
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    seeds: Arc<Mutex<Vec<ShardSeed>>>,
+    mesh: MeshBuilders<ShardCall, ShardReply>,
+    ready: mpsc::Sender<Result<usize, String>>,
+) {
+    let seed = match seeds.lock().map(|mut s| s.pop()) {
+        Ok(Some(seed)) => seed,
+        _ => {
+            let _ = ready.send(Err("no listening socket left for this shard".into()));
+            return;
+        }
+    };
+    // SAFETY: both descriptors were created for this shard and are owned by nothing else.
+    let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
+    // SAFETY: as above.
+    let notify = unsafe { UnixStream::from_raw_fd(seed.notify) };
+
+    let slot: Rc<OnceCell<Rc<Shard>>> = Rc::new(OnceCell::new());
+    let handler: Handler<ShardCall, ShardReply> = {
+        let slot = Rc::clone(&slot);
+        Rc::new(move |call| {
+            let shard = slot.get().cloned();
+            Box::pin(async move {
+                match shard {
+                    Some(shard) => shard.handle_call(call).await,
+                    None => ShardReply::NotReady,
+                }
+            })
+        })
+    };
+    let mesh = match mesh.join(handler).await {
+        Ok(mesh) => mesh,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot join the shard mesh: {e}")));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh));
+    let _ = slot.set(Rc::clone(&shard));
+
+    glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();
+    log::debug!("shard {} on cpu {:?} accepting", shard.id, shard.cpu);
+    let _ = ready.send(Ok(shard.id));
+    drop(ready);
+
+    accept_loop(&shard, &listener).await;
+    drop(listener);
+    drain(&shard).await;
+}
+
+/// Closes the shard's shutdown semaphore when the main thread writes to the notify socket.
+async fn watch_shutdown(shard: Rc<Shard>, mut notify: UnixStream) {
+    let mut byte = [0u8; 1];
+    let _ = notify.read(&mut byte).await;
+    shard.shutdown.close();
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    let max = shard.config.max_connections;
+    let mut last_error_log: Option<Instant> = None;
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.shutdown_started().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => {
+                // Typically EMFILE/ENFILE: log at most once a second and back off briefly so
+                // the loop does not spin while descriptors are exhausted.
+                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    log::warn!("accept failed: {e}");
+                    last_error_log = Some(Instant::now());
+                }
+                glommio::timer::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            let c = &shard.counters.connections_rejected;
+            c.set(c.get() + 1);
+            glommio::spawn_local(reject(shard.id, stream)).detach();
+            continue;
+        }
+        glommio::spawn_local(crate::conn::serve(Rc::clone(shard), stream)).detach();
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, without reading from it.
+async fn reject(shard: usize, mut stream: glommio::net::TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    let err = crate::error::ApiError::fatal(
+        crate::http::Status::ServiceUnavailable,
+        "too_many_connections",
+        "the server is at its connection limit (ATLAS_MAX_CONNECTIONS); retry later",
+    );
+    let mut out = Vec::with_capacity(256);
+    let framing = crate::http::response::Framing {
+        head_only: false,
+        close: true,
+        http10_keep_alive: false,
+    };
+    crate::http::response::write_response(&mut out, &err.to_response(), framing, shard);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+/// Waits for this shard's connections to finish, then for every other shard to finish too (so
+/// no shard leaves while a peer may still call it), both bounded by the grace period.
+async fn drain(shard: &Rc<Shard>) {
+    let deadline = Instant::now() + shard.config.shutdown_grace;
+    while shard.counters.connections_open.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    let left = shard.counters.connections_open.get();
+    if left > 0 {
+        log::warn!(
+            "shard {}: grace period over, dropping {left} connection(s)",
+            shard.id
+        );
+    }
+    shard.shared.drained.fetch_add(1, Ordering::AcqRel);
+    while shard.shared.drained.load(Ordering::Acquire) < shard.shared.shards
+        && Instant::now() < deadline
+    {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+}

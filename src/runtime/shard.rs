@@ -1,0 +1,246 @@
+//! One shard: the state a core owns (counters, its mesh end, its shutdown signal) and the
+//! cross-shard messages it answers.
+//!
+//! Everything here lives on one executor thread; counters are plain `Cell`s, not atomics. The
+//! few values all shards share (`Shared`) are atomics touched on connect, not per request.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use glommio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::http::Limits;
+use crate::mesh::Mesh;
+
+/// State shared by every shard of the process. Touched on connection accept/close and on
+/// lifecycle changes, never per request.
+#[derive(Debug)]
+pub struct Shared {
+    /// Number of shards.
+    pub shards: usize,
+    /// Open client connections across all shards (for `ATLAS_MAX_CONNECTIONS`).
+    pub connections: AtomicUsize,
+    /// Every shard is listening (`/health/ready`).
+    pub ready: AtomicBool,
+    /// A shutdown signal arrived: stop accepting, finish in-flight requests.
+    pub draining: AtomicBool,
+    /// Shards that have finished draining their connections.
+    pub drained: AtomicUsize,
+}
+
+impl Shared {
+    /// State for `shards` shards, not yet ready.
+    pub fn new(shards: usize) -> Self {
+        Shared {
+            shards,
+            connections: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether every shard is up and no shutdown is under way.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Calls one shard makes on another over the mesh. A closed set: each issue that needs a new
+/// cross-shard operation adds a variant.
+#[derive(Debug, Clone)]
+pub enum ShardCall {
+    /// Report this shard's counters.
+    Info,
+}
+
+/// Answers to [`ShardCall`]s.
+#[derive(Debug, Clone)]
+pub enum ShardReply {
+    /// Answer to `Info`.
+    Info(ShardInfo),
+    /// The shard was still starting when the call arrived.
+    NotReady,
+}
+
+/// A snapshot of one shard's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Shard index.
+    pub shard: usize,
+    /// CPU the shard is pinned to, if known.
+    pub cpu: Option<usize>,
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Requests answered since start.
+    pub requests_total: u64,
+    /// Requests being handled now.
+    pub in_flight: u64,
+}
+
+/// Plain per-shard counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections open now.
+    pub connections_open: Cell<u64>,
+    /// Connections accepted since start.
+    pub connections_total: Cell<u64>,
+    /// Requests answered since start.
+    pub requests_total: Cell<u64>,
+    /// Requests being handled now.
+    pub in_flight: Cell<u64>,
+    /// Connections refused because of the connection cap.
+    pub connections_rejected: Cell<u64>,
+}
+
+fn bump(cell: &Cell<u64>, by: i64) {
+    cell.set(cell.get().saturating_add_signed(by));
+}
+
+/// One core's shard.
+pub struct Shard {
+    /// Shard index: the mesh peer id.
+    pub id: usize,
+    /// CPU this shard's thread is pinned to.
+    pub cpu: Option<usize>,
+    /// Effective configuration.
+    pub config: Arc<Config>,
+    /// HTTP parsing limits derived from the configuration.
+    pub limits: Limits,
+    /// Process-wide state.
+    pub shared: Arc<Shared>,
+    /// This shard's counters.
+    pub counters: Counters,
+    /// This shard's end of the mesh.
+    pub mesh: Rc<Mesh<ShardCall, ShardReply>>,
+    /// Closed when shutdown starts; waiting on it is how tasks learn of shutdown.
+    pub shutdown: Semaphore,
+    /// Requests this shard may have in progress (its share of `MAX_CONCURRENT_REQUESTS`).
+    pub in_flight_cap: u64,
+    /// Pre-built `/health` body.
+    pub health_body: bytes::Bytes,
+}
+
+impl Shard {
+    /// A shard with index `mesh.id()`.
+    pub fn new(
+        config: Arc<Config>,
+        shared: Arc<Shared>,
+        mesh: Rc<Mesh<ShardCall, ShardReply>>,
+    ) -> Self {
+        let id = mesh.id();
+        let shards = mesh.shards().max(1);
+        let limits = Limits {
+            max_body: config.max_body_bytes,
+            ..Limits::default()
+        };
+        let in_flight_cap = config.max_concurrent_requests.div_ceil(shards) as u64;
+        let health_body = bytes::Bytes::from(format!(
+            "{{\"status\":\"ok\",\"shard\":{id},\"shards\":{shards},\"version\":\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        Shard {
+            id,
+            cpu: current_cpu(),
+            config,
+            limits,
+            shared,
+            counters: Counters::default(),
+            mesh,
+            shutdown: Semaphore::new(0),
+            in_flight_cap,
+            health_body,
+        }
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when shutdown starts.
+    pub async fn shutdown_started(&self) {
+        // Nobody ever releases units: this waits until `close()` makes it fail.
+        let _ = self.shutdown.acquire(1).await;
+    }
+
+    /// Answers a mesh call addressed to this shard.
+    pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
+        match call {
+            ShardCall::Info => ShardReply::Info(self.info()),
+        }
+    }
+
+    /// This shard's counters.
+    pub fn info(&self) -> ShardInfo {
+        let c = &self.counters;
+        ShardInfo {
+            shard: self.id,
+            cpu: self.cpu,
+            connections_open: c.connections_open.get(),
+            connections_total: c.connections_total.get(),
+            requests_total: c.requests_total.get(),
+            in_flight: c.in_flight.get(),
+        }
+    }
+
+    /// Records an accepted connection; the guard records its close.
+    pub fn open_connection(self: &Rc<Self>) -> ConnectionGuard {
+        bump(&self.counters.connections_open, 1);
+        bump(&self.counters.connections_total, 1);
+        ConnectionGuard {
+            shard: Rc::clone(self),
+        }
+    }
+
+    /// Admits a request if this shard is under its in-flight cap; the guard releases it.
+    pub fn admit(self: &Rc<Self>) -> Option<InFlight> {
+        if self.counters.in_flight.get() >= self.in_flight_cap {
+            return None;
+        }
+        bump(&self.counters.in_flight, 1);
+        Some(InFlight {
+            shard: Rc::clone(self),
+        })
+    }
+}
+
+/// Decrements the open-connection counters when a connection ends, however it ends.
+pub struct ConnectionGuard {
+    shard: Rc<Shard>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        bump(&self.shard.counters.connections_open, -1);
+        self.shard
+            .shared
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request counted against the in-flight cap until dropped.
+pub struct InFlight {
+    shard: Rc<Shard>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        bump(&self.shard.counters.in_flight, -1);
+        bump(&self.shard.counters.requests_total, 1);
+    }
+}
+
+/// The CPU this thread is pinned to, when it is pinned to exactly one.
+fn current_cpu() -> Option<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if ids.len() == 1 => ids.first().map(|c| c.id),
+        _ => None,
+    }
+}
