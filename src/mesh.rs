@@ -2,11 +2,20 @@
 //! "run this on shard k and give me the answer" ([`Mesh::call`]) and "run this on every shard
 //! and collect the answers" ([`Mesh::broadcast`]).
 //!
-//! Built on glommio's channel mesh (a lock-free SPSC channel per ordered pair of shards). Calls
-//! and replies travel on two separate meshes: a reply never waits behind a call, so two busy
-//! shards calling each other cannot deadlock (a reply channel is always drained by a loop that
-//! only completes waiters and never blocks). Each incoming call runs as its own task on the
-//! owner, so a slow call does not hold up the calls queued behind it.
+//! Built on glommio's channel mesh (a lock-free SPSC channel per ordered pair of shards).
+//! Calls and replies share one channel per direction, and three rules keep it deadlock-free and
+//! cheap:
+//!
+//! - Nothing on the receive side ever waits: a call is handed to its own task (so a slow call
+//!   does not hold up the ones behind it), a reply completes a waiting slot. A channel is
+//!   therefore always drained, however busy both shards are.
+//! - Senders never wait on the channel either: messages go into a per-peer outbox, and one
+//!   sender task per peer moves the whole outbox into the channel as a single batch. Only that
+//!   task ever awaits room in the channel (glommio's `send` panics if two tasks wait on one full
+//!   channel and the second loses the race), and every message queued while a batch was in
+//!   transit rides the next hop together: under load one hop carries many requests.
+//! - The channel capacity bounds batches in transit; the outbox itself is bounded by the
+//!   callers (each connection has at most one request in flight).
 //!
 //! Generic over the call and reply types, so the runtime owns the closed set of messages and
 //! tests use their own. Must not touch sockets or shard data directly: it hands calls to the
@@ -38,72 +47,63 @@ pub enum MeshError {
     PeerGone(usize),
 }
 
-/// The builders for the two meshes; clone one per shard before the executors start.
+/// One message on the wire between two shards.
+enum Envelope<Q, R> {
+    /// Run `Q` and reply with the same id.
+    Call(u64, Q),
+    /// The answer to call `id`.
+    Reply(u64, R),
+}
+
+/// What travels in one channel slot: every message queued for that peer since the last hop.
+type Batch<Q, R> = Vec<Envelope<Q, R>>;
+
+/// The mesh builder; clone one per shard before the executors start.
 pub struct MeshBuilders<Q: Send + 'static, R: Send + 'static> {
-    calls: MeshBuilder<(u64, Q), Full>,
-    replies: MeshBuilder<(u64, R), Full>,
+    mesh: MeshBuilder<Batch<Q, R>, Full>,
 }
 
 impl<Q: Send + 'static, R: Send + 'static> Clone for MeshBuilders<Q, R> {
     fn clone(&self) -> Self {
         MeshBuilders {
-            calls: self.calls.clone(),
-            replies: self.replies.clone(),
+            mesh: self.mesh.clone(),
         }
     }
 }
 
 impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
-    /// Builders for `shards` peers with `capacity` slots per channel.
+    /// A mesh of `shards` peers with `capacity` batches per channel.
     pub fn new(shards: usize, capacity: usize) -> Self {
         MeshBuilders {
-            calls: MeshBuilder::full(shards, capacity),
-            replies: MeshBuilder::full(shards, capacity),
+            mesh: MeshBuilder::full(shards, capacity),
         }
     }
 
-    /// Joins both meshes from inside a shard's executor (waits until every shard has joined)
-    /// and starts the receive loops. `handler` runs every call addressed to this shard.
+    /// Joins the mesh from inside a shard's executor (waits until every shard has joined) and
+    /// starts the receive and send loops. `handler` runs every call addressed to this shard.
     pub async fn join(self, handler: Handler<Q, R>) -> Result<Rc<Mesh<Q, R>>, MeshError> {
-        let (call_tx, mut call_rx) = self
-            .calls
-            .join()
-            .await
-            .map_err(|_| MeshError::PeerGone(0))?;
-        let (reply_tx, mut reply_rx) = self
-            .replies
-            .join()
-            .await
-            .map_err(|_| MeshError::PeerGone(0))?;
+        let (senders, mut receivers) =
+            self.mesh.join().await.map_err(|_| MeshError::PeerGone(0))?;
+        let shards = senders.nr_consumers();
         let mesh = Rc::new(Mesh {
-            id: call_tx.peer_id(),
-            shards: call_tx.nr_consumers(),
-            calls: call_tx,
-            replies: reply_tx,
+            id: senders.peer_id(),
+            shards,
+            outboxes: (0..shards).map(|_| Outbox::default()).collect(),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             handler,
         });
-        for (peer, receiver) in call_rx.streams() {
-            let mesh = Rc::clone(&mesh);
-            glommio::spawn_local(async move {
-                while let Some((id, call)) = receiver.recv().await {
-                    let mesh = Rc::clone(&mesh);
-                    glommio::spawn_local(async move {
-                        let reply = (mesh.handler)(call).await;
-                        // A failed send means the caller's shard has stopped: nobody to tell.
-                        let _ = mesh.replies.send_to(peer, (id, reply)).await;
-                    })
-                    .detach();
-                }
-            })
-            .detach();
+        let senders = Rc::new(senders);
+        for peer in (0..shards).filter(|&p| p != mesh.id) {
+            glommio::spawn_local(send_loop(Rc::clone(&mesh), Rc::clone(&senders), peer)).detach();
         }
-        for (peer, receiver) in reply_rx.streams() {
+        for (peer, receiver) in receivers.streams() {
             let mesh = Rc::clone(&mesh);
             glommio::spawn_local(async move {
-                while let Some((id, reply)) = receiver.recv().await {
-                    mesh.complete(id, Ok(reply));
+                while let Some(batch) = receiver.recv().await {
+                    for envelope in batch {
+                        mesh.receive(peer, envelope);
+                    }
                 }
                 mesh.fail_peer(peer);
             })
@@ -113,18 +113,69 @@ impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
     }
 }
 
+/// Moves everything queued for `peer` into the channel, one batch per slot. The only task that
+/// ever waits on this channel.
+async fn send_loop<Q: Send + 'static, R: Send + 'static>(
+    mesh: Rc<Mesh<Q, R>>,
+    senders: Rc<Senders<Batch<Q, R>>>,
+    peer: usize,
+) {
+    loop {
+        let batch = std::future::poll_fn(|cx| mesh.outboxes[peer].take_or_wait(cx)).await;
+        if senders.send_to(peer, batch).await.is_err() {
+            mesh.fail_peer(peer);
+            return;
+        }
+    }
+}
+
+/// Messages waiting for the next hop to one peer.
+struct Outbox<Q, R> {
+    items: RefCell<Batch<Q, R>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl<Q, R> Default for Outbox<Q, R> {
+    fn default() -> Self {
+        Outbox {
+            items: RefCell::new(Vec::new()),
+            waker: RefCell::new(None),
+        }
+    }
+}
+
+impl<Q, R> Outbox<Q, R> {
+    fn push(&self, envelope: Envelope<Q, R>) {
+        self.items.borrow_mut().push(envelope);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    fn take_or_wait(&self, cx: &mut Context<'_>) -> Poll<Batch<Q, R>> {
+        let mut items = self.items.borrow_mut();
+        if items.is_empty() {
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(std::mem::take(&mut *items))
+        }
+    }
+}
+
+/// A call awaiting its reply: the shard it went to, and where the reply goes.
+type Pending<R> = (usize, Rc<Slot<R>>);
+
 /// One shard's end of the mesh.
 pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
     /// This shard's index (the mesh peer id, not a CPU number).
     id: usize,
     /// Number of shards.
     shards: usize,
-    /// Outgoing calls, one channel per peer.
-    calls: Senders<(u64, Q)>,
-    /// Outgoing replies, one channel per peer.
-    replies: Senders<(u64, R)>,
+    /// Messages waiting for the next hop, one outbox per peer (this shard's own is unused).
+    outboxes: Vec<Outbox<Q, R>>,
     /// Calls this shard made that await a reply: id → (target shard, slot).
-    pending: RefCell<HashMap<u64, (usize, Rc<Slot<R>>)>>,
+    pending: RefCell<HashMap<u64, Pending<R>>>,
     /// Next call id.
     next_id: Cell<u64>,
     /// Runs calls addressed to this shard (including its own, without a hop).
@@ -157,12 +208,10 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         self.pending
             .borrow_mut()
             .insert(id, (target, Rc::clone(&slot)));
-        if self.calls.send_to(target, (id, call)).await.is_err() {
-            self.pending.borrow_mut().remove(&id);
-            return Err(MeshError::PeerGone(target));
-        }
-        let reply = SlotFuture { slot }.await;
-        reply.map_err(|()| MeshError::PeerGone(target))
+        self.outboxes[target].push(Envelope::Call(id, call));
+        SlotFuture { slot }
+            .await
+            .map_err(|()| MeshError::PeerGone(target))
     }
 
     /// Runs `make()` on every shard (this one included), concurrently, and returns the answers
@@ -182,8 +231,25 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         out
     }
 
+    /// Handles one incoming message without waiting: calls get their own task, replies wake
+    /// their caller.
+    fn receive(self: &Rc<Self>, peer: usize, envelope: Envelope<Q, R>) {
+        match envelope {
+            Envelope::Call(id, call) => {
+                let mesh = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let reply = (mesh.handler)(call).await;
+                    mesh.outboxes[peer].push(Envelope::Reply(id, reply));
+                })
+                .detach();
+            }
+            Envelope::Reply(id, reply) => self.complete(id, Ok(reply)),
+        }
+    }
+
     fn complete(&self, id: u64, value: Result<R, ()>) {
-        if let Some((_, slot)) = self.pending.borrow_mut().remove(&id) {
+        let slot = self.pending.borrow_mut().remove(&id);
+        if let Some((_, slot)) = slot {
             slot.fill(value);
         }
     }
@@ -220,7 +286,8 @@ impl<R> Default for Slot<R> {
 impl<R> Slot<R> {
     fn fill(&self, value: Result<R, ()>) {
         *self.value.borrow_mut() = Some(value);
-        if let Some(w) = self.waker.borrow_mut().take() {
+        let waker = self.waker.borrow_mut().take();
+        if let Some(w) = waker {
             w.wake();
         }
     }
@@ -239,5 +306,107 @@ impl<R> Future for SlotFuture<R> {
         }
         *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+    use std::time::Duration;
+
+    /// Runs `body` on `n` executors joined in one mesh whose handler answers `q * 10 + shard`,
+    /// after sleeping `delay_us` microseconds (so calls overlap), and collects each shard's
+    /// result.
+    fn on_mesh<T, F, Fut>(n: usize, capacity: usize, delay_us: u64, body: F) -> Vec<T>
+    where
+        T: Send + 'static,
+        F: Fn(Rc<Mesh<u64, u64>>) -> Fut + Send + Clone + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let builders = MeshBuilders::<u64, u64>::new(n, capacity);
+        let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(n))
+            .on_all_shards(move || async move {
+                // The handler can be called as soon as the mesh is joined, possibly before
+                // `join` has returned here: it waits for the id to be published.
+                let id_cell: Rc<Cell<Option<u64>>> = Rc::new(Cell::new(None));
+                let id_for_handler = Rc::clone(&id_cell);
+                let handler: Handler<u64, u64> = Rc::new(move |q| {
+                    let id_cell = Rc::clone(&id_for_handler);
+                    Box::pin(async move {
+                        let id = loop {
+                            match id_cell.get() {
+                                Some(id) => break id,
+                                None => futures_lite::future::yield_now().await,
+                            }
+                        };
+                        if delay_us > 0 {
+                            glommio::timer::sleep(Duration::from_micros(delay_us)).await;
+                        }
+                        q * 10 + id
+                    })
+                });
+                let mesh = builders.join(handler).await.unwrap();
+                id_cell.set(Some(mesh.id() as u64));
+                let out = body(Rc::clone(&mesh)).await;
+                // Keep serving peers until every shard is done with its own calls.
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+                out
+            })
+            .unwrap();
+        handles.join_all().into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn call_reaches_the_owner_and_the_answer_comes_back() {
+        let results = on_mesh(3, 16, 0, |mesh| async move {
+            let me = mesh.id();
+            let mut answers = Vec::new();
+            for target in 0..3 {
+                answers.push((target, mesh.call(target, 7).await.unwrap()));
+            }
+            assert_eq!(mesh.call(3, 1).await, Err(MeshError::NoSuchShard(3)));
+            (me, answers)
+        });
+        assert_eq!(results.len(), 3);
+        for (_, answers) in results {
+            for (target, answer) in answers {
+                assert_eq!(answer, 70 + target as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn broadcast_reaches_every_shard_in_order() {
+        let results = on_mesh(3, 16, 0, |mesh| async move { mesh.broadcast(|| 1).await });
+        for answers in results {
+            let answers: Vec<u64> = answers.into_iter().map(|a| a.unwrap()).collect();
+            assert_eq!(answers, vec![10, 11, 12]);
+        }
+    }
+
+    #[test]
+    fn busy_shards_calling_each_other_do_not_deadlock() {
+        // Tiny channels, slow handlers and every shard flooding every other shard at once: the
+        // pattern that deadlocks when calls and replies share one bounded channel.
+        let results = on_mesh(3, 2, 50, |mesh| async move {
+            let tasks: Vec<_> = (0..600u64)
+                .map(|i| {
+                    let mesh = Rc::clone(&mesh);
+                    glommio::spawn_local(async move {
+                        let target = (i as usize) % mesh.shards();
+                        mesh.call(target, i).await.map(|r| (i, target, r))
+                    })
+                })
+                .collect();
+            let mut ok = 0;
+            for t in tasks {
+                let (i, target, r) = t.await.unwrap();
+                assert_eq!(r, i * 10 + target as u64);
+                ok += 1;
+            }
+            ok
+        });
+        assert_eq!(results, vec![600, 600, 600]);
     }
 }

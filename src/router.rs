@@ -82,7 +82,7 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                 "requests_total": info.requests_total,
                 "in_flight": info.in_flight,
             })),
-            Ok(ShardReply::NotReady) | Err(_) => {
+            Err(_) => {
                 healthy = false;
                 shards.push(json!({"shard": k, "status": "unreachable"}));
             }

@@ -91,10 +91,7 @@ impl ChunkedDecoder {
                         self.line_len += 1;
                     } else if self.size_digits == 0 {
                         return Err(bad("chunk size is not a hexadecimal number"));
-                    } else if b == b';' || b == b' ' || b == b'\t' || b == b'\r' {
-                        self.state = State::SizeLine;
-                        continue;
-                    } else if b == b'\n' {
+                    } else if matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n') {
                         self.state = State::SizeLine;
                         continue;
                     } else {

@@ -216,16 +216,21 @@ async fn run_shard(
     // SAFETY: as above.
     let notify = unsafe { UnixStream::from_raw_fd(seed.notify) };
 
+    // Peers may call this shard as soon as the mesh is joined, which can be before `join`
+    // returns here: the handler waits (yielding) until the shard is published in `slot`.
     let slot: Rc<OnceCell<Rc<Shard>>> = Rc::new(OnceCell::new());
     let handler: Handler<ShardCall, ShardReply> = {
         let slot = Rc::clone(&slot);
         Rc::new(move |call| {
-            let shard = slot.get().cloned();
+            let slot = Rc::clone(&slot);
             Box::pin(async move {
-                match shard {
-                    Some(shard) => shard.handle_call(call).await,
-                    None => ShardReply::NotReady,
-                }
+                let shard = loop {
+                    match slot.get() {
+                        Some(shard) => break Rc::clone(shard),
+                        None => futures_lite::future::yield_now().await,
+                    }
+                };
+                shard.handle_call(call).await
             })
         })
     };

@@ -62,8 +62,6 @@ pub enum ShardCall {
 pub enum ShardReply {
     /// Answer to `Info`.
     Info(ShardInfo),
-    /// The shard was still starting when the call arrived.
-    NotReady,
 }
 
 /// A snapshot of one shard's counters.
