@@ -1,2 +1,66 @@
 //! `atlas-shard`: everything one Atlas core owns, as plain synchronous data structures with an
 //! injected clock. No glommio, no sockets, no locks: it tests and benches anywhere.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`clock`] | the [`Clock`] trait, the real [`MonotonicClock`], the test [`ManualClock`] |
+//! | [`config`] | [`Operation`], [`Strategy`], per-operation [`CacheConfig`], the adaptive TTL |
+//! | [`key`] | [`CacheKey`]: canonical key bytes, their 64-bit hash, the owning shard |
+//! | [`entry`] | what crosses the cache boundary: [`EntryMeta`], [`Lookup`], [`Hit`], [`SnapshotEntry`] |
+//! | [`cache`] | [`Cache`]: the L1 result cache under a byte budget |
+//! | [`policy`] | eviction order ([`PolicyKind`]: LRU or S3-FIFO) |
+//! | `index` | reverse indexes (user, operation, tag, symbol → entries), crate-private |
+//! | [`singleflight`] | [`SingleFlight`]: identical misses share one computation |
+//! | [`batch`] | [`BatchQueues`]: per-operation batching with windows, priorities, deadlines |
+//! | [`stats`] | counters, histograms and the mergeable [`ShardSnapshot`] |
+//!
+//! The server drives everything: it reads the clock through these types, calls `get`/`insert`
+//! on the cache, `join`/`complete` on the single-flight table, `push`/`poll` on the batch
+//! queues, and turns the returned values into responses. Nothing here calls back.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod batch;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod entry;
+mod index;
+pub mod key;
+pub mod policy;
+pub mod singleflight;
+pub mod stats;
+
+pub use batch::{
+    Batch, BatchOptions, BatchQueues, DropReason, Dropped, Poll, Priority, PushError, Pushed,
+    QueueKey, Request, RequestId,
+};
+pub use cache::{Cache, CacheOptions, ENTRY_OVERHEAD};
+pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, RESULT_CACHE_TTL};
+pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
+pub use key::{CacheKey, KeyError};
+pub use policy::PolicyKind;
+pub use singleflight::{FlightOptions, Join, SingleFlight, WaiterId};
+pub use stats::{
+    BatchStats, CacheCounters, Distribution, FlightCounters, FlushReason, ShardSnapshot,
+};
+
+/// A [`ShardSnapshot`] of one shard's structures.
+pub fn snapshot<C: Clock, D: Clock, T>(
+    cache: &Cache<C>,
+    flights: &SingleFlight,
+    queues: &BatchQueues<D, T>,
+) -> ShardSnapshot {
+    ShardSnapshot {
+        cache: *cache.counters(),
+        cache_entries: cache.len() as u64,
+        cache_bytes: cache.bytes_used() as u64,
+        cache_max_bytes: cache.options().max_bytes as u64,
+        flight: *flights.counters(),
+        flights_in_flight: flights.len() as u64,
+        batch: queues.stats().clone(),
+    }
+}
