@@ -1,7 +1,7 @@
 //! Micro-benchmarks of `atlas-shard`, hand-rolled (no harness): cache get/insert ns/op at 1 M
 //! entries against `quick_cache::unsync`, per-entry memory overhead (counting allocator),
 //! hit ratios on a Zipf(0.99) trace (S3-FIFO vs LRU vs quick_cache), and batch-queue cost per
-//! request. Results and the command line are recorded in `shard/BENCH.md`.
+//! request. Results and the command line are recorded in `bench/RESULTS.md`.
 //!
 //! Sizes come from the environment so CI can compile and smoke-run it cheaply:
 //! `ZIPF_KEYS` (default 10 000 000), `ZIPF_REQUESTS` (default 20 000 000), `ENTRIES`

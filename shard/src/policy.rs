@@ -1,7 +1,7 @@
 //! Eviction order of the L1 cache: which slot leaves when the byte budget is full.
 //!
 //! Two policies over the cache's slot numbers, chosen by measured hit ratio (see
-//! `shard/BENCH.md`): plain LRU (the floor) and S3-FIFO (Yang et al., SOSP 2023: a small
+//! `bench/RESULTS.md`): plain LRU (the floor) and S3-FIFO (Yang et al., SOSP 2023: a small
 //! probationary FIFO, a main FIFO with reinsertion, and a ghost FIFO of recently evicted
 //! hashes). Hot path: `touch` is O(1) and, for S3-FIFO, writes one byte (no list surgery on a
 //! hit). Knows nothing about entries, bytes or time; the cache tells it what happened.

@@ -94,6 +94,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../README.md");
+        for setting in SETTINGS {
+            assert!(
+                readme.contains(&format!("`{}`", setting.env)),
+                "README.md does not document {}",
+                setting.env
+            );
+        }
+    }
+
+    #[test]
     fn names_and_keys_are_unique_and_consistent() {
         for (i, a) in SETTINGS.iter().enumerate() {
             for b in &SETTINGS[i + 1..] {
