@@ -153,10 +153,7 @@ impl Conn {
         };
         let body = self.read_body(&head).await?;
         let request = Request { head, raw, body };
-        let response = match self.shard.admit() {
-            Some(_in_flight) => router::handle(&self.shard, route, &request).await,
-            None => overloaded().to_response(),
-        };
+        let response = router::handle(&self.shard, route, &request).await;
         Ok(self.queue(&request.head, &response))
     }
 
@@ -170,6 +167,7 @@ impl Conn {
             http10_keep_alive: head.version == Version::Http10 && !close,
         };
         write_response(&mut self.wbuf, response, framing, self.shard.id);
+        self.shard.count_request();
         close
     }
 
@@ -295,14 +293,6 @@ fn too_large() -> ApiError {
         Status::PayloadTooLarge,
         "payload_too_large",
         "body is too large",
-    )
-}
-
-fn overloaded() -> ApiError {
-    ApiError::new(
-        Status::ServiceUnavailable,
-        "overloaded",
-        "too many requests in progress (MAX_CONCURRENT_REQUESTS); retry later",
     )
 }
 

@@ -18,11 +18,16 @@
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
 //! writes. The shard data structures live in the `atlas-shard` crate.
 
+pub mod ai;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod mesh;
+pub mod models;
+pub mod notify;
+pub mod oneshot;
 pub mod router;
 pub mod runtime;

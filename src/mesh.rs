@@ -28,6 +28,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::oneshot;
+
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
 /// A boxed, non-`Send` future, as shard-local handlers produce.
@@ -164,7 +166,7 @@ impl<Q, R> Outbox<Q, R> {
 }
 
 /// A call awaiting its reply: the shard it went to, and where the reply goes.
-type Pending<R> = (usize, Rc<Slot<R>>);
+type Pending<R> = (usize, oneshot::Sender<R>);
 
 /// One shard's end of the mesh.
 pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
@@ -204,14 +206,10 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
-        let slot = Rc::new(Slot::default());
-        self.pending
-            .borrow_mut()
-            .insert(id, (target, Rc::clone(&slot)));
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, (target, tx));
         self.outboxes[target].push(Envelope::Call(id, call));
-        SlotFuture { slot }
-            .await
-            .map_err(|()| MeshError::PeerGone(target))
+        rx.await.ok_or(MeshError::PeerGone(target))
     }
 
     /// Runs `make()` on every shard (this one included), concurrently, and returns the answers
@@ -243,69 +241,20 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
                 })
                 .detach();
             }
-            Envelope::Reply(id, reply) => self.complete(id, Ok(reply)),
-        }
-    }
-
-    fn complete(&self, id: u64, value: Result<R, ()>) {
-        let slot = self.pending.borrow_mut().remove(&id);
-        if let Some((_, slot)) = slot {
-            slot.fill(value);
+            Envelope::Reply(id, reply) => {
+                let pending = self.pending.borrow_mut().remove(&id);
+                if let Some((_, tx)) = pending {
+                    tx.send(reply);
+                }
+            }
         }
     }
 
     fn fail_peer(&self, peer: usize) {
-        let failed: Vec<u64> = self
-            .pending
-            .borrow()
-            .iter()
-            .filter(|(_, (target, _))| *target == peer)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in failed {
-            self.complete(id, Err(()));
-        }
-    }
-}
-
-/// A single-use, shard-local reply slot.
-struct Slot<R> {
-    value: RefCell<Option<Result<R, ()>>>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl<R> Default for Slot<R> {
-    fn default() -> Self {
-        Slot {
-            value: RefCell::new(None),
-            waker: RefCell::new(None),
-        }
-    }
-}
-
-impl<R> Slot<R> {
-    fn fill(&self, value: Result<R, ()>) {
-        *self.value.borrow_mut() = Some(value);
-        let waker = self.waker.borrow_mut().take();
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-struct SlotFuture<R> {
-    slot: Rc<Slot<R>>,
-}
-
-impl<R> Future for SlotFuture<R> {
-    type Output = Result<R, ()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(v) = self.slot.value.borrow_mut().take() {
-            return Poll::Ready(v);
-        }
-        *self.slot.waker.borrow_mut() = Some(cx.waker().clone());
-        Poll::Pending
+        // Dropping the senders wakes each caller with `PeerGone`.
+        self.pending
+            .borrow_mut()
+            .retain(|_, (target, _)| *target != peer);
     }
 }
 

@@ -9,6 +9,8 @@ use std::rc::Rc;
 
 use serde_json::json;
 
+use atlas_shard::Operation;
+
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
 use crate::runtime::shard::{Shard, ShardCall, ShardReply};
@@ -22,7 +24,14 @@ pub enum Route {
     Ready,
     /// `GET /health/detailed`: per-shard counters gathered over the mesh.
     Detailed,
+    /// `POST /ai/{operation}`: an AI operation through the owner shard's cache and batches.
+    Ai(Operation),
+    /// `GET /openapi.json`: the API description.
+    OpenApi,
 }
+
+/// The OpenAPI 3.1 description of the API, served as is.
+const OPENAPI: &str = include_str!("openapi.json");
 
 /// Maps a method and path to a route: 404 for an unknown path, 405 (with `Allow`) for a known
 /// path with the wrong method.
@@ -31,7 +40,17 @@ pub fn resolve(method: Method, path: &str, method_str: &str) -> Result<Route, Ap
         "/health" => (Route::Health, "GET, HEAD"),
         "/health/ready" => (Route::Ready, "GET, HEAD"),
         "/health/detailed" => (Route::Detailed, "GET, HEAD"),
-        _ => return Err(ApiError::not_found(path)),
+        "/openapi.json" => (Route::OpenApi, "GET, HEAD"),
+        _ => match path.strip_prefix("/ai/") {
+            Some(name) => {
+                let op = Operation::from_name(name).ok_or_else(|| unknown_operation(name))?;
+                return match method {
+                    Method::Post => Ok(Route::Ai(op)),
+                    _ => Err(ApiError::method_not_allowed(method_str, "POST")),
+                };
+            }
+            None => return Err(ApiError::not_found(path)),
+        },
     };
     match method {
         Method::Get | Method::Head => Ok(route),
@@ -39,12 +58,27 @@ pub fn resolve(method: Method, path: &str, method_str: &str) -> Result<Route, Ap
     }
 }
 
+fn unknown_operation(name: &str) -> ApiError {
+    let known: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+    ApiError::new(
+        Status::NotFound,
+        "unknown_operation",
+        format!(
+            "unknown operation `{}`; known: {}",
+            crate::error::truncate(name, 64),
+            known.join(", ")
+        ),
+    )
+}
+
 /// Runs the handler for `route`.
-pub async fn handle(shard: &Rc<Shard>, route: Route, _request: &Request) -> Response {
+pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Response {
     match route {
         Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
+        Route::Ai(op) => crate::ai::handle(shard, op, request).await,
+        Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
     }
 }
 
@@ -81,8 +115,27 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                 "connections_total": info.connections_total,
                 "requests_total": info.requests_total,
                 "in_flight": info.in_flight,
+                "model_computations": info.model_computations,
+                "model_batches": info.model_batches,
+                "refreshes": info.refreshes,
+                "queued": info.queued,
+                "cache": {
+                    "entries": info.cache_entries,
+                    "bytes": info.cache_bytes,
+                    "hits": info.cache.hits,
+                    "stale_hits": info.cache.stale_hits,
+                    "misses": info.cache.misses,
+                    "inserts": info.cache.inserts,
+                    "evictions": info.cache.evictions,
+                    "invalidations": info.cache.invalidations,
+                },
+                "single_flight": {
+                    "leaders": info.flights.leaders,
+                    "joins": info.flights.joins,
+                    "bypassed": info.flights.bypassed,
+                },
             })),
-            Err(_) => {
+            Ok(_) | Err(_) => {
                 healthy = false;
                 shards.push(json!({"shard": k, "status": "unreachable"}));
             }

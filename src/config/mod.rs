@@ -121,6 +121,8 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// Slots per shard-to-shard channel.
     pub mesh_capacity: usize,
+    /// L1 cache budget across all shards.
+    pub cache_max_bytes: usize,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -161,6 +163,7 @@ impl Default for Config {
             listen_backlog: None,
             io_memory_bytes: 1024 * 1024,
             mesh_capacity: 1024,
+            cache_max_bytes: 512 * 1024 * 1024,
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,

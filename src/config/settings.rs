@@ -64,6 +64,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_SHUTDOWN_GRACE_S", "shutdown_grace_s", "10", "on SIGTERM/SIGINT, how long in-flight requests may take to finish before exit"),
     s("ATLAS_LISTEN_BACKLOG", "listen_backlog", "", "listen(2) backlog per shard socket (default: net.core.somaxconn)"),
     s("ATLAS_IO_MEMORY_BYTES", "io_memory_bytes", "1048576", "io_uring buffer memory registered per shard (locked memory: see tuning/README.md)"),
+    s("ATLAS_CACHE_MAX_BYTES", "cache_max_bytes", "536870912", "L1 result cache budget in bytes, split evenly across shards"),
     s("ATLAS_MESH_CAPACITY", "mesh_capacity", "1024", "slots in each shard-to-shard channel"),
     s("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", "10000", "requests in progress allowed across all shards; past it requests are shed with 503"),
     s("REQUEST_TIMEOUT_MS", "request_timeout_ms", "10000", "deadline for one request end to end (504 past it)"),

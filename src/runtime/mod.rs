@@ -118,6 +118,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mesh = MeshBuilders::<ShardCall, ShardReply>::new(shards, config.mesh_capacity);
 
+    let origin = Instant::now();
     let allowed = facts.cpus.clone();
     let cpus = CpuSet::online()
         .map_err(|e| StartError::Shard(format!("cannot list CPUs: {e}")))?
@@ -128,7 +129,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
-            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx))
+            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx, origin))
             .map_err(|e| StartError::Shard(e.to_string()))?
     };
 
@@ -203,6 +204,7 @@ async fn run_shard(
     seeds: Arc<Mutex<Vec<ShardSeed>>>,
     mesh: MeshBuilders<ShardCall, ShardReply>,
     ready: mpsc::Sender<Result<usize, String>>,
+    origin: Instant,
 ) {
     let seed = match seeds.lock().map(|mut s| s.pop()) {
         Ok(Some(seed)) => seed,
@@ -241,7 +243,7 @@ async fn run_shard(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh));
+    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh, origin));
     let _ = slot.set(Rc::clone(&shard));
 
     glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();

@@ -9,8 +9,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::time::Instant;
+
+use atlas_shard::{BatchOptions, Priority};
 use glommio::sync::Semaphore;
 
+use crate::ai::engine::{Engine, EngineOptions, Job, Outcome};
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
@@ -51,17 +55,21 @@ impl Shared {
 
 /// Calls one shard makes on another over the mesh. A closed set: each issue that needs a new
 /// cross-shard operation adds a variant.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ShardCall {
     /// Report this shard's counters.
     Info,
+    /// Answer an AI request whose key this shard owns.
+    Ai(Box<Job>),
 }
 
 /// Answers to [`ShardCall`]s.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum ShardReply {
     /// Answer to `Info`.
     Info(ShardInfo),
+    /// Answer to `Ai`.
+    Ai(Outcome),
 }
 
 /// A snapshot of one shard's counters.
@@ -79,6 +87,22 @@ pub struct ShardInfo {
     pub requests_total: u64,
     /// Requests being handled now.
     pub in_flight: u64,
+    /// Inputs computed by the model on this shard.
+    pub model_computations: u64,
+    /// Model batches run on this shard.
+    pub model_batches: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// L1 cache counters.
+    pub cache: atlas_shard::CacheCounters,
+    /// Entries in this shard's L1 cache.
+    pub cache_entries: u64,
+    /// Bytes accounted in this shard's L1 cache.
+    pub cache_bytes: u64,
+    /// Single-flight counters.
+    pub flights: atlas_shard::FlightCounters,
+    /// Requests waiting in this shard's batch queues.
+    pub queued: u64,
 }
 
 /// Plain per-shard counters.
@@ -122,6 +146,8 @@ pub struct Shard {
     pub in_flight_cap: u64,
     /// Pre-built `/health` body.
     pub health_body: bytes::Bytes,
+    /// The owner-side engine: cache, single-flight, batch queues, model endpoint.
+    pub engine: Rc<Engine>,
 }
 
 impl Shard {
@@ -130,6 +156,7 @@ impl Shard {
         config: Arc<Config>,
         shared: Arc<Shared>,
         mesh: Rc<Mesh<ShardCall, ShardReply>>,
+        origin: Instant,
     ) -> Self {
         let id = mesh.id();
         let shards = mesh.shards().max(1);
@@ -142,8 +169,22 @@ impl Shard {
             "{{\"status\":\"ok\",\"shard\":{id},\"shards\":{shards},\"version\":\"{}\"}}",
             env!("CARGO_PKG_VERSION")
         ));
+        let engine = Engine::start(
+            origin,
+            EngineOptions {
+                cache_bytes: config.cache_max_bytes / shards,
+                batch: BatchOptions {
+                    max_batch: config.batch_size,
+                    window: config.batch_timeout,
+                    max_queue_len: config.max_concurrent_requests.div_ceil(shards).max(1),
+                    request_timeout: config.request_timeout,
+                },
+                warming: config.enable_cache_warming,
+            },
+        );
         Shard {
             id,
+            engine,
             cpu: current_cpu(),
             config,
             limits,
@@ -171,12 +212,15 @@ impl Shard {
     pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
         match call {
             ShardCall::Info => ShardReply::Info(self.info()),
+            ShardCall::Ai(job) => ShardReply::Ai(Rc::clone(&self.engine).execute(*job).await),
         }
     }
 
     /// This shard's counters.
     pub fn info(&self) -> ShardInfo {
         let c = &self.counters;
+        let e = &self.engine;
+        let cache = e.cache.borrow();
         ShardInfo {
             shard: self.id,
             cpu: self.cpu,
@@ -184,7 +228,20 @@ impl Shard {
             connections_total: c.connections_total.get(),
             requests_total: c.requests_total.get(),
             in_flight: c.in_flight.get(),
+            model_computations: e.counters.computations.get(),
+            model_batches: e.counters.batches.get(),
+            refreshes: e.counters.refreshes.get(),
+            cache: *cache.counters(),
+            cache_entries: cache.len() as u64,
+            cache_bytes: cache.bytes_used() as u64,
+            flights: *e.flights.borrow().counters(),
+            queued: e.queued() as u64,
         }
+    }
+
+    /// Records an answered request.
+    pub fn count_request(&self) {
+        bump(&self.counters.requests_total, 1);
     }
 
     /// Records an accepted connection; the guard records its close.
@@ -196,9 +253,16 @@ impl Shard {
         }
     }
 
-    /// Admits a request if this shard is under its in-flight cap; the guard releases it.
-    pub fn admit(self: &Rc<Self>) -> Option<InFlight> {
-        if self.counters.in_flight.get() >= self.in_flight_cap {
+    /// Admits a request if this shard is under its share of `MAX_CONCURRENT_REQUESTS`; the
+    /// guard releases it. Low-priority requests are shed first: they are refused once 80 % of
+    /// the share is in use.
+    pub fn admit(self: &Rc<Self>, priority: Priority) -> Option<InFlight> {
+        let cap = if priority == Priority::Low {
+            (self.in_flight_cap * 4 / 5).max(1)
+        } else {
+            self.in_flight_cap
+        };
+        if self.counters.in_flight.get() >= cap {
             return None;
         }
         bump(&self.counters.in_flight, 1);
@@ -231,7 +295,6 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         bump(&self.shard.counters.in_flight, -1);
-        bump(&self.shard.counters.requests_total, 1);
     }
 }
 

@@ -1,0 +1,487 @@
+//! The owner shard's engine: for a key this shard owns, L1 lookup → single-flight → batch
+//! queue → model endpoint → cache fill → wake every waiter.
+//!
+//! One `Engine` per shard, touched only by that shard's executor: no locks. It drives the
+//! synchronous `atlas-shard` structures and maps their ids to shard-local oneshot slots. A
+//! dispatcher task polls the batch queues whenever something changes (a push, a batch done, a
+//! window or deadline reached) and runs each batch on the endpoint in its own task.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use atlas_shard::{
+    Batch, BatchOptions, BatchQueues, Cache, CacheConfigs, CacheKey, CacheOptions, Clock,
+    DropReason, EntryMeta, FlightOptions, Join, Lookup, MonotonicClock, Operation, Poll, Priority,
+    PushError, QueueKey, SingleFlight, Timestamp, WaiterId,
+};
+
+use super::request::{model_error, CacheMode};
+use crate::endpoint::{Endpoint, ModelEndpoint};
+use crate::error::ApiError;
+use crate::http::Status;
+use crate::models::{ModelInput, ModelOutput, MODEL_VERSION};
+use crate::notify::Notify;
+use crate::oneshot;
+
+/// Whether and how the cache answered, sent as `X-Atlas-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// A fresh cached result.
+    Hit,
+    /// Computed for this request (or shared with an identical request in flight).
+    Miss,
+    /// A result past its TTL, served inside stale-while-revalidate (a refresh runs) or
+    /// stale-if-error (recomputing failed).
+    Stale,
+    /// The lookup was skipped (`no_cache`, `no_store`, `refresh`).
+    Bypass,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Stale => "stale",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// A served answer: the exact body bytes and how they were obtained.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// Response body, byte-identical for every request served from the same cache entry.
+    pub body: Bytes,
+    /// How the cache answered.
+    pub cache: CacheStatus,
+    /// Time spent in the batch queue, ms (0 for hits).
+    pub queue_ms: f64,
+    /// Model time for the batch, ms (0 for hits).
+    pub processing_ms: f64,
+    /// Requests in the batch that computed this result (0 for hits).
+    pub batch_size: usize,
+    /// Which endpoint computed it (`cache` for hits).
+    pub endpoint: &'static str,
+}
+
+/// What the owner answers.
+pub type Outcome = Result<Served, ApiError>;
+
+/// A request routed to its owner shard.
+#[derive(Debug)]
+pub struct Job {
+    /// The cache key (operation, user, canonical input).
+    pub key: CacheKey,
+    /// The validated model input.
+    pub input: ModelInput,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// Cache use.
+    pub mode: CacheMode,
+    /// Oldest acceptable cached result, and TTL cap for a fresh one.
+    pub max_age: Option<Duration>,
+    /// When the request must be answered.
+    pub deadline: Instant,
+    /// Dependency tags the request declares.
+    pub tags: Vec<String>,
+}
+
+/// One request waiting in a batch queue.
+struct Pending {
+    input: ModelInput,
+    reply: oneshot::Sender<Result<Computed, ApiError>>,
+}
+
+/// A freshly computed result.
+struct Computed {
+    body: Bytes,
+    output: ModelOutput,
+    queue_ms: f64,
+    processing_ms: f64,
+    batch_size: usize,
+}
+
+/// Plain counters of this shard's engine.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Inputs computed by the model (one per item in each batch).
+    pub computations: Cell<u64>,
+    /// Model batches run.
+    pub batches: Cell<u64>,
+    /// Background refreshes started (stale-while-revalidate and refresh-ahead).
+    pub refreshes: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, by: u64) {
+    c.set(c.get() + by);
+}
+
+/// Per-shard owner engine.
+pub struct Engine {
+    /// Origin of this process's monotonic timestamps (shared by all shards).
+    origin: Instant,
+    clock: MonotonicClock,
+    /// L1 result cache.
+    pub cache: RefCell<Cache<MonotonicClock>>,
+    /// Identical misses in flight.
+    pub flights: RefCell<SingleFlight>,
+    followers: RefCell<HashMap<WaiterId, oneshot::Sender<Outcome>>>,
+    /// Batch queues of this shard.
+    queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
+    configs: CacheConfigs,
+    endpoint: Endpoint,
+    /// Batches running on the endpoint now.
+    busy: Cell<usize>,
+    /// Wakes the dispatcher.
+    wake: Notify,
+    warming: bool,
+    /// Counters for `/health/detailed`.
+    pub counters: EngineCounters,
+}
+
+/// Engine settings derived from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// This shard's byte budget.
+    pub cache_bytes: usize,
+    /// Batch queue parameters.
+    pub batch: BatchOptions,
+    /// Refresh hot entries before expiry.
+    pub warming: bool,
+}
+
+impl Engine {
+    /// A new engine on the current executor; starts its dispatcher task.
+    pub fn start(origin: Instant, opts: EngineOptions) -> Rc<Engine> {
+        let clock = MonotonicClock::with_origin(origin);
+        let engine = Rc::new(Engine {
+            origin,
+            clock,
+            cache: RefCell::new(Cache::new(
+                CacheOptions::with_max_bytes(opts.cache_bytes),
+                clock,
+            )),
+            flights: RefCell::new(SingleFlight::new(FlightOptions::default())),
+            followers: RefCell::new(HashMap::new()),
+            queues: RefCell::new(BatchQueues::new(opts.batch, clock)),
+            configs: CacheConfigs::defaults(),
+            endpoint: Endpoint::Embedded(crate::endpoint::Embedded::new()),
+            busy: Cell::new(0),
+            wake: Notify::default(),
+            warming: opts.warming,
+            counters: EngineCounters::default(),
+        });
+        glommio::spawn_local(Rc::clone(&engine).dispatch_loop()).detach();
+        engine
+    }
+
+    /// Requests waiting in the batch queues.
+    pub fn queued(&self) -> usize {
+        self.queues.borrow().len()
+    }
+
+    /// Answers a job for a key this shard owns.
+    pub async fn execute(self: Rc<Self>, job: Job) -> Outcome {
+        let lookup = if job.mode == CacheMode::Default {
+            let found = self.cache.borrow_mut().get(&job.key);
+            match found {
+                Lookup::Fresh(h) | Lookup::Stale(h)
+                    if job.max_age.is_some_and(|max| h.age > max) =>
+                {
+                    Lookup::Miss
+                }
+                other => other,
+            }
+        } else {
+            Lookup::Miss
+        };
+        let fallback = match lookup {
+            Lookup::Fresh(hit) => {
+                if hit.refresh_ahead && self.warming {
+                    self.spawn_refresh(job);
+                }
+                return Ok(served_from_cache(hit.body, CacheStatus::Hit));
+            }
+            Lookup::Stale(hit) => {
+                self.spawn_refresh(job);
+                return Ok(served_from_cache(hit.body, CacheStatus::Stale));
+            }
+            Lookup::StaleIfError(hit) => Some(hit.body),
+            Lookup::Miss => None,
+        };
+        let outcome = if job.mode != CacheMode::Default {
+            self.compute_and_store(job).await.map(|mut s| {
+                s.cache = CacheStatus::Bypass;
+                s
+            })
+        } else {
+            let joined = self.flights.borrow_mut().join(&job.key);
+            match joined {
+                // The leader's work runs in its own task: if this request is abandoned, the
+                // computation still completes and wakes the followers.
+                Join::Leader => glommio::spawn_local(Rc::clone(&self).lead(job))
+                    .detach()
+                    .await
+                    .unwrap_or_else(|| Err(internal("the computation was cancelled"))),
+                Join::Follower(waiter) => {
+                    let (tx, rx) = oneshot::channel();
+                    self.followers.borrow_mut().insert(waiter, tx);
+                    rx.await
+                        .unwrap_or_else(|| Err(internal("the shared computation was lost")))
+                }
+                Join::Bypass => self.compute_and_store(job).await,
+                Join::Overloaded => Err(overloaded("too many identical requests waiting")),
+            }
+        };
+        match (outcome, fallback) {
+            (Err(_), Some(body)) => Ok(served_from_cache(body, CacheStatus::Stale)),
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// Computes `job` as the single-flight leader, then wakes every follower with the result.
+    async fn lead(self: Rc<Self>, job: Job) -> Outcome {
+        let key = job.key.clone();
+        let outcome = self.compute_and_store(job).await;
+        let waiters = self.flights.borrow_mut().complete(&key);
+        let mut followers = self.followers.borrow_mut();
+        for w in waiters {
+            if let Some(tx) = followers.remove(&w) {
+                tx.send(outcome.clone());
+            }
+        }
+        outcome
+    }
+
+    /// Recomputes a cached result in the background at low priority, unless an identical
+    /// computation is already running.
+    fn spawn_refresh(self: &Rc<Self>, mut job: Job) {
+        let joined = self.flights.borrow_mut().join(&job.key);
+        match joined {
+            Join::Leader => {
+                bump(&self.counters.refreshes, 1);
+                job.priority = Priority::Low;
+                job.deadline = Instant::now() + self.queues.borrow().options().request_timeout;
+                let engine = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let _ = engine.lead(job).await;
+                })
+                .detach();
+            }
+            Join::Follower(w) => {
+                self.flights.borrow_mut().leave(&job.key, w);
+            }
+            Join::Bypass | Join::Overloaded => {}
+        }
+    }
+
+    /// Queues the job for the model, waits for its result, stores it (unless `no_store`).
+    async fn compute_and_store(self: &Rc<Self>, job: Job) -> Outcome {
+        let op = job.key.operation();
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.timestamp(job.deadline);
+        let pending = Pending {
+            input: job.input,
+            reply: tx,
+        };
+        let pushed = self.queues.borrow_mut().push(
+            QueueKey { op, class: 0 },
+            job.priority,
+            Some(deadline),
+            pending,
+        );
+        match pushed {
+            Ok(p) => {
+                if let Some(shed) = p.shed {
+                    shed.request
+                        .payload
+                        .reply
+                        .send(Err(overloaded("shed to admit a higher-priority request")));
+                }
+            }
+            Err(PushError::Overloaded(_)) => {
+                return Err(overloaded("the batch queue for this operation is full"))
+            }
+            Err(PushError::Expired(_)) => return Err(timeout()),
+        }
+        self.wake.notify();
+        let computed = rx
+            .await
+            .unwrap_or_else(|| Err(internal("the batch was dropped")))?;
+        if job.mode.stores() {
+            self.store(&job.key, op, &computed, job.max_age, job.tags);
+        }
+        Ok(Served {
+            body: computed.body,
+            cache: CacheStatus::Miss,
+            queue_ms: computed.queue_ms,
+            processing_ms: computed.processing_ms,
+            batch_size: computed.batch_size,
+            endpoint: self.endpoint.id(),
+        })
+    }
+
+    fn store(
+        &self,
+        key: &CacheKey,
+        op: Operation,
+        computed: &Computed,
+        max_age: Option<Duration>,
+        mut tags: Vec<String>,
+    ) {
+        let out = &computed.output;
+        tags.extend(out.dependencies.iter().cloned());
+        let mut meta = EntryMeta::from_config(
+            self.configs.get(op),
+            out.confidence as f32,
+            out.volatility.min(1.0) as f32,
+        )
+        .with_tags(tags)
+        .with_symbols(out.symbols.iter().cloned());
+        if let Some(max) = max_age {
+            meta.ttl = meta.ttl.min(max);
+        }
+        // A result too large for the cache is still served; it is just not kept.
+        let _ = self
+            .cache
+            .borrow_mut()
+            .insert(key, computed.body.clone(), &meta);
+    }
+
+    fn timestamp(&self, at: Instant) -> Timestamp {
+        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// Polls the queues whenever something changed and dispatches what is ready.
+    async fn dispatch_loop(self: Rc<Self>) {
+        let mut poll: Poll<Pending> = Poll::default();
+        loop {
+            let idle = self.busy.get() == 0;
+            self.queues.borrow_mut().poll(|_| idle, &mut poll);
+            for dropped in poll.dropped.drain(..) {
+                let err = match dropped.reason {
+                    DropReason::Timeout => timeout(),
+                    DropReason::Shed => overloaded("shed under overload"),
+                };
+                dropped.request.payload.reply.send(Err(err));
+            }
+            for batch in poll.batches.drain(..) {
+                self.busy.set(self.busy.get() + 1);
+                glommio::spawn_local(Rc::clone(&self).run_batch(batch)).detach();
+            }
+            let next = self.queues.borrow().next_deadline();
+            match next {
+                None => self.wake.wait().await,
+                Some(at) => {
+                    let now = self.clock.now();
+                    if at > now {
+                        let sleep = glommio::timer::sleep(at.since(now));
+                        futures_lite::future::or(sleep, self.wake.wait()).await;
+                    } else {
+                        futures_lite::future::yield_now().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one batch on the endpoint and answers each request in it.
+    async fn run_batch(self: Rc<Self>, batch: Batch<Pending>) {
+        let started = self.clock.now();
+        let size = batch.requests.len();
+        let op = batch.key.op;
+        let mut inputs = Vec::with_capacity(size);
+        let mut replies = Vec::with_capacity(size);
+        for request in batch.requests {
+            inputs.push(request.payload.input);
+            replies.push((request.enqueued_at, request.payload.reply));
+        }
+        let outputs = self.endpoint.infer(inputs).await;
+        let processing_ms = ms(self.clock.now().since(started));
+        bump(&self.counters.batches, 1);
+        bump(&self.counters.computations, size as u64);
+        let mut outputs = outputs.into_iter();
+        for (enqueued_at, reply) in replies {
+            let result = match outputs.next() {
+                Some(Ok(output)) => body_of(op, &output).map(|body| Computed {
+                    body,
+                    output,
+                    queue_ms: ms(started.since(enqueued_at)),
+                    processing_ms,
+                    batch_size: size,
+                }),
+                Some(Err(e)) => Err(model_error(e)),
+                None => Err(internal("the endpoint returned fewer results than inputs")),
+            };
+            reply.send(result);
+        }
+        self.busy.set(self.busy.get().saturating_sub(1));
+        self.wake.notify();
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    operation: &'static str,
+    result: &'a serde_json::Value,
+    confidence: f64,
+    model_version: &'static str,
+}
+
+/// The response body for a computed result: built once, then stored and served as is.
+fn body_of(op: Operation, output: &ModelOutput) -> Result<Bytes, ApiError> {
+    let body = Body {
+        operation: op.as_str(),
+        result: &output.result,
+        confidence: if output.confidence.is_finite() {
+            output.confidence.clamp(0.0, 1.0)
+        } else {
+            0.0
+        },
+        model_version: MODEL_VERSION,
+    };
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| internal(format!("cannot encode the result: {e}")))
+}
+
+fn served_from_cache(body: Bytes, cache: CacheStatus) -> Served {
+    Served {
+        body,
+        cache,
+        queue_ms: 0.0,
+        processing_ms: 0.0,
+        batch_size: 0,
+        endpoint: "cache",
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn internal(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(Status::InternalServerError, "internal", message)
+}
+
+/// 503 for work refused under load.
+pub fn overloaded(message: &'static str) -> ApiError {
+    ApiError::new(Status::ServiceUnavailable, "overloaded", message)
+}
+
+/// 504 for a request past `REQUEST_TIMEOUT_MS`.
+pub fn timeout() -> ApiError {
+    ApiError::new(
+        Status::GatewayTimeout,
+        "timeout",
+        "the request did not complete within REQUEST_TIMEOUT_MS",
+    )
+}

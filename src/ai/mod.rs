@@ -1,0 +1,104 @@
+//! The AI operations, `POST /ai/{operation}`, on the accepting shard: parse and validate
+//! ([`request`]), compute the cache key (operation + canonical input + user, [`canonical`]),
+//! send the job to the owning shard over the mesh, and turn the owner's answer into a response
+//! whose body is the exact cached bytes and whose metadata travels in headers.
+//!
+//! The owner side lives in [`engine`]. This module never touches the cache or the queues.
+
+pub mod canonical;
+pub mod engine;
+pub mod request;
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use atlas_shard::{CacheKey, Operation};
+
+use crate::error::ApiError;
+use crate::http::{Request, Response, Status};
+use crate::runtime::shard::{Shard, ShardCall, ShardReply};
+use engine::{Job, Served};
+
+/// Handles `POST /ai/{op}`.
+pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Response {
+    let started = Instant::now();
+    let parsed = match request::parse(op, request) {
+        Ok(p) => p,
+        Err(e) => return e.to_response(),
+    };
+    let Some(_in_flight) = shard.admit(parsed.priority) else {
+        return engine::overloaded(
+            "too many requests in progress (MAX_CONCURRENT_REQUESTS); retry later",
+        )
+        .to_response()
+        .header("Retry-After", "1");
+    };
+    let key = match CacheKey::new(op, Some(&parsed.user), &parsed.canonical) {
+        Ok(k) => k,
+        Err(e) => {
+            return ApiError::new(
+                Status::BadRequest,
+                "invalid_request",
+                format!("user_id: {e}"),
+            )
+            .to_response()
+        }
+    };
+    let owner = key.shard(shard.mesh.shards());
+    let deadline = started + shard.config.request_timeout;
+    let job = Job {
+        key,
+        input: parsed.input,
+        priority: parsed.priority,
+        mode: parsed.mode,
+        max_age: parsed.max_age,
+        deadline,
+        tags: parsed.dependencies,
+    };
+    let call = shard.mesh.call(owner, ShardCall::Ai(Box::new(job)));
+    let answer = futures_lite::future::or(async { Some(call.await) }, async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        None
+    })
+    .await;
+    let response = match answer {
+        None => engine::timeout().to_response(),
+        Some(Err(e)) => ApiError::new(
+            Status::ServiceUnavailable,
+            "shard_unavailable",
+            format!("the owning shard did not answer: {e}"),
+        )
+        .to_response(),
+        Some(Ok(ShardReply::Ai(Ok(served)))) => success(served),
+        Some(Ok(ShardReply::Ai(Err(e)))) => {
+            let r = e.to_response();
+            if e.status == Status::ServiceUnavailable {
+                r.header("Retry-After", "1")
+            } else {
+                r
+            }
+        }
+        Some(Ok(_)) => {
+            ApiError::new(Status::InternalServerError, "internal", "unexpected reply").to_response()
+        }
+    };
+    response
+        .header("X-Atlas-Owner", owner.to_string())
+        .header("X-Atlas-Total-Ms", format!("{:.3}", ms_since(started)))
+}
+
+fn success(served: Served) -> Response {
+    Response::json(Status::Ok, served.body)
+        .header("X-Atlas-Cache", served.cache.as_str())
+        .header("X-Atlas-Queue-Ms", format!("{:.3}", served.queue_ms))
+        .header(
+            "X-Atlas-Processing-Ms",
+            format!("{:.3}", served.processing_ms),
+        )
+        .header("X-Atlas-Batch-Size", served.batch_size.to_string())
+        .header("X-Atlas-Endpoint", served.endpoint)
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,272 @@
+//! The `/ai/{operation}` request: the JSON envelope, its cache controls and priority (from the
+//! body or the `Cache-Control` / `X-Priority` headers), validated on the accepting shard.
+//!
+//! Every problem becomes a 400 naming the field path (`input.holdings[2].prices`), a 415 for
+//! a non-JSON body, or a 422 for input that is well-formed but impossible. No I/O here.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use atlas_shard::{Operation, Priority};
+
+use crate::error::{truncate, ApiError};
+use crate::http::{Request, Status};
+use crate::models::{self, ModelError, ModelInput};
+
+/// Longest accepted `user_id`.
+const MAX_USER_LEN: usize = 256;
+/// Most `dependencies` tags on one request, and the longest tag.
+const MAX_TAGS: usize = 64;
+const MAX_TAG_LEN: usize = 256;
+
+/// How a request uses the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CacheMode {
+    /// Look up; on a miss compute (sharing identical computations in flight) and store.
+    Default,
+    /// Recompute and replace the stored result (same as `no_cache`, named for intent).
+    Refresh,
+    /// Skip the lookup, compute, store the fresh result.
+    NoCache,
+    /// Skip the lookup and do not store.
+    NoStore,
+}
+
+impl CacheMode {
+    fn from_name(s: &str) -> Option<CacheMode> {
+        match s {
+            "default" => Some(CacheMode::Default),
+            "refresh" => Some(CacheMode::Refresh),
+            "no_cache" => Some(CacheMode::NoCache),
+            "no_store" => Some(CacheMode::NoStore),
+            _ => None,
+        }
+    }
+
+    /// Whether a fresh result is written to the cache.
+    pub fn stores(self) -> bool {
+        self != CacheMode::NoStore
+    }
+}
+
+/// A validated `/ai/{operation}` request, ready to be routed to its owner shard.
+#[derive(Debug, Clone)]
+pub struct AiRequest {
+    /// The operation.
+    pub op: Operation,
+    /// The user the result belongs to (part of the cache key).
+    pub user: String,
+    /// The typed, validated model input.
+    pub input: ModelInput,
+    /// Canonical bytes of `input` (see `canonical`).
+    pub canonical: Vec<u8>,
+    /// Scheduling priority.
+    pub priority: Priority,
+    /// Cache use.
+    pub mode: CacheMode,
+    /// Oldest cached result the client accepts, and the longest TTL a fresh result may get
+    /// (`cache.ttl_s` or `Cache-Control: max-age`). Only ever shortens the configured TTL.
+    pub max_age: Option<Duration>,
+    /// Dependency tags the result declares (`user:u-42:transactions`).
+    pub dependencies: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    user_id: String,
+    input: Value,
+    #[serde(default)]
+    priority: Option<String>,
+    #[serde(default)]
+    cache: Option<CacheOptions>,
+    #[serde(default)]
+    dependencies: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheOptions {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(Status::BadRequest, "invalid_request", message)
+}
+
+/// Turns a model validation error into its HTTP error.
+pub fn model_error(e: ModelError) -> ApiError {
+    match e {
+        ModelError::Invalid { path, message } => invalid(format!("{path}: {message}")),
+        ModelError::Unprocessable { message } => {
+            ApiError::new(Status::UnprocessableEntity, "unprocessable_input", message)
+        }
+        ModelError::Numerical { message } => ApiError::new(
+            Status::UnprocessableEntity,
+            "numerical_failure",
+            format!("the model could not compute a finite result: {message}"),
+        ),
+    }
+}
+
+/// Parses and validates the request for `op`.
+pub fn parse(op: Operation, request: &Request) -> Result<AiRequest, ApiError> {
+    if let Some(ct) = request.header("content-type") {
+        let ct = std::str::from_utf8(ct).unwrap_or("");
+        if !json_compatible(ct) {
+            return Err(ApiError::new(
+                Status::UnsupportedMediaType,
+                "unsupported_media_type",
+                format!(
+                    "body must be JSON (application/json), not `{}`",
+                    truncate(ct, 64)
+                ),
+            ));
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(&request.body);
+    let envelope: Envelope = match serde_path_to_error::deserialize(&mut de) {
+        Ok(e) => e,
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            return Err(if inner.is_syntax() || inner.is_eof() {
+                ApiError::new(
+                    Status::BadRequest,
+                    "invalid_json",
+                    format!("body is not valid JSON: {inner}"),
+                )
+            } else if path == "." {
+                invalid(inner.to_string())
+            } else {
+                invalid(format!("{path}: {inner}"))
+            });
+        }
+    };
+    if de.end().is_err() {
+        return Err(ApiError::new(
+            Status::BadRequest,
+            "invalid_json",
+            "body has trailing characters after the JSON value",
+        ));
+    }
+
+    let user = envelope.user_id;
+    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "user_id: must be 1 to {MAX_USER_LEN} characters without control characters"
+        )));
+    }
+    if envelope.dependencies.len() > MAX_TAGS {
+        return Err(invalid(format!("dependencies: at most {MAX_TAGS} tags")));
+    }
+    for (i, tag) in envelope.dependencies.iter().enumerate() {
+        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control) {
+            return Err(invalid(format!(
+                "dependencies[{i}]: must be 1 to {MAX_TAG_LEN} characters without control characters"
+            )));
+        }
+    }
+
+    let priority = priority(envelope.priority.as_deref(), request)?;
+    let (mut mode, mut max_age) = (CacheMode::Default, None);
+    if let Some(c) = &envelope.cache {
+        if let Some(m) = &c.mode {
+            mode = CacheMode::from_name(m).ok_or_else(|| {
+                invalid("cache.mode: expected one of default, no_cache, no_store, refresh")
+            })?;
+        }
+        max_age = c.ttl_s.map(Duration::from_secs);
+    }
+    let (header_mode, header_max_age) = cache_control(request)?;
+    mode = mode.max(header_mode);
+    max_age = match (max_age, header_max_age) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    if max_age == Some(Duration::ZERO) {
+        // Nothing cached is young enough: recompute, and keep nothing.
+        mode = mode.max(CacheMode::NoStore);
+    }
+
+    let input = models::parse_input(op, &envelope.input).map_err(model_error)?;
+    Ok(AiRequest {
+        op,
+        user,
+        canonical: super::canonical::to_vec(&envelope.input),
+        input,
+        priority,
+        mode,
+        max_age,
+        dependencies: envelope.dependencies,
+    })
+}
+
+/// Media types whose body is read as JSON: `application/json` and `*/*+json`, plus
+/// `text/plain` and `application/x-www-form-urlencoded`, which plain `curl -d` sends. Anything
+/// else (multipart, XML, ...) is refused with 415.
+fn json_compatible(content_type: &str) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json"
+        || media.ends_with("+json")
+        || media == "text/plain"
+        || media == "application/x-www-form-urlencoded"
+}
+
+fn priority_from(name: &str) -> Option<Priority> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "high" => Some(Priority::High),
+        "normal" => Some(Priority::Normal),
+        "low" => Some(Priority::Low),
+        _ => None,
+    }
+}
+
+/// The body's `priority`, else the `X-Priority` header, else normal.
+fn priority(body: Option<&str>, request: &Request) -> Result<Priority, ApiError> {
+    if let Some(p) = body {
+        return priority_from(p).ok_or_else(|| invalid("priority: expected high, normal or low"));
+    }
+    match request.header("x-priority") {
+        None => Ok(Priority::Normal),
+        Some(h) => std::str::from_utf8(h)
+            .ok()
+            .and_then(priority_from)
+            .ok_or_else(|| invalid("X-Priority header: expected high, normal or low")),
+    }
+}
+
+/// `Cache-Control` on the request: `no-cache`, `no-store`, `max-age=N`.
+fn cache_control(request: &Request) -> Result<(CacheMode, Option<Duration>), ApiError> {
+    let Some(value) = request.header("cache-control") else {
+        return Ok((CacheMode::Default, None));
+    };
+    let value = std::str::from_utf8(value).unwrap_or("");
+    let mut mode = CacheMode::Default;
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" {
+            mode = mode.max(CacheMode::NoCache);
+        } else if lower == "no-store" {
+            mode = mode.max(CacheMode::NoStore);
+        } else if let Some(n) = lower.strip_prefix("max-age=") {
+            let secs: u64 = n
+                .trim_matches('"')
+                .parse()
+                .map_err(|_| invalid("Cache-Control: max-age must be a non-negative integer"))?;
+            max_age = Some(Duration::from_secs(secs));
+        }
+    }
+    Ok((mode, max_age))
+}
