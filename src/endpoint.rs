@@ -44,15 +44,24 @@ impl ModelEndpoint for Endpoint {
 /// under contention for the core the kernel favours connection handling.
 const MODEL_NICE: i32 = 5;
 
+/// Largest estimated batch cost computed inline on the shard's executor thread.
+const INLINE_BUDGET_NS: u64 = 250_000;
+
 /// The built-in models, computed on the owning shard's core.
 ///
-/// A model call is synchronous CPU work (up to tens of milliseconds for the largest accepted
-/// inputs), so it does not run on the shard's executor thread: a cooperative task queue cannot
-/// preempt one long computation, and a single large portfolio would stall every connection on
-/// the shard. It runs on the executor's blocking thread, which glommio places on the same CPU
-/// as the executor, at a lower priority (nice +5): the work stays on the owning core, the
-/// kernel preempts it for I/O, cache hits keep flowing while a batch computes, and batches
-/// of one shard run one after another, like calls to one accelerator.
+/// A model call is synchronous CPU work: from a few microseconds (a risk questionnaire) to
+/// tens of milliseconds (the largest accepted portfolio, ~70 ms). A cooperative task queue
+/// cannot preempt one long computation, so where a batch runs depends on its estimated cost:
+///
+/// - up to [`INLINE_BUDGET_NS`] (250 µs) it runs inline on the shard's executor, yielding
+///   between items: handing work to another thread costs ~90 µs here, more than most
+///   computations;
+/// - above that it runs on the executor's blocking thread, which glommio places on the same
+///   CPU, at a lower priority (nice +5): the work stays on the owning core, the kernel preempts
+///   it for I/O, and cache hits keep flowing while a large batch computes.
+///
+/// Batches of one shard run one after another on the blocking thread, like calls to one
+/// accelerator.
 pub struct Embedded;
 
 impl Embedded {
@@ -60,8 +69,19 @@ impl Embedded {
     pub fn new() -> Self {
         Embedded
     }
+}
 
+impl ModelEndpoint for Embedded {
     async fn infer(&self, inputs: Vec<ModelInput>) -> Vec<Result<ModelOutput, ModelError>> {
+        let cost: u64 = inputs.iter().map(estimated_ns).sum();
+        if cost <= INLINE_BUDGET_NS {
+            let mut out = Vec::with_capacity(inputs.len());
+            for input in &inputs {
+                out.push(models::compute(input));
+                glommio::yield_if_needed().await;
+            }
+            return out;
+        }
         executor()
             .spawn_blocking(move || {
                 lower_priority_once();
@@ -78,6 +98,28 @@ impl Embedded {
 impl Default for Embedded {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A rough estimate of one computation's cost in nanoseconds on this class of machine, from
+/// the input sizes that dominate each model (calibrated with `cargo bench --bench models`:
+/// covariance and optimiser for portfolios, month-by-month plans for budgets, the parameter
+/// search for forecasts). Only used to pick inline or offloaded execution.
+fn estimated_ns(input: &ModelInput) -> u64 {
+    fn portfolio(holdings: usize, prices: usize) -> u64 {
+        let n2 = (holdings * holdings) as u64;
+        (n2 * prices as u64 + 2000 * n2) * 3 / 2
+    }
+    match input {
+        ModelInput::Portfolio(p) => {
+            let len = p.holdings.first().map_or(0, |h| h.prices.len());
+            portfolio(p.holdings.len(), len)
+        }
+        ModelInput::Risk(r) => r.holdings.as_ref().map_or(3_000, |h| {
+            portfolio(h.len(), h.first().map_or(0, |x| x.prices.len()))
+        }),
+        ModelInput::Budget(b) => 5_000 + 12_000 * b.debts.len() as u64,
+        ModelInput::Cashflow(c) => 1_400 * c.history.len() as u64,
     }
 }
 

@@ -2,6 +2,8 @@
 //! flight, batching, priorities, cache controls, bad input, owner routing, load shedding and
 //! timeouts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashSet;

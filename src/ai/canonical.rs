@@ -3,7 +3,9 @@
 //!
 //! Rules: object keys sorted (byte order), no whitespace, strings re-escaped one way, and every
 //! number written from its f64 value — an integral value within ±2^53 as an integer (`1`, `1.0`
-//! and `1e0` are the same), anything else in Rust's shortest round-trip form; `-0` is `0`.
+//! and `1e0` are the same), anything else in Rust's shortest round-trip form (exponent form
+//! below 1e-6 and from 1e21); `-0` is `0`. Numbers are parsed correctly rounded (serde_json's
+//! `float_roundtrip`), so every spelling of one value maps to the same bits.
 
 use serde_json::Value;
 
@@ -58,10 +60,13 @@ const EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
 fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     let f = n.as_f64().unwrap_or(0.0);
     if f.fract() == 0.0 && f.abs() < EXACT_INT {
-        // Integral: `as i64` is exact below 2^53; `+ 0` turns -0 into 0.
-        out.extend_from_slice(((f as i64) + 0).to_string().as_bytes());
-    } else if f.is_finite() {
+        // Integral: `as i64` is exact below 2^53 (and turns -0 into 0).
+        out.extend_from_slice((f as i64).to_string().as_bytes());
+    } else if f.is_finite() && (1e-6..1e21).contains(&f.abs()) {
         out.extend_from_slice(f.to_string().as_bytes());
+    } else if f.is_finite() {
+        // Very small or very large: exponent form, still the shortest round-trip digits.
+        out.extend_from_slice(format!("{f:e}").as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }

@@ -312,9 +312,7 @@ pub(crate) fn compute(input: &PortfolioInput) -> Result<PortfolioResult, ModelEr
     let correlation = correlation(&cov);
     let concentration_hhi = weights.iter().map(|w| w * w).sum();
 
-    let t0 = std::time::Instant::now();
     let min_variance_weights = optimize::min_variance(&cov);
-    eprintln!("TMP minvar {:?}", t0.elapsed());
     let excess: Vec<f64> = asset.iter().map(|r| mean(r) - rf_period).collect();
     let (max_sharpe_weights, how) = optimize::max_sharpe(&cov, &excess);
     all_finite("min_variance_weights", &min_variance_weights)?;

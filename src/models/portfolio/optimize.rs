@@ -13,13 +13,14 @@
 //!   ratio maximisation (Cornuéjols & Tütüncü, *Optimization Methods in Finance*, §8.2), valid
 //!   when some asset has a positive excess return.
 //!
-//! Solver: accelerated projected gradient (FISTA with function-value restart), step `1/L`
+//! Solver: accelerated projected gradient (FISTA with gradient restart), step `1/L`
 //! with `L` the smaller of the Gershgorin and Frobenius bounds on `λ_max(Q)`, projecting onto
-//! `{y ≥ 0, aᵀy = 1}` exactly by a breakpoint sweep. Every 50 iterations an active-set step
-//! solves the KKT system on the current support; when that point satisfies every optimality
-//! condition (feasible, `(Qy)ᵢ ≥ λaᵢ` off the support) it is the exact optimum and the loop
-//! stops. Otherwise the loop runs to convergence or [`MAX_ITERS`] and keeps the better of its
-//! point and the support solve, so a call costs at most `O(MAX_ITERS · n²)`.
+//! `{y ≥ 0, aᵀy = 1}` exactly by a breakpoint sweep. Every 25 iterations, when the support
+//! has changed since the last try, an active-set step solves the KKT system on it; when that
+//! point satisfies every optimality condition (feasible, `(Qy)ᵢ ≥ λaᵢ` off the support) it is
+//! the exact optimum and the loop stops. Otherwise the loop runs to convergence or
+//! [`MAX_ITERS`] and keeps the better of its point and the support solve, so a call costs at
+//! most `O(MAX_ITERS · n² + n³)` plus one `O(k³)` support solve per change of support.
 //!
 //! Degenerate cases have documented answers instead of NaN: an all-zero covariance gives
 //! equal weights (minimum variance); when no asset has a positive excess return, maximum-Sharpe
@@ -30,7 +31,7 @@
 use crate::models::stats::quad_form;
 
 /// Iteration cap of the projected-gradient loop.
-pub(crate) const MAX_ITERS: usize = 5_000;
+pub(crate) const MAX_ITERS: usize = 2_000;
 
 /// Variances at or below this are treated as zero.
 const ZERO_VAR: f64 = 1e-24;
@@ -117,13 +118,19 @@ fn solve_qp(q: &[Vec<f64>], a: &[f64]) -> Vec<f64> {
     let mut y = start.clone();
     let mut z = start;
     let mut t = 1.0f64;
-    let mut f_y = quad_form(q, &y);
     let mut grad = vec![0.0; n];
     let mut trial = vec![0.0; n];
+    let mut checked: Vec<usize> = Vec::new();
     for iter in 0..MAX_ITERS {
-        if iter % 50 == 49 {
-            if let Some(exact) = kkt_point(q, a, &y) {
-                return exact;
+        if iter % 25 == 24 {
+            // Try the exact active-set solve whenever the support has changed since the last
+            // try (a solve costs O(k³), so not every iteration).
+            let support = support_of(&y);
+            if support != checked {
+                if let Some(exact) = kkt_point(q, a, &y) {
+                    return exact;
+                }
+                checked = support;
             }
         }
         mat_vec(q, &z, &mut grad);
@@ -131,29 +138,26 @@ fn solve_qp(q: &[Vec<f64>], a: &[f64]) -> Vec<f64> {
             trial[i] = z[i] - step * grad[i];
         }
         let y_new = project(&trial, a);
-        let f_new = quad_form(q, &y_new);
         let scale = y_new.iter().fold(1.0f64, |m, x| m.max(x.abs()));
-        let delta = y_new
-            .iter()
-            .zip(&y)
-            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-        if f_new > f_y {
-            // Function-value restart: drop the momentum, keep the better point.
-            t = 1.0;
-            z.clone_from(&y);
-            if delta <= 1e-13 * scale {
-                break;
-            }
-            continue;
-        }
-        let t_new = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
-        let momentum = (t - 1.0) / t_new;
+        let mut delta = 0.0f64;
+        let mut restart = 0.0;
         for i in 0..n {
-            z[i] = y_new[i] + momentum * (y_new[i] - y[i]);
+            delta = delta.max((y_new[i] - y[i]).abs());
+            restart += (z[i] - y_new[i]) * (y_new[i] - y[i]);
         }
-        t = t_new;
+        if restart > 0.0 {
+            // Gradient restart (O'Donoghue & Candès): momentum points uphill, drop it.
+            t = 1.0;
+            z.clone_from(&y_new);
+        } else {
+            let t_new = (1.0 + (1.0 + 4.0 * t * t).sqrt()) / 2.0;
+            let momentum = (t - 1.0) / t_new;
+            for i in 0..n {
+                z[i] = y_new[i] + momentum * (y_new[i] - y[i]);
+            }
+            t = t_new;
+        }
         y = y_new;
-        f_y = f_new;
         if delta <= 1e-13 * scale {
             break;
         }
@@ -224,12 +228,17 @@ fn project(x: &[f64], a: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Indices where `y` is clearly positive.
+fn support_of(y: &[f64]) -> Vec<usize> {
+    let top = y.iter().fold(0.0f64, |m, v| m.max(*v));
+    (0..y.len()).filter(|&i| y[i] > 1e-10 * top).collect()
+}
+
 /// Solves `min ½ yᵀQy` subject to `aᵀy = 1` on the support of `y` (the KKT linear system);
 /// returns the point, zero off the support, and the multiplier `λ`, when the solve succeeds
 /// and the point is feasible.
 fn solve_on_support(q: &[Vec<f64>], a: &[f64], y: &[f64]) -> Option<(Vec<f64>, f64)> {
-    let top = y.iter().fold(0.0f64, |m, v| m.max(*v));
-    let support: Vec<usize> = (0..y.len()).filter(|&i| y[i] > 1e-10 * top).collect();
+    let support = support_of(y);
     let k = support.len();
     if k == 0 {
         return None;
@@ -366,36 +375,5 @@ mod tests {
         let y = project(&[0.3, 2.0, -1.0], &[1.0, 1.0, 1.0]);
         // ν solves (0.3+ν)+ + (2+ν)+ + (−1+ν)+ = 1 → only asset 2 active: ν = −1 → (0, 1, 0).
         assert!(close(y[0], 0.0, 1e-12) && close(y[1], 1.0, 1e-12) && y[2] == 0.0);
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore = "scratch"]
-    fn time_optimizer() {
-        let n = 100;
-        let mut cov = vec![vec![0.0; n]; n];
-        for i in 0..n {
-            for j in 0..n {
-                cov[i][j] = if i == j {
-                    1e-4 * (1.0 + i as f64 / 10.0)
-                } else {
-                    3e-5 * (((i * j) % 7) as f64 / 7.0)
-                };
-            }
-        }
-        let e: Vec<f64> = (0..n).map(|i| 1e-4 * ((i % 9) as f64 - 3.0)).collect();
-        let t = std::time::Instant::now();
-        let w = super::min_variance(&cov);
-        eprintln!("minvar {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let (w2, _) = super::max_sharpe(&cov, &e);
-        eprintln!(
-            "maxsharpe {:?} {} {}",
-            t.elapsed(),
-            w.iter().sum::<f64>(),
-            w2.iter().sum::<f64>()
-        );
     }
 }

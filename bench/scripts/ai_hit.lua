@@ -1,0 +1,5 @@
+-- wrk script: POST the same portfolio_analysis body on every request (the cache-hit path).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"user_id":"bench-user","input":{"holdings":[{"symbol":"AAPL","weight":0.6,"prices":[100,102,101,105,107,106,108,110]},{"symbol":"MSFT","weight":0.4,"prices":[200,198,202,204,203,207,209,208]}]}}'
+wrk.path = "/ai/portfolio_analysis"
