@@ -39,7 +39,11 @@ fn samples() -> Vec<(&'static str, ModelInput)> {
             eprintln!("bench input for {name} is invalid");
         }
     };
-    push("portfolio_analysis (5 holdings x 252 prices)", Operation::PortfolioAnalysis, portfolio(5, 252));
+    push(
+        "portfolio_analysis (5 holdings x 252 prices)",
+        Operation::PortfolioAnalysis,
+        portfolio(5, 252),
+    );
     push(
         "budget_optimization (8 expenses, 3 debts, 2 goals)",
         Operation::BudgetOptimization,
@@ -72,9 +76,15 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
     let samples = samples();
-    println!("{:<55} {:>12} {:>14} {:>14}", "operation", "direct µs", "batch=1 µs/it", "batch=32 µs/it");
+    println!(
+        "{:<55} {:>12} {:>14} {:>14}",
+        "operation", "direct µs", "batch=1 µs/it", "batch=32 µs/it"
+    );
     let ex = glommio::LocalExecutorBuilder::default().make();
     let Ok(ex) = ex else {
         eprintln!("cannot start a glommio executor");
@@ -109,12 +119,19 @@ fn main() {
                 }
                 many.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
             }
-            println!("{name:<55} {direct:>12.1} {:>14.1} {:>14.1}", median(one), median(many));
+            println!(
+                "{name:<55} {direct:>12.1} {:>14.1} {:>14.1}",
+                median(one),
+                median(many)
+            );
         }
         if let Some(worst) = input(Operation::PortfolioAnalysis, portfolio(100, 10_000)) {
             let t = Instant::now();
             let _ = compute(&worst);
-            println!("largest accepted portfolio (100 holdings x 10 000 prices): {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+            println!(
+                "largest accepted portfolio (100 holdings x 10 000 prices): {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
     });
 }

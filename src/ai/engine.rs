@@ -179,7 +179,23 @@ impl Engine {
             counters: EngineCounters::default(),
         });
         glommio::spawn_local(Rc::clone(&engine).dispatch_loop()).detach();
+        glommio::spawn_local(Rc::clone(&engine).sweep_loop()).detach();
         engine
+    }
+
+    /// Reclaims expired entries a slice at a time (each pass scans at most `SWEEP_SCAN`
+    /// entries), so memory held by results nobody reads again returns to the budget without a
+    /// pause. Refresh-ahead itself happens on reads (`Hit::refresh_ahead`): a hot entry is read
+    /// by definition, and the read carries the input and tags to recompute it with.
+    async fn sweep_loop(self: Rc<Self>) {
+        const SWEEP_EVERY: Duration = Duration::from_secs(1);
+        const SWEEP_SCAN: usize = 1024;
+        let mut ignored = Vec::new();
+        loop {
+            glommio::timer::sleep(SWEEP_EVERY).await;
+            self.cache.borrow_mut().sweep(SWEEP_SCAN, &mut ignored);
+            ignored.clear();
+        }
     }
 
     /// Requests waiting in the batch queues.
