@@ -1,12 +1,17 @@
-//! The command line: `atlas [serve]` and `atlas check-config`, their flags, logging set-up and
-//! exit statuses (0 ok, 1 runtime failure, 2 invalid configuration or usage).
+//! The command line: `atlas [serve]`, `atlas check-config` and `atlas model-endpoint`, their
+//! flags, logging set-up and exit statuses (0 ok, 1 runtime failure, 2 invalid configuration
+//! or usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::time::Duration;
+
 use crate::config::{self, Flags};
+use crate::modelserver::ModelOptions;
+use crate::runtime::shard::Role;
 use crate::runtime::{self, StartError};
 
 /// Atlas: a thread-per-core inference gateway for financial AI operations.
@@ -26,6 +31,86 @@ enum Command {
     /// Validate the configuration, print the effective settings (secrets redacted) and exit:
     /// 0 when valid, 2 when not.
     CheckConfig(Common),
+    /// Serve the built-in models over Atlas's batch protocol (`POST /v1/batch`,
+    /// `GET /v1/info`, `GET /health`), so the model tier can run on other machines.
+    ModelEndpoint(ModelEndpointArgs),
+}
+
+/// Flags of `atlas model-endpoint`.
+#[derive(Debug, Args, Clone)]
+struct ModelEndpointArgs {
+    /// Address to listen on, IP:PORT (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    listen: String,
+    /// Number of shards (default: all allowed CPUs).
+    #[arg(long, value_name = "N")]
+    cores: Option<String>,
+    /// Optional TOML file with the common settings (timeouts, limits, log level).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Name reported as `endpoint_id`.
+    #[arg(long, default_value = "model-endpoint")]
+    id: String,
+    /// Inference-latency emulation for load tests: added latency per call, ms.
+    #[arg(long, value_name = "MS", default_value_t = 0.0)]
+    latency_ms: f64,
+    /// Inference-latency emulation: added latency per input, ms.
+    #[arg(long, value_name = "MS", default_value_t = 0.0)]
+    per_item_ms: f64,
+    /// Inference-latency emulation: up to this much random extra latency per call, ms.
+    #[arg(long, value_name = "MS", default_value_t = 0.0)]
+    jitter_ms: f64,
+    /// Inference-latency emulation: calls the emulated accelerator runs at once per shard;
+    /// further calls wait their turn, as on a GPU.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    concurrency: usize,
+    /// Fault injection for tests: fraction of calls answered 500.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Fault injection for tests: fraction of calls never answered.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    hang_rate: f64,
+}
+
+impl ModelEndpointArgs {
+    /// The emulation settings, or every problem with them.
+    fn options(&self) -> Result<ModelOptions, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut ms = |name: &str, v: f64| {
+            if v.is_finite() && (0.0..=3_600_000.0).contains(&v) {
+                Duration::from_secs_f64(v / 1000.0)
+            } else {
+                errors.push(format!("--{name}: expected milliseconds from 0 to 3600000"));
+                Duration::ZERO
+            }
+        };
+        let latency = ms("latency-ms", self.latency_ms);
+        let per_item = ms("per-item-ms", self.per_item_ms);
+        let jitter = ms("jitter-ms", self.jitter_ms);
+        for (name, v) in [("fail-rate", self.fail_rate), ("hang-rate", self.hang_rate)] {
+            if !(0.0..=1.0).contains(&v) {
+                errors.push(format!("--{name}: expected a fraction from 0 to 1"));
+            }
+        }
+        if self.concurrency == 0 || self.concurrency > 4096 {
+            errors.push("--concurrency: expected 1 to 4096".to_string());
+        }
+        if self.id.is_empty() || self.id.len() > 64 {
+            errors.push("--id: expected 1 to 64 characters".to_string());
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ModelOptions {
+            id: self.id.clone(),
+            latency,
+            per_item,
+            jitter,
+            concurrency: self.concurrency,
+            fail_rate: self.fail_rate,
+            hang_rate: self.hang_rate,
+        })
+    }
 }
 
 /// Flags shared by the subcommands; each beats its environment variable and the file.
@@ -55,10 +140,24 @@ impl Common {
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut role = Role::Gateway;
+    let mut role_errors = Vec::new();
     let (check_only, flags) = match cli.command {
         None => (false, Common::default().merged(cli.common)),
         Some(Command::Serve(c)) => (false, c.merged(cli.common)),
         Some(Command::CheckConfig(c)) => (true, c.merged(cli.common)),
+        Some(Command::ModelEndpoint(m)) => {
+            match m.options() {
+                Ok(opts) => role = Role::ModelEndpoint(opts),
+                Err(e) => role_errors = e,
+            }
+            let common = Common {
+                listen: Some(m.listen),
+                cores: m.cores,
+                config: m.config,
+            };
+            (false, common.merged(cli.common))
+        }
     };
     let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
     let built = config::build(&raw);
@@ -67,10 +166,13 @@ pub fn main() -> ExitCode {
     }
     init_logging(built.as_ref().map(|c| c.log.as_str()).unwrap_or("info"));
     let config = match built {
-        Ok(c) if errors.is_empty() => c,
+        Ok(c) if errors.is_empty() && role_errors.is_empty() => c,
         _ => {
             eprintln!("atlas: invalid configuration:");
             for e in &errors {
+                eprintln!("  {e}");
+            }
+            for e in &role_errors {
                 eprintln!("  {e}");
             }
             return ExitCode::from(2);
@@ -80,7 +182,7 @@ pub fn main() -> ExitCode {
         print!("{}", config::render(&raw));
         return ExitCode::SUCCESS;
     }
-    match runtime::serve(config) {
+    match runtime::serve(config, role) {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(msg)) => {
             eprintln!("atlas: invalid configuration:\n  {msg}");

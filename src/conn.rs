@@ -31,7 +31,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = shard.open_connection();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.config.keepalive_timeout));
+    let limits = shard.limits;
     let mut conn = Conn {
+        max_head: limits.max_target + 32 + limits.max_header_bytes + 2,
         shard,
         stream,
         rbuf: ReadBuf::new(),
@@ -66,6 +68,9 @@ enum ReadOutcome {
 
 struct Conn {
     shard: Rc<Shard>,
+    /// Longest head the parser can accept (request line and header section); past it the
+    /// parser is run regardless, to produce its 414 or 431.
+    max_head: usize,
     stream: TcpStream,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
@@ -83,7 +88,32 @@ impl Conn {
                     http10_keep_alive: false,
                 };
                 write_response(&mut self.wbuf, &err.to_response(), framing, self.shard.id);
-                self.flush().await
+                self.flush().await?;
+                self.linger().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Closes gracefully after an error response: stop sending, then read and discard what
+    /// the client is still sending for a short while, so the kernel does not answer its data
+    /// with a reset that could destroy the response before the client reads it (what nginx
+    /// calls a lingering close).
+    async fn linger(&mut self) {
+        const LINGER: Duration = Duration::from_secs(2);
+        const LINGER_BYTES: usize = 256 * 1024;
+        let _ = self.stream.shutdown(std::net::Shutdown::Write).await;
+        let deadline = Instant::now() + LINGER;
+        let mut drained = 0;
+        let mut sink = [0u8; 4096];
+        while drained < LINGER_BYTES {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                return;
+            }
+            match self.stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
             }
         }
     }
@@ -92,13 +122,26 @@ impl Conn {
     /// flushing; `Stop::Respond` means send that error first.
     async fn request_loop(&mut self) -> Result<(), Stop> {
         let mut head_started: Option<Instant> = None;
+        // The first request of a connection gets the header timeout, not the keep-alive one:
+        // a client that connects and sends nothing is held no longer than a slow one.
+        let mut first = true;
+        // How far the search for the blank line ending the head has got, so a head arriving a
+        // byte at a time is not re-parsed from the start on every read.
+        let mut scanned = 0;
         loop {
-            let head = match parse_head(self.rbuf.data(), &self.shard.limits) {
+            let data = self.rbuf.data();
+            let parsed = if head_may_be_complete(data, scanned) || data.len() > self.max_head {
+                parse_head(data, &self.shard.limits)
+            } else {
+                Ok(Parsed::Incomplete)
+            };
+            let head = match parsed {
                 Err(e) => return Err(Stop::Respond(e)),
                 Ok(Parsed::Done(head)) => head,
                 Ok(Parsed::Incomplete) => {
-                    let idle = self.rbuf.data().is_empty();
-                    if idle && self.shard.is_draining() {
+                    scanned = data.len();
+                    let idle = data.is_empty() && !first;
+                    if data.is_empty() && self.shard.is_draining() {
                         return Ok(());
                     }
                     self.flush().await?;
@@ -113,18 +156,21 @@ impl Conn {
                             _ => return Err(Stop::Respond(header_timeout())),
                         }
                     };
-                    match self.fill(timeout, idle).await? {
+                    let waiting_for_first_byte = self.rbuf.data().is_empty();
+                    match self.fill(timeout, waiting_for_first_byte).await? {
                         ReadOutcome::Data => {
                             head_started.get_or_insert_with(Instant::now);
                             continue;
                         }
                         ReadOutcome::Eof | ReadOutcome::Shutdown => return Ok(()),
-                        ReadOutcome::TimedOut if idle => return Ok(()),
+                        ReadOutcome::TimedOut if waiting_for_first_byte => return Ok(()),
                         ReadOutcome::TimedOut => return Err(Stop::Respond(header_timeout())),
                     }
                 }
             };
             head_started = None;
+            first = false;
+            scanned = 0;
             let raw = Bytes::copy_from_slice(&self.rbuf.data()[..head.len]);
             self.rbuf.consume(head.len);
             let close = self.handle(head, raw).await?;
@@ -140,7 +186,12 @@ impl Conn {
     /// Reads the body, routes the request and queues the response. Returns whether the
     /// connection must close after it.
     async fn handle(&mut self, head: Head, raw: Bytes) -> Result<bool, Stop> {
-        let route = match router::resolve(head.method, head.path(&raw), head.method_str(&raw)) {
+        let route = match router::resolve(
+            &self.shard.app,
+            head.method,
+            head.path(&raw),
+            head.method_str(&raw),
+        ) {
             Ok(route) => route,
             // With `Expect: 100-continue` the body has not been sent: refuse it unread.
             Err(e) if head.expect_continue && head.body != BodyKind::Empty => {
@@ -151,6 +202,11 @@ impl Conn {
                 return Ok(self.queue(&head, &e.to_response()));
             }
         };
+        if !self.wbuf.is_empty() && (route.is_slow() || !self.body_buffered(&head)) {
+            // Answers to earlier pipelined requests must not wait for this one's body or
+            // computation.
+            self.flush().await?;
+        }
         let body = self.read_body(&head).await?;
         let request = Request { head, raw, body };
         let response = router::handle(&self.shard, route, &request).await;
@@ -171,7 +227,28 @@ impl Conn {
         close
     }
 
+    /// Whether the whole body of `head` is already in the read buffer.
+    fn body_buffered(&self, head: &Head) -> bool {
+        match head.body {
+            BodyKind::Empty => true,
+            BodyKind::Length(n) => self.rbuf.data().len() as u64 >= n,
+            BodyKind::Chunked => false,
+        }
+    }
+
+    /// Reads the body. The whole body must arrive within `ATLAS_HEADER_TIMEOUT_MS` of its
+    /// start (an overall deadline, not a per-read one: a client trickling a byte at a time
+    /// cannot hold the connection).
     async fn read_body(&mut self, head: &Head) -> Result<Bytes, Stop> {
+        let deadline = Instant::now() + self.shard.config.header_timeout;
+        let left = || {
+            let d = deadline.saturating_duration_since(Instant::now());
+            if d.is_zero() {
+                Err(Stop::Respond(body_timeout()))
+            } else {
+                Ok(d)
+            }
+        };
         match head.body {
             BodyKind::Empty => Ok(Bytes::new()),
             BodyKind::Length(n) => {
@@ -186,7 +263,7 @@ impl Conn {
                 let mut filled = buffered;
                 while filled < n {
                     self.stream
-                        .set_read_timeout(Some(self.shard.config.header_timeout))
+                        .set_read_timeout(Some(left()?))
                         .map_err(|e| Stop::Io(io::Error::other(e.to_string())))?;
                     match self.stream.read(&mut body[filled..]).await {
                         Ok(0) => return Err(Stop::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -213,7 +290,7 @@ impl Conn {
                     if progress.done {
                         return Ok(Bytes::from(body));
                     }
-                    match self.fill(self.shard.config.header_timeout, false).await? {
+                    match self.fill(left()?, false).await? {
                         ReadOutcome::Data => {}
                         ReadOutcome::TimedOut => return Err(Stop::Respond(body_timeout())),
                         ReadOutcome::Eof | ReadOutcome::Shutdown => {
@@ -284,8 +361,19 @@ fn body_timeout() -> ApiError {
     ApiError::fatal(
         Status::RequestTimeout,
         "request_timeout",
-        "the request body stalled",
+        "the request body did not arrive in time",
     )
+}
+
+/// Whether `data` may hold a complete head: it contains the blank line (`\n\r\n` or `\n\n`)
+/// that ends one, searching from just before `scanned` (bytes already searched).
+fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    data.get(from..).is_some_and(|tail| {
+        tail.windows(2).enumerate().any(|(i, w)| {
+            w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
+        })
+    })
 }
 
 fn too_large() -> ApiError {

@@ -16,8 +16,29 @@ pub trait ModelEndpoint {
     /// The endpoint's id, sent as `X-Atlas-Endpoint`.
     fn id(&self) -> &'static str;
 
-    /// Computes every input of the batch.
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Vec<Result<ModelOutput, ModelError>>;
+    /// Computes every input of the batch: one result per input, in order, or a batch-level
+    /// failure (transport, timeout, a non-200 answer) that the caller may retry elsewhere.
+    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError>;
+}
+
+/// One result per input, in order.
+pub type Outputs = Vec<Result<ModelOutput, ModelError>>;
+
+/// A batch-level failure of an endpoint call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    /// No answer within the endpoint's timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be made or broke.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// The endpoint answered with a non-200 status.
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    /// The answer was not a valid batch response.
+    #[error("invalid response: {0}")]
+    Protocol(String),
 }
 
 /// Every kind of endpoint Atlas can route to.
@@ -33,7 +54,7 @@ impl ModelEndpoint for Endpoint {
         }
     }
 
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Vec<Result<ModelOutput, ModelError>> {
+    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
         match self {
             Endpoint::Embedded(e) => e.infer(inputs).await,
         }
@@ -72,7 +93,7 @@ impl Embedded {
 }
 
 impl ModelEndpoint for Embedded {
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Vec<Result<ModelOutput, ModelError>> {
+    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
         let cost: u64 = inputs.iter().map(estimated_ns).sum();
         if cost <= INLINE_BUDGET_NS {
             let mut out = Vec::with_capacity(inputs.len());
@@ -80,14 +101,14 @@ impl ModelEndpoint for Embedded {
                 out.push(models::compute(input));
                 glommio::yield_if_needed().await;
             }
-            return out;
+            return Ok(out);
         }
-        executor()
+        Ok(executor()
             .spawn_blocking(move || {
                 lower_priority_once();
                 inputs.iter().map(models::compute).collect()
             })
-            .await
+            .await)
     }
 
     fn id(&self) -> &'static str {

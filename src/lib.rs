@@ -20,6 +20,7 @@
 
 pub mod ai;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod http;
 pub mod mesh;
 pub mod models;
+pub mod modelserver;
 pub mod notify;
 pub mod oneshot;
 pub mod router;

@@ -91,6 +91,7 @@ impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
             id: senders.peer_id(),
             shards,
             outboxes: (0..shards).map(|_| Outbox::default()).collect(),
+            gone: (0..shards).map(|_| Cell::new(false)).collect(),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
             handler,
@@ -176,6 +177,8 @@ pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
     shards: usize,
     /// Messages waiting for the next hop, one outbox per peer (this shard's own is unused).
     outboxes: Vec<Outbox<Q, R>>,
+    /// Peers whose channel has closed (they stopped): calls to them fail at once.
+    gone: Vec<Cell<bool>>,
     /// Calls this shard made that await a reply: id → (target shard, slot).
     pending: RefCell<HashMap<u64, Pending<R>>>,
     /// Next call id.
@@ -203,6 +206,9 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         }
         if target == self.id {
             return Ok((self.handler)(call).await);
+        }
+        if self.gone[target].get() {
+            return Err(MeshError::PeerGone(target));
         }
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(1));
@@ -251,6 +257,8 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
     }
 
     fn fail_peer(&self, peer: usize) {
+        self.gone[peer].set(true);
+        self.outboxes[peer].items.borrow_mut().clear();
         // Dropping the senders wakes each caller with `PeerGone`.
         self.pending
             .borrow_mut()

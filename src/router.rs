@@ -13,7 +13,7 @@ use atlas_shard::Operation;
 
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
-use crate::runtime::shard::{Shard, ShardCall, ShardReply};
+use crate::runtime::shard::{App, Shard, ShardCall, ShardReply};
 
 /// Every route Atlas serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,33 +28,56 @@ pub enum Route {
     Ai(Operation),
     /// `GET /openapi.json`: the API description.
     OpenApi,
+    /// `POST /v1/batch` on a model endpoint: the batch protocol.
+    Batch,
+    /// `GET /v1/info` on a model endpoint.
+    Info,
+}
+
+impl Route {
+    /// Whether the handler may take long (a model computation, a remote call): the
+    /// connection flushes earlier pipelined answers before running it.
+    pub fn is_slow(self) -> bool {
+        matches!(self, Route::Ai(_) | Route::Batch | Route::Detailed)
+    }
 }
 
 /// The OpenAPI 3.1 description of the API, served as is.
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// Maps a method and path to a route: 404 for an unknown path, 405 (with `Allow`) for a known
-/// path with the wrong method.
-pub fn resolve(method: Method, path: &str, method_str: &str) -> Result<Route, ApiError> {
-    let (route, allow) = match path {
-        "/health" => (Route::Health, "GET, HEAD"),
-        "/health/ready" => (Route::Ready, "GET, HEAD"),
-        "/health/detailed" => (Route::Detailed, "GET, HEAD"),
-        "/openapi.json" => (Route::OpenApi, "GET, HEAD"),
-        _ => match path.strip_prefix("/ai/") {
-            Some(name) => {
-                let op = Operation::from_name(name).ok_or_else(|| unknown_operation(name))?;
-                return match method {
-                    Method::Post => Ok(Route::Ai(op)),
-                    _ => Err(ApiError::method_not_allowed(method_str, "POST")),
-                };
-            }
-            None => return Err(ApiError::not_found(path)),
-        },
-    };
-    match method {
+/// Maps a method and path to a route of the shard's app: 404 for an unknown path, 405 (with
+/// `Allow`) for a known path with the wrong method.
+pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Result<Route, ApiError> {
+    let read_only = |route| match method {
         Method::Get | Method::Head => Ok(route),
-        _ => Err(ApiError::method_not_allowed(method_str, allow)),
+        _ => Err(ApiError::method_not_allowed(method_str, "GET, HEAD")),
+    };
+    let post_only = |route| match method {
+        Method::Post => Ok(route),
+        _ => Err(ApiError::method_not_allowed(method_str, "POST")),
+    };
+    match path {
+        "/health" => return read_only(Route::Health),
+        "/health/ready" => return read_only(Route::Ready),
+        "/health/detailed" => return read_only(Route::Detailed),
+        _ => {}
+    }
+    match app {
+        App::Gateway(_) => match path {
+            "/openapi.json" => read_only(Route::OpenApi),
+            _ => match path.strip_prefix("/ai/") {
+                Some(name) => {
+                    let op = Operation::from_name(name).ok_or_else(|| unknown_operation(name))?;
+                    post_only(Route::Ai(op))
+                }
+                None => Err(ApiError::not_found(path)),
+            },
+        },
+        App::Model(_) => match path {
+            "/v1/batch" => post_only(Route::Batch),
+            "/v1/info" => read_only(Route::Info),
+            _ => Err(ApiError::not_found(path)),
+        },
     }
 }
 
@@ -79,6 +102,11 @@ pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Respo
         Route::Detailed => detailed(shard).await,
         Route::Ai(op) => crate::ai::handle(shard, op, request).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
+        Route::Batch | Route::Info => match &shard.app {
+            App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
+            App::Model(server) => server.info(),
+            App::Gateway(_) => ApiError::not_found(request.path()).to_response(),
+        },
     }
 }
 
@@ -103,7 +131,15 @@ fn ready(shard: &Shard) -> Response {
 }
 
 async fn detailed(shard: &Rc<Shard>) -> Response {
-    let replies = shard.mesh.broadcast(|| ShardCall::Info).await;
+    // A shard that does not answer within a second is reported unreachable, not waited for.
+    let broadcast = shard.mesh.broadcast(|| ShardCall::Info);
+    let replies = futures_lite::future::or(broadcast, async {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        (0..shard.mesh.shards())
+            .map(|k| Err(crate::mesh::MeshError::PeerGone(k)))
+            .collect()
+    })
+    .await;
     let mut shards = Vec::with_capacity(replies.len());
     let mut healthy = true;
     for (k, reply) in replies.into_iter().enumerate() {
@@ -156,17 +192,64 @@ mod tests {
 
     #[test]
     fn resolves_known_routes_and_rejects_others() {
-        assert_eq!(resolve(Method::Get, "/health", "GET"), Ok(Route::Health));
-        assert_eq!(
-            resolve(Method::Head, "/health/ready", "HEAD"),
-            Ok(Route::Ready)
-        );
-        let e = resolve(Method::Post, "/health", "POST").unwrap_err();
-        assert_eq!(e.status, Status::MethodNotAllowed);
-        assert_eq!(e.allow, Some("GET, HEAD"));
-        assert_eq!(
-            resolve(Method::Get, "/nope", "GET").unwrap_err().status,
-            Status::NotFound
-        );
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let engine = crate::ai::engine::Engine::start(
+                std::time::Instant::now(),
+                crate::ai::engine::EngineOptions {
+                    cache_bytes: 1 << 20,
+                    batch: atlas_shard::BatchOptions::default(),
+                    warming: false,
+                },
+            );
+            let gw = App::Gateway(engine);
+            assert_eq!(
+                resolve(&gw, Method::Get, "/health", "GET"),
+                Ok(Route::Health)
+            );
+            assert_eq!(
+                resolve(&gw, Method::Head, "/health/ready", "HEAD"),
+                Ok(Route::Ready)
+            );
+            let e = resolve(&gw, Method::Post, "/health", "POST").unwrap_err();
+            assert_eq!(e.status, Status::MethodNotAllowed);
+            assert_eq!(e.allow, Some("GET, HEAD"));
+            assert_eq!(
+                resolve(&gw, Method::Get, "/nope", "GET")
+                    .unwrap_err()
+                    .status,
+                Status::NotFound
+            );
+            assert_eq!(
+                resolve(&gw, Method::Post, "/ai/portfolio_analysis", "POST"),
+                Ok(Route::Ai(Operation::PortfolioAnalysis))
+            );
+            let e = resolve(&gw, Method::Post, "/ai/astrology", "POST").unwrap_err();
+            assert_eq!((e.status, e.code), (Status::NotFound, "unknown_operation"));
+            let e = resolve(&gw, Method::Get, "/ai/risk_assessment", "GET").unwrap_err();
+            assert_eq!(e.allow, Some("POST"));
+            assert_eq!(
+                resolve(&gw, Method::Post, "/v1/batch", "POST")
+                    .unwrap_err()
+                    .status,
+                Status::NotFound
+            );
+
+            let model = App::Model(crate::modelserver::ModelServer::new(Default::default(), 0));
+            assert_eq!(
+                resolve(&model, Method::Post, "/v1/batch", "POST"),
+                Ok(Route::Batch)
+            );
+            assert_eq!(
+                resolve(&model, Method::Get, "/v1/info", "GET"),
+                Ok(Route::Info)
+            );
+            assert_eq!(
+                resolve(&model, Method::Get, "/health", "GET"),
+                Ok(Route::Health)
+            );
+            let e = resolve(&model, Method::Post, "/ai/risk_assessment", "POST").unwrap_err();
+            assert_eq!(e.status, Status::NotFound);
+        });
     }
 }

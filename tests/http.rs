@@ -305,3 +305,60 @@ fn shard_counts_and_mesh_broadcast() {
     }
     assert_eq!(seen.len(), 2, "both shards accept connections");
 }
+
+#[test]
+fn a_trickled_body_gets_an_overall_deadline() {
+    let server = Server::start(&["--cores", "1"], &[("ATLAS_HEADER_TIMEOUT_MS", "1000")]);
+    let mut c = server.connect();
+    let start = Instant::now();
+    c.send(b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n");
+    // One byte every 300 ms: each read is well inside the timeout, the whole body is not.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        // Writes after the server answered and closed may fail; that is the point.
+        let _ = c.stream().write_all(b"x");
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status, 408);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_silent_new_connection_gets_the_header_timeout_not_the_keep_alive_one() {
+    let server = Server::start(
+        &["--cores", "1"],
+        &[
+            ("ATLAS_HEADER_TIMEOUT_MS", "300"),
+            ("ATLAS_KEEPALIVE_TIMEOUT_S", "30"),
+        ],
+    );
+    let mut c = server.connect();
+    assert!(c.closed_within(Duration::from_secs(3)));
+}
+
+#[test]
+fn http10_expect_is_ignored_and_lenient_chunk_framing_is_refused() {
+    let server = Server::start(&["--cores", "1"], &[]);
+    let mut c = server.connect();
+    c.send(b"GET /health HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi");
+    assert_eq!(
+        c.read_response(false).status,
+        200,
+        "no 100 Continue for HTTP/1.0"
+    );
+
+    // A size line with junk after a bare CR must not be read as a valid chunk: a proxy in
+    // front could frame it differently (request smuggling).
+    let mut c = server.connect();
+    c.send(b"POST /nope HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5 zz\nhello\r\n0\rjunk\n\nGET /health HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.read_response(false);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "bad_chunked_body")
+    );
+    assert!(c.closed_within(Duration::from_secs(3)));
+}

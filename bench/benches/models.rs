@@ -64,7 +64,7 @@ fn samples() -> Vec<(&'static str, ModelInput)> {
     push(
         "cashflow_forecast (36 months, season 12, horizon 12)",
         Operation::CashflowForecast,
-        json!({"history": (0..36).map(|t| 1000.0 + 50.0 * (t as f64 * 0.5236).sin() + 5.0 * t as f64).collect::<Vec<_>>(),
+        json!({"history": (0..36).map(|t| 1000.0 + 50.0 * (t as f64 * std::f64::consts::FRAC_PI_6).sin() + 5.0 * t as f64).collect::<Vec<_>>(),
                "horizon": 12, "season_length": 12}),
     );
     out

@@ -146,6 +146,9 @@ pub struct Engine {
     pub counters: EngineCounters,
 }
 
+/// Batches one shard runs on its endpoints at once.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+
 /// Engine settings derived from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -208,7 +211,7 @@ impl Engine {
         let lookup = if job.mode == CacheMode::Default {
             let found = self.cache.borrow_mut().get(&job.key);
             match found {
-                Lookup::Fresh(h) | Lookup::Stale(h)
+                Lookup::Fresh(h) | Lookup::Stale(h) | Lookup::StaleIfError(h)
                     if job.max_age.is_some_and(|max| h.age > max) =>
                 {
                     Lookup::Miss
@@ -376,10 +379,16 @@ impl Engine {
         Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// Polls the queues whenever something changed and dispatches what is ready.
+    /// Polls the queues whenever something changed and dispatches what is ready. At most
+    /// [`MAX_BATCHES_IN_FLIGHT`] batches run at once: the backlog stays in the batch queues,
+    /// where deadlines, priorities and shedding apply, instead of piling up at the endpoint.
     async fn dispatch_loop(self: Rc<Self>) {
         let mut poll: Poll<Pending> = Poll::default();
         loop {
+            if self.busy.get() >= MAX_BATCHES_IN_FLIGHT {
+                self.wake.wait().await;
+                continue;
+            }
             let idle = self.busy.get() == 0;
             self.queues.borrow_mut().poll(|_| idle, &mut poll);
             for dropped in poll.dropped.drain(..) {
@@ -417,10 +426,36 @@ impl Engine {
         let mut inputs = Vec::with_capacity(size);
         let mut replies = Vec::with_capacity(size);
         for request in batch.requests {
+            // A request whose deadline passed since it was flushed is answered, not computed.
+            if request.deadline <= started {
+                request.payload.reply.send(Err(timeout()));
+                continue;
+            }
             inputs.push(request.payload.input);
             replies.push((request.enqueued_at, request.payload.reply));
         }
-        let outputs = self.endpoint.infer(inputs).await;
+        let size = inputs.len();
+        if size == 0 {
+            self.busy.set(self.busy.get().saturating_sub(1));
+            self.wake.notify();
+            return;
+        }
+        let outputs = match self.endpoint.infer(inputs).await {
+            Ok(outputs) => outputs,
+            Err(e) => {
+                let err = ApiError::new(
+                    Status::BadGateway,
+                    "endpoint_failed",
+                    format!("model endpoint {}: {e}", self.endpoint.id()),
+                );
+                for (_, reply) in replies {
+                    reply.send(Err(err.clone()));
+                }
+                self.busy.set(self.busy.get().saturating_sub(1));
+                self.wake.notify();
+                return;
+            }
+        };
         let processing_ms = ms(self.clock.now().since(started));
         bump(&self.counters.batches, 1);
         bump(&self.counters.computations, size as u64);

@@ -17,8 +17,14 @@ const MAX_TRAILERS: usize = 16 * 1024;
 enum State {
     /// Reading hex digits of a chunk size.
     Size,
-    /// After the size: skipping extensions up to LF.
+    /// After the size digits: optional whitespace, then `;` extensions or CRLF.
     SizeLine,
+    /// Inside a chunk extension (token characters, `=`, whitespace, `;`).
+    Ext,
+    /// Inside a quoted-string extension value; `true` right after a backslash.
+    ExtQuoted(bool),
+    /// After the CR ending a size line: expecting LF.
+    SizeLf,
     /// Reading chunk data; this many bytes remain.
     Data(u64),
     /// Expecting the CR after chunk data.
@@ -27,6 +33,8 @@ enum State {
     DataLf,
     /// Reading trailer lines after the last chunk; `true` when at the start of a line.
     Trailers { line_start: bool },
+    /// After a CR in the trailer section: expecting LF; `true` if the line was empty.
+    TrailerLf { empty: bool },
     /// The body is complete.
     Done,
 }
@@ -89,44 +97,63 @@ impl ChunkedDecoder {
                         }
                         self.size = (self.size << 4) | u64::from(d);
                         self.line_len += 1;
+                        i += 1;
                     } else if self.size_digits == 0 {
                         return Err(bad("chunk size is not a hexadecimal number"));
-                    } else if matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n') {
-                        self.state = State::SizeLine;
-                        continue;
                     } else {
-                        return Err(bad("invalid character after chunk size"));
+                        self.state = State::SizeLine;
                     }
-                    i += 1;
                 }
-                State::SizeLine => {
+                State::SizeLine | State::Ext | State::ExtQuoted(_) => {
                     self.line_len += 1;
                     if self.line_len > MAX_SIZE_LINE {
                         return Err(bad("chunk size line is too long"));
                     }
                     i += 1;
-                    if b == b'\n' {
-                        let size = self.size;
-                        self.size = 0;
-                        self.size_digits = 0;
-                        self.line_len = 0;
-                        if size == 0 {
-                            self.state = State::Trailers { line_start: true };
-                        } else {
-                            if self.decoded.saturating_add(size) > self.max_body {
-                                return Err(ApiError::fatal(
-                                    Status::PayloadTooLarge,
-                                    "payload_too_large",
-                                    format!(
-                                        "chunked body exceeds the limit of {} bytes",
-                                        self.max_body
-                                    ),
-                                ));
-                            }
-                            self.state = State::Data(size);
+                    self.state = match (self.state, b) {
+                        (State::ExtQuoted(true), 0x09 | 0x20..=0x7e | 0x80..=0xff) => {
+                            State::ExtQuoted(false)
                         }
-                    } else if b == b'\0' {
-                        return Err(bad("NUL in chunk extension"));
+                        (State::ExtQuoted(false), b'"') => State::Ext,
+                        (State::ExtQuoted(false), b'\\') => State::ExtQuoted(true),
+                        (State::ExtQuoted(false), 0x09 | 0x20..=0x7e | 0x80..=0xff) => {
+                            State::ExtQuoted(false)
+                        }
+                        (State::ExtQuoted(_), _) => {
+                            return Err(bad("invalid byte in a quoted chunk extension"))
+                        }
+                        (_, b'\r') => State::SizeLf,
+                        (_, b' ' | b'\t') => self.state,
+                        (_, b';') => State::Ext,
+                        (State::Ext, b'"') => State::ExtQuoted(false),
+                        (State::Ext, b'=') => State::Ext,
+                        (State::Ext, c) if is_token(c) => State::Ext,
+                        _ => return Err(bad("invalid chunk size line")),
+                    };
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(bad("chunk size line must end with CRLF"));
+                    }
+                    i += 1;
+                    let size = self.size;
+                    self.size = 0;
+                    self.size_digits = 0;
+                    self.line_len = 0;
+                    if size == 0 {
+                        self.state = State::Trailers { line_start: true };
+                    } else {
+                        if self.decoded.saturating_add(size) > self.max_body {
+                            return Err(ApiError::fatal(
+                                Status::PayloadTooLarge,
+                                "payload_too_large",
+                                format!(
+                                    "chunked body exceeds the limit of {} bytes",
+                                    self.max_body
+                                ),
+                            ));
+                        }
+                        self.state = State::Data(size);
                     }
                 }
                 State::Data(remaining) => {
@@ -167,18 +194,25 @@ impl ChunkedDecoder {
                     }
                     i += 1;
                     match b {
-                        b'\n' if line_start => {
-                            self.state = State::Done;
-                            return Ok(Progress {
-                                consumed: i,
-                                done: true,
-                            });
-                        }
-                        b'\n' => self.state = State::Trailers { line_start: true },
-                        b'\r' => {}
+                        b'\r' => self.state = State::TrailerLf { empty: line_start },
+                        b'\n' => return Err(bad("trailer lines must end with CRLF")),
                         b'\0' => return Err(bad("NUL in chunked trailer")),
                         _ => self.state = State::Trailers { line_start: false },
                     }
+                }
+                State::TrailerLf { empty } => {
+                    if b != b'\n' {
+                        return Err(bad("trailer lines must end with CRLF"));
+                    }
+                    i += 1;
+                    if empty {
+                        self.state = State::Done;
+                        return Ok(Progress {
+                            consumed: i,
+                            done: true,
+                        });
+                    }
+                    self.state = State::Trailers { line_start: true };
                 }
                 State::Done => {
                     return Ok(Progress {
@@ -193,6 +227,11 @@ impl ChunkedDecoder {
             done: self.state == State::Done,
         })
     }
+}
+
+/// RFC 9110 token characters (chunk extension names and unquoted values).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -224,6 +263,29 @@ mod tests {
         let (out, consumed) = decode_all(raw).unwrap();
         assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!(&raw[consumed..], b"NEXT");
+    }
+
+    #[test]
+    fn rejects_lenient_framing_that_proxies_read_differently() {
+        for raw in [
+            &b"5 6\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\rjunk\nhello\r\n0\r\n\r\n",
+            b"5;a=\"x\ny\"\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX: 1\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+        ] {
+            let err = decode_all(raw).unwrap_err();
+            assert_eq!(
+                err.status,
+                Status::BadRequest,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        // Legal: whitespace before extensions, token and quoted values, trailers with CRLF.
+        let (out, _) = decode_all(b"5 ;a=b;c=\"q\\\"x\"\r\nhello\r\n0\r\nT: 1\r\n\r\n").unwrap();
+        assert_eq!(out, b"hello");
     }
 
     #[test]

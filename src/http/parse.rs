@@ -239,7 +239,7 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError>
     let mut header_ranges = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         header_ranges.push((offset_of(buf, h.name.as_bytes()), offset_of(buf, h.value)));
-        framing.observe(h.name, h.value)?;
+        framing.observe(h.name, h.value, version)?;
     }
     if version == Version::Http11 && framing.host_count != 1 {
         return Err(bad(if framing.host_count == 0 {
@@ -326,7 +326,7 @@ struct Framing {
 }
 
 impl Framing {
-    fn observe(&mut self, name: &str, value: &[u8]) -> Result<(), ApiError> {
+    fn observe(&mut self, name: &str, value: &[u8], version: Version) -> Result<(), ApiError> {
         if name.eq_ignore_ascii_case("content-length") {
             for part in value.split(|&b| b == b',') {
                 let n = parse_decimal(trim(part))
@@ -365,6 +365,10 @@ impl Framing {
                 }
             }
         } else if name.eq_ignore_ascii_case("expect") {
+            // HTTP/1.0 has no 100 Continue: its clients' expectations are ignored.
+            if version == Version::Http10 {
+                return Ok(());
+            }
             if trim(value).eq_ignore_ascii_case(b"100-continue") {
                 self.expect_continue = true;
             } else {

@@ -26,7 +26,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::mesh::{Handler, MeshBuilders};
-use shard::{Shard, ShardCall, ShardReply, Shared};
+use shard::{Role, Shard, ShardCall, ShardReply, Shared};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,7 @@ struct ShardSeed {
 }
 
 /// Runs the server until a shutdown signal, then drains and returns.
-pub fn serve(config: Config) -> Result<(), StartError> {
+pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     let facts = sys::probe();
     sys::check(&facts)?;
     let shards = config.cores.unwrap_or(facts.cpus.len()).max(1);
@@ -126,10 +126,11 @@ pub fn serve(config: Config) -> Result<(), StartError> {
     let handles = {
         let config = Arc::clone(&config);
         let shared = Arc::clone(&shared);
+        let role = role.clone();
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
-            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx, origin))
+            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx, origin, role))
             .map_err(|e| StartError::Shard(e.to_string()))?
     };
 
@@ -141,7 +142,7 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         }
     }
     shared.ready.store(true, Ordering::Release);
-    announce(addr, shards);
+    announce(&role, addr, shards);
     log::info!("ready: {shards} shards listening on {addr}");
 
     let signal_shared = Arc::clone(&shared);
@@ -166,9 +167,13 @@ pub fn serve(config: Config) -> Result<(), StartError> {
 }
 
 /// Prints the one line tests and tools wait for.
-fn announce(addr: SocketAddr, shards: usize) {
+fn announce(role: &Role, addr: SocketAddr, shards: usize) {
+    let what = match role {
+        Role::Gateway => "atlas",
+        Role::ModelEndpoint(_) => "atlas model-endpoint",
+    };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "atlas listening on http://{addr} shards={shards}");
+    let _ = writeln!(out, "{what} listening on http://{addr} shards={shards}");
     let _ = out.flush();
 }
 
@@ -205,6 +210,7 @@ async fn run_shard(
     mesh: MeshBuilders<ShardCall, ShardReply>,
     ready: mpsc::Sender<Result<usize, String>>,
     origin: Instant,
+    role: Role,
 ) {
     let seed = match seeds.lock().map(|mut s| s.pop()) {
         Ok(Some(seed)) => seed,
@@ -243,7 +249,7 @@ async fn run_shard(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh, origin));
+    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh, origin, &role));
     let _ = slot.set(Rc::clone(&shard));
 
     glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();

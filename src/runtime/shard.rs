@@ -18,6 +18,7 @@ use crate::ai::engine::{Engine, EngineOptions, Job, Outcome};
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
+use crate::modelserver::{ModelOptions, ModelServer};
 
 /// State shared by every shard of the process. Touched on connection accept/close and on
 /// lifecycle changes, never per request.
@@ -146,8 +147,25 @@ pub struct Shard {
     pub in_flight_cap: u64,
     /// Pre-built `/health` body.
     pub health_body: bytes::Bytes,
-    /// The owner-side engine: cache, single-flight, batch queues, model endpoint.
-    pub engine: Rc<Engine>,
+    /// What this process serves.
+    pub app: App,
+}
+
+/// What a shard serves: the gateway (with its owner-side engine) or the model tier.
+pub enum App {
+    /// `atlas serve`: the cache, single flight, batch queues and endpoints of this shard.
+    Gateway(Rc<Engine>),
+    /// `atlas model-endpoint`: the batch protocol over the built-in models.
+    Model(Rc<ModelServer>),
+}
+
+/// Which server a process runs (chosen by the subcommand).
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// `atlas serve`.
+    Gateway,
+    /// `atlas model-endpoint`.
+    ModelEndpoint(ModelOptions),
 }
 
 impl Shard {
@@ -157,6 +175,7 @@ impl Shard {
         shared: Arc<Shared>,
         mesh: Rc<Mesh<ShardCall, ShardReply>>,
         origin: Instant,
+        role: &Role,
     ) -> Self {
         let id = mesh.id();
         let shards = mesh.shards().max(1);
@@ -169,22 +188,25 @@ impl Shard {
             "{{\"status\":\"ok\",\"shard\":{id},\"shards\":{shards},\"version\":\"{}\"}}",
             env!("CARGO_PKG_VERSION")
         ));
-        let engine = Engine::start(
-            origin,
-            EngineOptions {
-                cache_bytes: config.cache_max_bytes / shards,
-                batch: BatchOptions {
-                    max_batch: config.batch_size,
-                    window: config.batch_timeout,
-                    max_queue_len: config.max_concurrent_requests.div_ceil(shards).max(1),
-                    request_timeout: config.request_timeout,
+        let app = match role {
+            Role::Gateway => App::Gateway(Engine::start(
+                origin,
+                EngineOptions {
+                    cache_bytes: config.cache_max_bytes / shards,
+                    batch: BatchOptions {
+                        max_batch: config.batch_size,
+                        window: config.batch_timeout,
+                        max_queue_len: config.max_concurrent_requests.div_ceil(shards).max(1),
+                        request_timeout: config.request_timeout,
+                    },
+                    warming: config.enable_cache_warming,
                 },
-                warming: config.enable_cache_warming,
-            },
-        );
+            )),
+            Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id)),
+        };
         Shard {
             id,
-            engine,
+            app,
             cpu: current_cpu(),
             config,
             limits,
@@ -212,31 +234,48 @@ impl Shard {
     pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
         match call {
             ShardCall::Info => ShardReply::Info(self.info()),
-            ShardCall::Ai(job) => ShardReply::Ai(Rc::clone(&self.engine).execute(*job).await),
+            ShardCall::Ai(job) => match &self.app {
+                App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
+                App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
+                    crate::http::Status::NotFound,
+                    "not_a_gateway",
+                    "this process is a model endpoint",
+                ))),
+            },
         }
     }
 
     /// This shard's counters.
     pub fn info(&self) -> ShardInfo {
         let c = &self.counters;
-        let e = &self.engine;
-        let cache = e.cache.borrow();
-        ShardInfo {
+        let mut info = ShardInfo {
             shard: self.id,
             cpu: self.cpu,
             connections_open: c.connections_open.get(),
             connections_total: c.connections_total.get(),
             requests_total: c.requests_total.get(),
             in_flight: c.in_flight.get(),
-            model_computations: e.counters.computations.get(),
-            model_batches: e.counters.batches.get(),
-            refreshes: e.counters.refreshes.get(),
-            cache: *cache.counters(),
-            cache_entries: cache.len() as u64,
-            cache_bytes: cache.bytes_used() as u64,
-            flights: *e.flights.borrow().counters(),
-            queued: e.queued() as u64,
+            model_computations: 0,
+            model_batches: 0,
+            refreshes: 0,
+            cache: atlas_shard::CacheCounters::default(),
+            cache_entries: 0,
+            cache_bytes: 0,
+            flights: atlas_shard::FlightCounters::default(),
+            queued: 0,
+        };
+        if let App::Gateway(e) = &self.app {
+            let cache = e.cache.borrow();
+            info.model_computations = e.counters.computations.get();
+            info.model_batches = e.counters.batches.get();
+            info.refreshes = e.counters.refreshes.get();
+            info.cache = *cache.counters();
+            info.cache_entries = cache.len() as u64;
+            info.cache_bytes = cache.bytes_used() as u64;
+            info.flights = *e.flights.borrow().counters();
+            info.queued = e.queued() as u64;
         }
+        info
     }
 
     /// Records an answered request.
