@@ -170,6 +170,17 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                     "joins": info.flights.joins,
                     "bypassed": info.flights.bypassed,
                 },
+                "endpoints": info.endpoints.iter().map(|e| json!({
+                    "name": e.name,
+                    "state": e.state.as_str(),
+                    "state_gauge": e.state.as_gauge(),
+                    "calls": e.calls,
+                    "errors": e.errors,
+                    "trips": e.trips,
+                    "ewma_ms": e.ewma_ms,
+                    "in_flight": e.in_flight,
+                    "weight": e.weight,
+                })).collect::<Vec<_>>(),
             })),
             Ok(_) | Err(_) => {
                 healthy = false;
@@ -196,11 +207,20 @@ mod tests {
         ex.run(async {
             let engine = crate::ai::engine::Engine::start(
                 std::time::Instant::now(),
-                crate::ai::engine::EngineOptions {
-                    cache_bytes: 1 << 20,
-                    batch: atlas_shard::BatchOptions::default(),
-                    warming: false,
+                &crate::ai::engine::EngineSetup {
+                    options: crate::ai::engine::EngineOptions {
+                        cache_bytes: 1 << 20,
+                        batch: atlas_shard::BatchOptions::default(),
+                        warming: false,
+                    },
+                    pool: crate::ai::pool::PoolOptions {
+                        embedded: true,
+                        remote: Vec::new(),
+                        connection_pool_size: 0,
+                        health_interval: std::time::Duration::from_secs(5),
+                    },
                 },
+                1,
             );
             let gw = App::Gateway(engine);
             assert_eq!(

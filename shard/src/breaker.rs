@@ -19,10 +19,18 @@
 //! - **Half-open**: up to `half_open_probes` probe calls are let through ([`Permit::Probe`]);
 //!   further calls are rejected until a probe finishes or is released. When `half_open_probes`
 //!   probes have succeeded the breaker closes with an empty window and the backoff reset. Any
-//!   probe failure trips it open again with the doubled wait.
+//!   probe failure trips it open again with the doubled wait. At most `half_open_probes` probes
+//!   are granted per period (not merely at a time), less those released; probes neither reported
+//!   nor released for `open_max` are presumed lost, so a dropped call cannot wedge the breaker.
+//!
+//! Report each permit exactly once: `on_success`/`on_failure` with `was_probe` matching the
+//! permit, or `release_probe` for a probe whose call was not made. A probe from an earlier
+//! half-open period that finishes in a later one cannot be told apart and counts in the later
+//! one: its outcome is still fresh news of the endpoint.
 //!
 //! A call is *slow* when it succeeds after at least `slow_call`; failures (timeouts included)
-//! count as failures only. Outcomes of calls let through earlier that finish while the breaker is
+//! count as failures only. A slow probe still counts as a successful probe (the slow-call rate
+//! is judged again over the window once closed). Outcomes of calls let through earlier that finish while the breaker is
 //! open, and of non-probe calls finishing while half-open, are counted but move no state: they
 //! describe the endpoint before the trip.
 //!
@@ -34,7 +42,7 @@
 //! | state | check fails | check passes |
 //! | --- | --- | --- |
 //! | closed | recorded as a failed call in the window and the consecutive-failure streak (may trip) | resets the consecutive-failure streak; the window is untouched |
-//! | open | the deadline moves to at least now + the current wait (no probes while it is down; no new trip, no doubling) | past the deadline: goes half-open; before it: nothing |
+//! | open | the deadline moves to at least now + the wait the next trip would get (no probes while it is down; not counted as a trip) | past the deadline: goes half-open; before it: nothing |
 //! | half-open | like a failed probe: trips open with the doubled wait | nothing (probes decide) |
 
 use std::time::Duration;
@@ -175,24 +183,32 @@ enum Inner {
         in_flight: usize,
         /// Probes that succeeded in this half-open period.
         succeeded: usize,
+        /// When the period began, or its outstanding probes were last presumed lost.
+        since: Timestamp,
     },
 }
 
 /// One call outcome in the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outcome {
+    /// The call failed (or a health check did).
     failed: bool,
+    /// The call succeeded but took at least `slow_call`.
     slow: bool,
 }
 
 /// The count-based sliding window: a ring of the last `cap` outcomes with running totals.
 #[derive(Debug, Clone)]
 struct Window {
+    /// Outcomes, in ring order once full; allocated once at its capacity.
     ring: Vec<Outcome>,
     /// Next slot to overwrite once the ring is full.
     next: usize,
+    /// Window size, at least 1.
     cap: usize,
+    /// Failed outcomes in `ring`, kept so the rates cost nothing to read.
     failed: usize,
+    /// Slow outcomes in `ring`.
     slow: usize,
 }
 
@@ -245,9 +261,13 @@ impl Window {
 /// The circuit breaker of one endpoint. See the module docs for the rules.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker<C: Clock> {
+    /// Thresholds and waits.
     options: BreakerOptions,
+    /// Source of time for open deadlines.
     clock: C,
+    /// The state machine.
     inner: Inner,
+    /// Outcomes while closed; cleared on every transition.
     window: Window,
     /// Failures in a row (calls and failed health checks) while closed.
     streak: usize,
@@ -323,7 +343,17 @@ impl<C: Clock> CircuitBreaker<C> {
             Inner::HalfOpen {
                 in_flight,
                 succeeded,
+                since,
             } => {
+                // A probe never reported nor released (a dropped call) must not wedge the
+                // breaker: probes outstanding for `open_max` are presumed lost.
+                let now = self.clock.now();
+                if *in_flight > 0
+                    && now >= since.plus(self.options.open_max.max(self.options.open_base))
+                {
+                    *in_flight = 0;
+                    *since = now;
+                }
                 // Total probes per half-open period is bounded too, so exactly
                 // `half_open_probes` successes are needed and none is left over at the close.
                 if *in_flight + *succeeded < self.options.half_open_probes.max(1) {
@@ -358,6 +388,7 @@ impl<C: Clock> CircuitBreaker<C> {
             Inner::HalfOpen {
                 in_flight,
                 succeeded,
+                ..
             } if was_probe => {
                 *in_flight = in_flight.saturating_sub(1);
                 *succeeded += 1;
@@ -465,10 +496,12 @@ impl<C: Clock> CircuitBreaker<C> {
     /// Open past its deadline → half-open with no probes yet.
     fn expire_open(&mut self) {
         if let Inner::Open { until } = self.inner {
-            if self.clock.now() >= until {
+            let now = self.clock.now();
+            if now >= until {
                 self.inner = Inner::HalfOpen {
                     in_flight: 0,
                     succeeded: 0,
+                    since: now,
                 };
             }
         }

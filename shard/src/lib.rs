@@ -15,6 +15,8 @@
 //! | [`singleflight`] | [`SingleFlight`]: identical misses share one computation |
 //! | [`batch`] | [`BatchQueues`]: per-operation batching with windows, priorities, deadlines |
 //! | [`stats`] | counters, histograms and the mergeable [`ShardSnapshot`] |
+//! | [`breaker`] | [`CircuitBreaker`]: one model endpoint's closed / open / half-open state machine |
+//! | [`balancer`] | [`Balancer`]: power-of-two-choices over peak-EWMA latency, outstanding calls and weight |
 //!
 //! The server drives everything: it reads the clock through these types, calls `get`/`insert`
 //! on the cache, `join`/`complete` on the single-flight table, `push`/`poll` on the batch
@@ -22,7 +24,9 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod balancer;
 pub mod batch;
+pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -33,10 +37,12 @@ pub mod policy;
 pub mod singleflight;
 pub mod stats;
 
+pub use balancer::{Balancer, BalancerOptions, EndpointSnapshot, InvalidWeight, XorShift64};
 pub use batch::{
     Batch, BatchOptions, BatchQueues, DropReason, Dropped, Poll, Priority, PushError, Pushed,
     QueueKey, Request, RequestId,
 };
+pub use breaker::{BreakerCounters, BreakerOptions, BreakerState, CircuitBreaker, Permit};
 pub use cache::{Cache, CacheOptions, ENTRY_OVERHEAD};
 pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
 pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, RESULT_CACHE_TTL};

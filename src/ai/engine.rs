@@ -6,6 +6,7 @@
 //! dispatcher task polls the batch queues whenever something changes (a push, a batch done, a
 //! window or deadline reached) and runs each batch on the endpoint in its own task.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,8 +21,8 @@ use atlas_shard::{
     PushError, QueueKey, SingleFlight, Timestamp, WaiterId,
 };
 
+use super::pool::{EndpointPool, PoolError, PoolOptions};
 use super::request::{model_error, CacheMode};
-use crate::endpoint::{Endpoint, ModelEndpoint};
 use crate::error::ApiError;
 use crate::http::Status;
 use crate::models::{ModelInput, ModelOutput, MODEL_VERSION};
@@ -68,7 +69,7 @@ pub struct Served {
     /// Requests in the batch that computed this result (0 for hits).
     pub batch_size: usize,
     /// Which endpoint computed it (`cache` for hits).
-    pub endpoint: &'static str,
+    pub endpoint: Cow<'static, str>,
 }
 
 /// What the owner answers.
@@ -102,6 +103,7 @@ struct Pending {
 /// A freshly computed result.
 struct Computed {
     body: Bytes,
+    endpoint: String,
     output: ModelOutput,
     queue_ms: f64,
     processing_ms: f64,
@@ -136,8 +138,9 @@ pub struct Engine {
     /// Batch queues of this shard.
     queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
     configs: CacheConfigs,
-    endpoint: Endpoint,
-    /// Batches running on the endpoint now.
+    /// The model endpoints and how batches are routed among them.
+    pub pool: Rc<EndpointPool>,
+    /// Batches running on the endpoints now.
     busy: Cell<usize>,
     /// Wakes the dispatcher.
     wake: Notify,
@@ -160,9 +163,19 @@ pub struct EngineOptions {
     pub warming: bool,
 }
 
+/// Everything an engine is built from.
+#[derive(Debug, Clone)]
+pub struct EngineSetup {
+    /// Cache and batching settings.
+    pub options: EngineOptions,
+    /// The model endpoints.
+    pub pool: PoolOptions,
+}
+
 impl Engine {
     /// A new engine on the current executor; starts its dispatcher task.
-    pub fn start(origin: Instant, opts: EngineOptions) -> Rc<Engine> {
+    pub fn start(origin: Instant, setup: &EngineSetup, seed: u64) -> Rc<Engine> {
+        let opts = setup.options;
         let clock = MonotonicClock::with_origin(origin);
         let engine = Rc::new(Engine {
             origin,
@@ -175,7 +188,7 @@ impl Engine {
             followers: RefCell::new(HashMap::new()),
             queues: RefCell::new(BatchQueues::new(opts.batch, clock)),
             configs: CacheConfigs::defaults(),
-            endpoint: Endpoint::Embedded(crate::endpoint::Embedded::new()),
+            pool: EndpointPool::start(&setup.pool, clock, seed),
             busy: Cell::new(0),
             wake: Notify::default(),
             warming: opts.warming,
@@ -343,7 +356,7 @@ impl Engine {
             queue_ms: computed.queue_ms,
             processing_ms: computed.processing_ms,
             batch_size: computed.batch_size,
-            endpoint: self.endpoint.id(),
+            endpoint: Cow::Owned(computed.endpoint),
         })
     }
 
@@ -424,6 +437,7 @@ impl Engine {
         let size = batch.requests.len();
         let op = batch.key.op;
         let mut inputs = Vec::with_capacity(size);
+        let mut deadlines = Vec::with_capacity(size);
         let mut replies = Vec::with_capacity(size);
         for request in batch.requests {
             // A request whose deadline passed since it was flushed is answered, not computed.
@@ -432,6 +446,7 @@ impl Engine {
                 continue;
             }
             inputs.push(request.payload.input);
+            deadlines.push(request.deadline);
             replies.push((request.enqueued_at, request.payload.reply));
         }
         let size = inputs.len();
@@ -440,14 +455,30 @@ impl Engine {
             self.wake.notify();
             return;
         }
-        let outputs = match self.endpoint.infer(inputs).await {
-            Ok(outputs) => outputs,
+        let deadline = deadlines.iter().copied().max().unwrap_or(started);
+        let (outputs, endpoint) = match self.pool.run(op, inputs, deadline).await {
+            Ok(done) => done,
             Err(e) => {
-                let err = ApiError::new(
-                    Status::BadGateway,
-                    "endpoint_failed",
-                    format!("model endpoint {}: {e}", self.endpoint.id()),
-                );
+                let err = match e {
+                    PoolError::NoEndpoint { retry_after } => ApiError::new(
+                        Status::ServiceUnavailable,
+                        "no_endpoint",
+                        format!(
+                            "no model endpoint for {} is available (circuit open); retry in {} s",
+                            op.as_str(),
+                            retry_after.as_secs().max(1)
+                        ),
+                    ),
+                    PoolError::Failed { endpoint, error } => ApiError::new(
+                        if error == crate::endpoint::EndpointError::Timeout {
+                            Status::GatewayTimeout
+                        } else {
+                            Status::BadGateway
+                        },
+                        "endpoint_failed",
+                        format!("model endpoint {endpoint}: {error}"),
+                    ),
+                };
                 for (_, reply) in replies {
                     reply.send(Err(err.clone()));
                 }
@@ -464,6 +495,7 @@ impl Engine {
             let result = match outputs.next() {
                 Some(Ok(output)) => body_of(op, &output).map(|body| Computed {
                     body,
+                    endpoint: endpoint.clone(),
                     output,
                     queue_ms: ms(started.since(enqueued_at)),
                     processing_ms,
@@ -511,7 +543,7 @@ fn served_from_cache(body: Bytes, cache: CacheStatus) -> Served {
         queue_ms: 0.0,
         processing_ms: 0.0,
         batch_size: 0,
-        endpoint: "cache",
+        endpoint: Cow::Borrowed("cache"),
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod canonical;
 pub mod engine;
+pub mod pool;
 pub mod request;
 
 use std::rc::Rc;

@@ -5,6 +5,7 @@
 //! at once: every bad value is reported by its variable name in one go, never only the first.
 //! Must not depend on the runtime or on sockets.
 
+pub mod endpoints;
 pub mod settings;
 
 use std::collections::HashMap;
@@ -123,6 +124,12 @@ pub struct Config {
     pub mesh_capacity: usize,
     /// L1 cache budget across all shards.
     pub cache_max_bytes: usize,
+    /// Remote model endpoints.
+    pub endpoints: Vec<endpoints::EndpointSpec>,
+    /// Whether the built-in models serve requests too.
+    pub embedded: bool,
+    /// Interval of active health checks of remote endpoints.
+    pub health_interval: Duration,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -164,6 +171,9 @@ impl Default for Config {
             io_memory_bytes: 1024 * 1024,
             mesh_capacity: 1024,
             cache_max_bytes: 512 * 1024 * 1024,
+            endpoints: Vec::new(),
+            embedded: true,
+            health_interval: Duration::from_secs(5),
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,
@@ -286,6 +296,14 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
     p.set(&mut c.mesh_capacity, "ATLAS_MESH_CAPACITY", |v| {
         usize_in(v, 1, 1 << 20)
     });
+    p.set(&mut c.cache_max_bytes, "ATLAS_CACHE_MAX_BYTES", |v| {
+        usize_in(v, 1 << 20, 1 << 40)
+    });
+    p.set(&mut c.endpoints, "ATLAS_ENDPOINTS", endpoints::parse);
+    p.set(&mut c.embedded, "ATLAS_EMBEDDED", boolean);
+    p.set(&mut c.health_interval, "ATLAS_HEALTH_INTERVAL_S", |v| {
+        secs(v, 1, 3600)
+    });
     p.set(
         &mut c.max_concurrent_requests,
         "MAX_CONCURRENT_REQUESTS",
@@ -323,6 +341,18 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             _ => Err("expected a fraction from 0 to 1, for example 0.05".to_string()),
         }
     });
+    if !c.embedded && c.endpoints.is_empty() && p.errors.is_empty() {
+        p.errors.push(ConfigError {
+            name: "ATLAS_EMBEDDED".to_string(),
+            value: Some("false".to_string()),
+            source: raw
+                .get(settings::by_env("ATLAS_EMBEDDED").unwrap_or(&SETTINGS[0]))
+                .1,
+            problem:
+                "with the embedded models off, ATLAS_ENDPOINTS must name at least one endpoint"
+                    .to_string(),
+        });
+    }
     if p.errors.is_empty() {
         Ok(c)
     } else {
@@ -431,6 +461,22 @@ mod tests {
         let (raw, errors) = gather(&Flags::default(), |_| None);
         assert!(errors.is_empty());
         assert_eq!(build(&raw).unwrap(), Config::default());
+    }
+
+    /// Every setting in the table is actually parsed: an invalid value for it is reported
+    /// under its name (ATLAS_LOG takes any text).
+    #[test]
+    fn every_setting_is_parsed() {
+        for setting in SETTINGS.iter().filter(|s| s.env != "ATLAS_LOG") {
+            let env = env_from(&[(setting.env, "not-a-valid-value")]);
+            let (raw, _) = gather(&Flags::default(), env);
+            let errors = build(&raw).expect_err(setting.env);
+            assert!(
+                errors.iter().any(|e| e.name == setting.env),
+                "{} is in the table but never parsed",
+                setting.env
+            );
+        }
     }
 
     #[test]

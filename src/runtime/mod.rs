@@ -24,6 +24,7 @@ use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, UnixStream};
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::ai::pool::ResolvedEndpoint;
 use crate::config::Config;
 use crate::mesh::{Handler, MeshBuilders};
 use shard::{Role, Shard, ShardCall, ShardReply, Shared};
@@ -94,6 +95,8 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
         );
     }
 
+    let remote = Arc::new(resolve_endpoints(&config)?);
+
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -124,13 +127,20 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
         .map_err(|e| StartError::Shard(format!("cannot list CPUs: {e}")))?
         .filter(|l| allowed.contains(&l.cpu));
     let handles = {
-        let config = Arc::clone(&config);
-        let shared = Arc::clone(&shared);
-        let role = role.clone();
+        let start = ShardStart {
+            config: Arc::clone(&config),
+            shared: Arc::clone(&shared),
+            seeds,
+            mesh,
+            ready: ready_tx,
+            origin,
+            role: role.clone(),
+            remote,
+        };
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
-            .on_all_shards(move || run_shard(config, shared, seeds, mesh, ready_tx, origin, role))
+            .on_all_shards(move || run_shard(start))
             .map_err(|e| StartError::Shard(e.to_string()))?
     };
 
@@ -164,6 +174,32 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// Resolves the remote endpoints' host names here, on the main thread, so no shard ever
+/// blocks on DNS.
+fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartError> {
+    use std::net::ToSocketAddrs;
+    config
+        .endpoints
+        .iter()
+        .map(|spec| {
+            let addr = (spec.host.as_str(), spec.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    StartError::Config(format!(
+                        "ATLAS_ENDPOINTS: cannot resolve {}:{} for endpoint {}",
+                        spec.host, spec.port, spec.name
+                    ))
+                })?;
+            Ok(ResolvedEndpoint {
+                spec: spec.clone(),
+                addr,
+            })
+        })
+        .collect()
 }
 
 /// Prints the one line tests and tools wait for.
@@ -203,15 +239,33 @@ fn watch_signals(
     }
 }
 
-async fn run_shard(
+/// Everything a shard's executor is started with (cloned once per shard).
+#[derive(Clone)]
+struct ShardStart {
     config: Arc<Config>,
     shared: Arc<Shared>,
+    /// Listening and notify sockets; each shard takes one pair.
     seeds: Arc<Mutex<Vec<ShardSeed>>>,
     mesh: MeshBuilders<ShardCall, ShardReply>,
+    /// Reports the shard ready (or failed) to the main thread.
     ready: mpsc::Sender<Result<usize, String>>,
+    /// Origin of the shards' shared monotonic clock.
     origin: Instant,
     role: Role,
-) {
+    remote: Arc<Vec<ResolvedEndpoint>>,
+}
+
+async fn run_shard(start: ShardStart) {
+    let ShardStart {
+        config,
+        shared,
+        seeds,
+        mesh,
+        ready,
+        origin,
+        role,
+        remote,
+    } = start;
     let seed = match seeds.lock().map(|mut s| s.pop()) {
         Ok(Some(seed)) => seed,
         _ => {
@@ -249,7 +303,14 @@ async fn run_shard(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(config, Arc::clone(&shared), mesh, origin, &role));
+    let shard = Rc::new(Shard::new(
+        config,
+        Arc::clone(&shared),
+        mesh,
+        origin,
+        &role,
+        &remote,
+    ));
     let _ = slot.set(Rc::clone(&shard));
 
     glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();

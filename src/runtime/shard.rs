@@ -14,7 +14,8 @@ use std::time::Instant;
 use atlas_shard::{BatchOptions, Priority};
 use glommio::sync::Semaphore;
 
-use crate::ai::engine::{Engine, EngineOptions, Job, Outcome};
+use crate::ai::engine::{Engine, EngineOptions, EngineSetup, Job, Outcome};
+use crate::ai::pool::{EndpointInfo, PoolOptions, ResolvedEndpoint};
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
@@ -74,7 +75,7 @@ pub enum ShardReply {
 }
 
 /// A snapshot of one shard's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShardInfo {
     /// Shard index.
     pub shard: usize,
@@ -104,6 +105,8 @@ pub struct ShardInfo {
     pub flights: atlas_shard::FlightCounters,
     /// Requests waiting in this shard's batch queues.
     pub queued: u64,
+    /// This shard's view of each model endpoint.
+    pub endpoints: Vec<EndpointInfo>,
 }
 
 /// Plain per-shard counters.
@@ -176,6 +179,7 @@ impl Shard {
         mesh: Rc<Mesh<ShardCall, ShardReply>>,
         origin: Instant,
         role: &Role,
+        remote: &[ResolvedEndpoint],
     ) -> Self {
         let id = mesh.id();
         let shards = mesh.shards().max(1);
@@ -191,16 +195,29 @@ impl Shard {
         let app = match role {
             Role::Gateway => App::Gateway(Engine::start(
                 origin,
-                EngineOptions {
-                    cache_bytes: config.cache_max_bytes / shards,
-                    batch: BatchOptions {
-                        max_batch: config.batch_size,
-                        window: config.batch_timeout,
-                        max_queue_len: config.max_concurrent_requests.div_ceil(shards).max(1),
-                        request_timeout: config.request_timeout,
+                &EngineSetup {
+                    options: EngineOptions {
+                        cache_bytes: config.cache_max_bytes / shards,
+                        batch: BatchOptions {
+                            max_batch: config.batch_size,
+                            window: config.batch_timeout,
+                            max_queue_len: config.max_concurrent_requests.div_ceil(shards).max(1),
+                            request_timeout: config.request_timeout,
+                        },
+                        warming: config.enable_cache_warming,
                     },
-                    warming: config.enable_cache_warming,
+                    pool: PoolOptions {
+                        embedded: config.embedded,
+                        remote: remote.to_vec(),
+                        connection_pool_size: if config.enable_connection_pooling {
+                            config.connection_pool_size
+                        } else {
+                            0
+                        },
+                        health_interval: config.health_interval,
+                    },
                 },
+                0x5eed_0000 + id as u64,
             )),
             Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id)),
         };
@@ -263,6 +280,7 @@ impl Shard {
             cache_bytes: 0,
             flights: atlas_shard::FlightCounters::default(),
             queued: 0,
+            endpoints: Vec::new(),
         };
         if let App::Gateway(e) = &self.app {
             let cache = e.cache.borrow();
@@ -274,6 +292,7 @@ impl Shard {
             info.cache_bytes = cache.bytes_used() as u64;
             info.flights = *e.flights.borrow().counters();
             info.queued = e.queued() as u64;
+            info.endpoints = e.pool.snapshot();
         }
         info
     }

@@ -20,12 +20,49 @@ pub struct Server {
 impl Server {
     /// Starts `atlas serve --listen 127.0.0.1:0` with extra args and environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(
+            "serve",
+            "127.0.0.1:0",
+            "atlas listening on http://",
+            args,
+            env,
+        )
+    }
+
+    /// Starts `atlas model-endpoint --listen 127.0.0.1:0` with extra args.
+    pub fn model_endpoint(args: &[&str]) -> Server {
+        Self::model_endpoint_at("127.0.0.1:0", args)
+    }
+
+    /// Starts `atlas model-endpoint` on a given address (to restart one on its old port).
+    pub fn model_endpoint_at(listen: &str, args: &[&str]) -> Server {
+        Self::spawn(
+            "model-endpoint",
+            listen,
+            "atlas model-endpoint listening on http://",
+            args,
+            &[],
+        )
+    }
+
+    /// `http://IP:PORT` of this server.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn spawn(
+        subcommand: &str,
+        listen: &str,
+        prefix: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(args);
-        cmd.env_remove("ATLAS_LISTEN").env_remove("ATLAS_CORES");
+        cmd.arg(subcommand).arg("--listen").arg(listen).args(args);
+        cmd.env_remove("ATLAS_LISTEN")
+            .env_remove("ATLAS_CORES")
+            .env_remove("ATLAS_ENDPOINTS")
+            .env_remove("ATLAS_EMBEDDED");
         cmd.env("ATLAS_LOG", "info");
         for (k, v) in env {
             cmd.env(k, v);
@@ -55,7 +92,7 @@ impl Server {
             }
         };
         let rest = line
-            .strip_prefix("atlas listening on http://")
+            .strip_prefix(prefix)
             .unwrap_or_else(|| panic!("unexpected first line: {line}"));
         let (addr, shards) = rest.split_once(" shards=").unwrap();
         Server {

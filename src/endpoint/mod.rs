@@ -5,7 +5,11 @@
 //! endpoints join the enum later). An endpoint never touches the cache or the queues: it gets
 //! inputs and returns one result per input, in order.
 
+pub mod http;
+
 use glommio::executor;
+
+pub use http::HttpEndpoint;
 
 use crate::models::{self, ModelError, ModelInput, ModelOutput};
 
@@ -14,7 +18,7 @@ use crate::models::{self, ModelError, ModelInput, ModelOutput};
 #[allow(async_fn_in_trait)]
 pub trait ModelEndpoint {
     /// The endpoint's id, sent as `X-Atlas-Endpoint`.
-    fn id(&self) -> &'static str;
+    fn id(&self) -> &str;
 
     /// Computes every input of the batch: one result per input, in order, or a batch-level
     /// failure (transport, timeout, a non-200 answer) that the caller may retry elsewhere.
@@ -45,18 +49,22 @@ pub enum EndpointError {
 pub enum Endpoint {
     /// The built-in models, computed on this shard.
     Embedded(Embedded),
+    /// A remote endpoint speaking the batch protocol.
+    Http(HttpEndpoint),
 }
 
 impl ModelEndpoint for Endpoint {
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         match self {
             Endpoint::Embedded(e) => e.id(),
+            Endpoint::Http(e) => e.id(),
         }
     }
 
     async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
         match self {
             Endpoint::Embedded(e) => e.infer(inputs).await,
+            Endpoint::Http(e) => e.infer(inputs).await,
         }
     }
 }
@@ -111,7 +119,7 @@ impl ModelEndpoint for Embedded {
             .await)
     }
 
-    fn id(&self) -> &'static str {
+    fn id(&self) -> &str {
         "embedded"
     }
 }
