@@ -149,9 +149,6 @@ pub struct Engine {
     pub counters: EngineCounters,
 }
 
-/// Batches one shard runs on its endpoints at once.
-const MAX_BATCHES_IN_FLIGHT: usize = 2;
-
 /// Engine settings derived from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
@@ -392,17 +389,23 @@ impl Engine {
         Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// Polls the queues whenever something changed and dispatches what is ready. At most
-    /// [`MAX_BATCHES_IN_FLIGHT`] batches run at once: the backlog stays in the batch queues,
-    /// where deadlines, priorities and shedding apply, instead of piling up at the endpoint.
+    /// Polls the queues whenever something changed and dispatches what is ready.
+    ///
+    /// The endpoints count as idle while fewer batches are in flight than they can run at
+    /// once (`EndpointPool::capacity`, the sum of the endpoints' `concurrency`; 1 for the
+    /// embedded models): then a request leaves at once. Once they are all busy, requests wait
+    /// for a slot, the window, or a full batch, so batches grow with load. At most one batch
+    /// more than the capacity is in flight: the backlog stays in the batch queues, where
+    /// deadlines, priorities and shedding apply, instead of piling up at an endpoint.
     async fn dispatch_loop(self: Rc<Self>) {
         let mut poll: Poll<Pending> = Poll::default();
+        let capacity = self.pool.capacity();
         loop {
-            if self.busy.get() >= MAX_BATCHES_IN_FLIGHT {
+            if self.busy.get() > capacity {
                 self.wake.wait().await;
                 continue;
             }
-            let idle = self.busy.get() == 0;
+            let idle = self.busy.get() < capacity;
             self.queues.borrow_mut().poll(|_| idle, &mut poll);
             for dropped in poll.dropped.drain(..) {
                 let err = match dropped.reason {

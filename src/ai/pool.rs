@@ -107,6 +107,8 @@ pub struct EndpointInfo {
 /// The endpoints of one shard.
 pub struct EndpointPool {
     clock: MonotonicClock,
+    /// Batch calls the endpoints run at once, summed (embedded counts 1).
+    capacity: usize,
     members: Vec<Member>,
     balancer: RefCell<Balancer<MonotonicClock>>,
     rng: RefCell<XorShift64>,
@@ -145,7 +147,14 @@ impl EndpointPool {
                 breaker: breaker(),
             });
         }
+        let capacity = usize::from(opts.embedded)
+            + opts
+                .remote
+                .iter()
+                .map(|r| r.spec.concurrency)
+                .sum::<usize>();
         let pool = Rc::new(EndpointPool {
+            capacity: capacity.max(1),
             clock,
             members,
             balancer: RefCell::new(balancer),
@@ -157,6 +166,11 @@ impl EndpointPool {
             glommio::spawn_local(Rc::clone(&pool).health_loop(opts.health_interval)).detach();
         }
         pool
+    }
+
+    /// Batch calls the endpoints can run at once, summed over endpoints.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Whether a call may be routed to member `i` for `op` now.

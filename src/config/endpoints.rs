@@ -1,5 +1,6 @@
 //! `ATLAS_ENDPOINTS`: the remote model endpoints, as
-//! `name=http://host:port[;weight=W][;timeout_ms=T][;max_batch=B][;ops=a|b], name2=...`.
+//! `name=http://host:port[;weight=W][;timeout_ms=T][;max_batch=B][;concurrency=N][;ops=a|b],
+//! name2=...`.
 //!
 //! Parsed and validated with the rest of the configuration; addresses are resolved later, on
 //! the main thread before the executors start (never DNS on a shard).
@@ -25,6 +26,9 @@ pub struct EndpointSpec {
     pub max_batch: usize,
     /// Operations it serves (`None`: all).
     pub ops: Option<Vec<Operation>>,
+    /// Batch calls it runs at once (its accelerators); the gateway keeps at most this many
+    /// of its shard's batches waiting on it before it holds new requests back to batch them.
+    pub concurrency: usize,
 }
 
 /// Default per-call timeout.
@@ -62,6 +66,7 @@ pub fn parse(value: &str) -> Result<Vec<EndpointSpec>, String> {
             timeout: DEFAULT_TIMEOUT,
             max_batch: 32,
             ops: None,
+            concurrency: 1,
         };
         for option in parts {
             let (k, v) = option
@@ -90,6 +95,13 @@ pub fn parse(value: &str) -> Result<Vec<EndpointSpec>, String> {
                         .ok()
                         .filter(|b| (1..=1024).contains(b))
                         .ok_or_else(|| format!("{name}: max_batch must be 1 to 1024"))?;
+                }
+                "concurrency" => {
+                    spec.concurrency =
+                        v.parse::<usize>()
+                            .ok()
+                            .filter(|c| (1..=1024).contains(c))
+                            .ok_or_else(|| format!("{name}: concurrency must be 1 to 1024"))?;
                 }
                 "ops" => {
                     let ops: Result<Vec<Operation>, String> = v
@@ -141,7 +153,8 @@ mod tests {
 
     #[test]
     fn parses_endpoints_with_options() {
-        let e = parse("supervisor=http://10.0.0.5:9000;weight=2;timeout_ms=800;ops=portfolio_analysis|risk_assessment, monolithic=http://[::1]:9001/").unwrap();
+        let e = parse("supervisor=http://10.0.0.5:9000;weight=2;timeout_ms=800;concurrency=4;ops=portfolio_analysis|risk_assessment, monolithic=http://[::1]:9001/").unwrap();
+        assert_eq!((e[0].concurrency, e[1].concurrency), (4, 1));
         assert_eq!(e.len(), 2);
         assert_eq!(
             (e[0].name.as_str(), e[0].host.as_str(), e[0].port),
