@@ -135,6 +135,8 @@ pub struct Engine {
     /// Identical misses in flight.
     pub flights: RefCell<SingleFlight>,
     followers: RefCell<HashMap<WaiterId, oneshot::Sender<Outcome>>>,
+    /// Priority of each single-flight leader's computation, by key bytes.
+    leaders: RefCell<HashMap<Box<[u8]>, Priority>>,
     /// Batch queues of this shard.
     queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
     configs: CacheConfigs,
@@ -183,6 +185,7 @@ impl Engine {
             )),
             flights: RefCell::new(SingleFlight::new(FlightOptions::default())),
             followers: RefCell::new(HashMap::new()),
+            leaders: RefCell::new(HashMap::new()),
             queues: RefCell::new(BatchQueues::new(opts.batch, clock)),
             configs: CacheConfigs::defaults(),
             pool: EndpointPool::start(&setup.pool, clock, seed),
@@ -259,6 +262,13 @@ impl Engine {
                     .detach()
                     .await
                     .unwrap_or_else(|| Err(internal("the computation was cancelled"))),
+                // A follower never waits on a lower-priority computation (a normal request
+                // behind a background refresh, a high one behind a normal one): it computes
+                // on its own at its own priority instead.
+                Join::Follower(waiter) if self.leader_priority(&job.key) < job.priority => {
+                    self.flights.borrow_mut().leave(&job.key, waiter);
+                    self.compute_and_store(job).await
+                }
                 Join::Follower(waiter) => {
                     let (tx, rx) = oneshot::channel();
                     self.followers.borrow_mut().insert(waiter, tx);
@@ -278,7 +288,11 @@ impl Engine {
     /// Computes `job` as the single-flight leader, then wakes every follower with the result.
     async fn lead(self: Rc<Self>, job: Job) -> Outcome {
         let key = job.key.clone();
+        self.leaders
+            .borrow_mut()
+            .insert(key.bytes().into(), job.priority);
         let outcome = self.compute_and_store(job).await;
+        self.leaders.borrow_mut().remove(key.bytes());
         let waiters = self.flights.borrow_mut().complete(&key);
         let mut followers = self.followers.borrow_mut();
         for w in waiters {
@@ -287,6 +301,16 @@ impl Engine {
             }
         }
         outcome
+    }
+
+    /// The priority of the computation in flight for `key` (high when unknown, so that a
+    /// follower then simply joins).
+    fn leader_priority(&self, key: &CacheKey) -> Priority {
+        self.leaders
+            .borrow()
+            .get(key.bytes())
+            .copied()
+            .unwrap_or(Priority::High)
     }
 
     /// Recomputes a cached result in the background at low priority, unless an identical
