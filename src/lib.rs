@@ -27,6 +27,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod mesh;
+pub mod metrics;
 pub mod models;
 pub mod modelserver;
 pub mod notify;

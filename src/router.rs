@@ -32,13 +32,18 @@ pub enum Route {
     Batch,
     /// `GET /v1/info` on a model endpoint.
     Info,
+    /// `GET /metrics`: Prometheus text format (when `ENABLE_PROMETHEUS` is true).
+    Metrics,
 }
 
 impl Route {
     /// Whether the handler may take long (a model computation, a remote call): the
     /// connection flushes earlier pipelined answers before running it.
     pub fn is_slow(self) -> bool {
-        matches!(self, Route::Ai(_) | Route::Batch | Route::Detailed)
+        matches!(
+            self,
+            Route::Ai(_) | Route::Batch | Route::Detailed | Route::Metrics
+        )
     }
 }
 
@@ -60,6 +65,7 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
         "/health" => return read_only(Route::Health),
         "/health/ready" => return read_only(Route::Ready),
         "/health/detailed" => return read_only(Route::Detailed),
+        "/metrics" => return read_only(Route::Metrics),
         _ => {}
     }
     match app {
@@ -102,12 +108,42 @@ pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Respo
         Route::Detailed => detailed(shard).await,
         Route::Ai(op) => crate::ai::handle(shard, op, request).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
+        Route::Metrics => metrics(shard).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),
             App::Gateway(_) => ApiError::not_found(request.path()).to_response(),
         },
     }
+}
+
+async fn metrics(shard: &Rc<Shard>) -> Response {
+    if !shard.config.enable_prometheus {
+        return ApiError::new(
+            Status::NotFound,
+            "not_found",
+            "metrics are disabled (ENABLE_PROMETHEUS=false)",
+        )
+        .to_response();
+    }
+    let broadcast = shard.mesh.broadcast(|| ShardCall::Metrics);
+    let replies: Vec<_> = futures_lite::future::or(broadcast, async {
+        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
+        Vec::new()
+    })
+    .await;
+    let snapshots: Vec<crate::metrics::MetricsSnapshot> = replies
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(ShardReply::Metrics(m)) => Some(*m),
+            _ => None,
+        })
+        .collect();
+    Response::text(
+        Status::Ok,
+        "text/plain; version=0.0.4; charset=utf-8",
+        crate::metrics::render(&snapshots),
+    )
 }
 
 fn ready(shard: &Shard) -> Response {

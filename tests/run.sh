@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-# Packages later suites depend on are added here as they land (redis-server, prometheus, ...).
+# promtool (Debian package `prometheus`) checks the /metrics exposition in tests/metrics.rs.
+command -v promtool >/dev/null || need_pkgs+=(prometheus)
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null

@@ -39,6 +39,14 @@ impl Distribution {
         self.inner.as_ref().map_or(0, Histogram::len)
     }
 
+    /// Number of recorded values at or below `value` (for cumulative histogram buckets; exact
+    /// to the distribution's two significant digits).
+    pub fn count_at_or_below(&self, value: u64) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |h| h.count_between(0, value.max(1)))
+    }
+
     /// The value at quantile `q` in `[0, 1]` (0 when empty).
     pub fn quantile(&self, q: f64) -> u64 {
         self.inner.as_ref().map_or(0, |h| h.value_at_quantile(q))

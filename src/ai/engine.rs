@@ -214,6 +214,11 @@ impl Engine {
         }
     }
 
+    /// A copy of the batch queues' statistics.
+    pub fn batch_stats(&self) -> atlas_shard::BatchStats {
+        self.queues.borrow().stats().clone()
+    }
+
     /// Requests waiting in the batch queues.
     pub fn queued(&self) -> usize {
         self.queues.borrow().len()

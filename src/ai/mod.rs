@@ -23,11 +23,22 @@ use engine::{Job, Served};
 /// Handles `POST /ai/{op}`.
 pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Response {
     let started = Instant::now();
+    let record = |status: crate::http::Status| {
+        let total_s = started.elapsed().as_secs_f64();
+        shard
+            .metrics
+            .borrow_mut()
+            .record(op, status.code(), None, total_s, 0.0);
+    };
     let parsed = match request::parse(op, request) {
         Ok(p) => p,
-        Err(e) => return e.to_response(),
+        Err(e) => {
+            record(e.status);
+            return e.to_response();
+        }
     };
     let Some(_in_flight) = shard.admit(parsed.priority) else {
+        record(Status::ServiceUnavailable);
         return engine::overloaded(
             "too many requests in progress (MAX_CONCURRENT_REQUESTS); retry later",
         )
@@ -62,6 +73,8 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
         None
     })
     .await;
+    let mut cache = None;
+    let mut processing_s = 0.0;
     let response = match answer {
         None => engine::timeout().to_response(),
         Some(Err(e)) => ApiError::new(
@@ -70,7 +83,11 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             format!("the owning shard did not answer: {e}"),
         )
         .to_response(),
-        Some(Ok(ShardReply::Ai(Ok(served)))) => success(served),
+        Some(Ok(ShardReply::Ai(Ok(served)))) => {
+            cache = Some(served.cache);
+            processing_s = served.processing_ms / 1000.0;
+            success(served)
+        }
         Some(Ok(ShardReply::Ai(Err(e)))) => {
             let r = e.to_response();
             if e.status == Status::ServiceUnavailable {
@@ -83,9 +100,17 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             ApiError::new(Status::InternalServerError, "internal", "unexpected reply").to_response()
         }
     };
+    let total_ms = ms_since(started);
+    shard.metrics.borrow_mut().record(
+        op,
+        response.status.code(),
+        cache,
+        total_ms / 1000.0,
+        processing_s,
+    );
     response
         .header("X-Atlas-Owner", owner.to_string())
-        .header("X-Atlas-Total-Ms", format!("{:.3}", ms_since(started)))
+        .header("X-Atlas-Total-Ms", format!("{total_ms:.3}"))
 }
 
 fn success(served: Served) -> Response {

@@ -4,7 +4,7 @@
 //! Everything here lives on one executor thread; counters are plain `Cell`s, not atomics. The
 //! few values all shards share (`Shared`) are atomics touched on connect, not per request.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::ai::pool::{EndpointInfo, PoolOptions, ResolvedEndpoint};
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
+use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
 
 /// State shared by every shard of the process. Touched on connection accept/close and on
@@ -63,6 +64,8 @@ pub enum ShardCall {
     Info,
     /// Answer an AI request whose key this shard owns.
     Ai(Box<Job>),
+    /// Copy this shard's metrics (for a `/metrics` scrape).
+    Metrics,
 }
 
 /// Answers to [`ShardCall`]s.
@@ -72,6 +75,8 @@ pub enum ShardReply {
     Info(ShardInfo),
     /// Answer to `Ai`.
     Ai(Outcome),
+    /// Answer to `Metrics`.
+    Metrics(Box<MetricsSnapshot>),
 }
 
 /// A snapshot of one shard's counters.
@@ -152,6 +157,8 @@ pub struct Shard {
     pub health_body: bytes::Bytes,
     /// What this process serves.
     pub app: App,
+    /// Request-path metrics of the AI requests this shard accepted.
+    pub metrics: RefCell<RequestMetrics>,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -224,6 +231,7 @@ impl Shard {
         Shard {
             id,
             app,
+            metrics: RefCell::new(RequestMetrics::default()),
             cpu: current_cpu(),
             config,
             limits,
@@ -251,6 +259,7 @@ impl Shard {
     pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
         match call {
             ShardCall::Info => ShardReply::Info(self.info()),
+            ShardCall::Metrics => ShardReply::Metrics(Box::new(self.metrics_snapshot())),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
@@ -295,6 +304,28 @@ impl Shard {
             info.endpoints = e.pool.snapshot();
         }
         info
+    }
+
+    /// A copy of this shard's metrics.
+    pub fn metrics_snapshot(&self) -> MetricsSnapshot {
+        let mut m = MetricsSnapshot {
+            requests: self.metrics.borrow().clone(),
+            in_flight: self.counters.in_flight.get(),
+            connections_open: self.counters.connections_open.get(),
+            ..MetricsSnapshot::default()
+        };
+        if let App::Gateway(e) = &self.app {
+            let cache = e.cache.borrow();
+            m.cache = *cache.counters();
+            m.cache_entries = cache.len() as u64;
+            m.cache_bytes = cache.bytes_used() as u64;
+            m.flights = *e.flights.borrow().counters();
+            m.set_batch_stats(&e.batch_stats());
+            m.computations = e.counters.computations.get();
+            m.batches = e.counters.batches.get();
+            m.endpoints = e.pool.snapshot();
+        }
+        m
     }
 
     /// Records an answered request.

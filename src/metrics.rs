@@ -1,0 +1,556 @@
+//! Prometheus metrics: per-shard plain counters and fixed-bucket histograms recorded on the
+//! request path without atomics, a `Send` snapshot each shard produces on a scrape, the merge
+//! of all shards' snapshots, and the text exposition format (0.0.4).
+//!
+//! The serving shard answers `GET /metrics` by broadcasting one `Metrics` call over the mesh;
+//! each shard copies its counters (a few kilobytes) and goes back to work. Nothing here
+//! touches sockets.
+
+use std::fmt::Write as _;
+
+use atlas_shard::{BatchStats, CacheCounters, FlightCounters, Operation};
+
+use crate::ai::engine::CacheStatus;
+use crate::ai::pool::EndpointInfo;
+
+/// Upper bounds (seconds) of the request-duration buckets: sub-millisecond hits to
+/// multi-second misses.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5,
+    0.75, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the batch-size buckets.
+const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// Upper bounds (microseconds) of the queue-time buckets.
+const QUEUE_BUCKETS_US: [u64; 12] = [
+    100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+];
+
+const CACHE_LABELS: [&str; 4] = ["hit", "miss", "stale", "bypass"];
+
+fn cache_index(c: CacheStatus) -> usize {
+    match c {
+        CacheStatus::Hit => 0,
+        CacheStatus::Miss => 1,
+        CacheStatus::Stale => 2,
+        CacheStatus::Bypass => 3,
+    }
+}
+
+/// A fixed-bucket histogram (non-cumulative counts; made cumulative when rendered).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Buckets {
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Buckets {
+    /// Records one duration in seconds.
+    pub fn record(&mut self, seconds: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += seconds;
+    }
+
+    fn merge(&mut self, o: &Buckets) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
+            *a += b;
+        }
+        self.sum += o.sum;
+    }
+
+    fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// What one shard records on its request path (AI requests it accepted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestMetrics {
+    /// Duration by operation and cache outcome (successful answers).
+    pub duration: [[Buckets; 4]; Operation::COUNT],
+    /// Gateway overhead (total minus model processing) by operation.
+    pub overhead: [Buckets; Operation::COUNT],
+    /// Answers by operation and HTTP status.
+    pub status: Vec<(Operation, u16, u64)>,
+}
+
+impl RequestMetrics {
+    /// Records one answered AI request.
+    pub fn record(
+        &mut self,
+        op: Operation,
+        status: u16,
+        cache: Option<CacheStatus>,
+        total_s: f64,
+        processing_s: f64,
+    ) {
+        if let Some(c) = cache {
+            self.duration[op.index()][cache_index(c)].record(total_s);
+            self.overhead[op.index()].record((total_s - processing_s).max(0.0));
+        }
+        match self
+            .status
+            .iter_mut()
+            .find(|(o, s, _)| *o == op && *s == status)
+        {
+            Some(entry) => entry.2 += 1,
+            None => self.status.push((op, status, 1)),
+        }
+    }
+
+    fn merge(&mut self, o: &RequestMetrics) {
+        for (a, b) in self.duration.iter_mut().zip(o.duration.iter()) {
+            for (x, y) in a.iter_mut().zip(b.iter()) {
+                x.merge(y);
+            }
+        }
+        for (a, b) in self.overhead.iter_mut().zip(o.overhead.iter()) {
+            a.merge(b);
+        }
+        for &(op, status, n) in &o.status {
+            match self
+                .status
+                .iter_mut()
+                .find(|(x, s, _)| *x == op && *s == status)
+            {
+                Some(entry) => entry.2 += n,
+                None => self.status.push((op, status, n)),
+            }
+        }
+    }
+}
+
+/// One shard's metrics, copied on a scrape (plain data, `Send`).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSnapshot {
+    /// Request-path metrics.
+    pub requests: RequestMetrics,
+    /// Requests in progress.
+    pub in_flight: u64,
+    /// Client connections open.
+    pub connections_open: u64,
+    /// L1 cache counters.
+    pub cache: CacheCounters,
+    /// L1 entries.
+    pub cache_entries: u64,
+    /// L1 bytes accounted.
+    pub cache_bytes: u64,
+    /// Single-flight counters.
+    pub flights: FlightCounters,
+    /// Queue lengths by operation.
+    pub queued: [u64; Operation::COUNT],
+    /// Batch sizes: cumulative counts at each of `BATCH_BUCKETS`, total count, sum.
+    pub batch_size: (Vec<u64>, u64, f64),
+    /// Queue times (µs): cumulative counts at each of `QUEUE_BUCKETS_US`, total count, sum.
+    pub queue_time: (Vec<u64>, u64, f64),
+    /// Model computations and batches.
+    pub computations: u64,
+    /// Model batches.
+    pub batches: u64,
+    /// This shard's view of each endpoint.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// The cumulative bucket counts, total and sum of a `Distribution`-like source.
+fn cumulative(
+    bounds: &[u64],
+    count_at_or_below: impl Fn(u64) -> u64,
+    count: u64,
+    mean: f64,
+) -> (Vec<u64>, u64, f64) {
+    (
+        bounds.iter().map(|&b| count_at_or_below(b)).collect(),
+        count,
+        mean * count as f64,
+    )
+}
+
+impl MetricsSnapshot {
+    /// Batch figures from a shard's batch statistics.
+    pub fn set_batch_stats(&mut self, stats: &BatchStats) {
+        self.queued = stats.queue_len;
+        let b = &stats.batch_size;
+        self.batch_size = cumulative(
+            &BATCH_BUCKETS,
+            |v| b.count_at_or_below(v),
+            b.count(),
+            b.mean(),
+        );
+        let q = &stats.queue_time_us;
+        self.queue_time = cumulative(
+            &QUEUE_BUCKETS_US,
+            |v| q.count_at_or_below(v),
+            q.count(),
+            q.mean(),
+        );
+    }
+
+    fn merge(&mut self, o: &MetricsSnapshot) {
+        self.requests.merge(&o.requests);
+        self.in_flight += o.in_flight;
+        self.connections_open += o.connections_open;
+        self.cache.merge(&o.cache);
+        self.cache_entries += o.cache_entries;
+        self.cache_bytes += o.cache_bytes;
+        self.flights.merge(&o.flights);
+        for (a, b) in self.queued.iter_mut().zip(o.queued.iter()) {
+            *a += b;
+        }
+        merge_cumulative(&mut self.batch_size, &o.batch_size);
+        merge_cumulative(&mut self.queue_time, &o.queue_time);
+        self.computations += o.computations;
+        self.batches += o.batches;
+    }
+}
+
+fn merge_cumulative(a: &mut (Vec<u64>, u64, f64), b: &(Vec<u64>, u64, f64)) {
+    if a.0.len() < b.0.len() {
+        a.0.resize(b.0.len(), 0);
+    }
+    for (x, y) in a.0.iter_mut().zip(b.0.iter()) {
+        *x += y;
+    }
+    a.1 += b.1;
+    a.2 += b.2;
+}
+
+/// Renders every shard's snapshot as one Prometheus text exposition.
+pub fn render(shards: &[MetricsSnapshot]) -> String {
+    let mut total = MetricsSnapshot::default();
+    for s in shards {
+        total.merge(s);
+    }
+    let mut out = String::with_capacity(16 * 1024);
+    let w = &mut out;
+    head(w, "atlas_build_info", "gauge", "Build information.");
+    let _ = writeln!(
+        w,
+        "atlas_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    head(
+        w,
+        "ai_optimized_request_duration_seconds",
+        "histogram",
+        "Time from a parsed AI request to its answer, by operation and cache outcome.",
+    );
+    for op in Operation::ALL {
+        for (ci, cache) in CACHE_LABELS.iter().enumerate() {
+            let labels = format!("operation=\"{}\",cache=\"{cache}\"", op.as_str());
+            histogram(
+                w,
+                "ai_optimized_request_duration_seconds",
+                &labels,
+                &total.requests.duration[op.index()][ci],
+            );
+        }
+    }
+    head(
+        w,
+        "ai_gateway_overhead_seconds",
+        "histogram",
+        "Time an AI request spends in Atlas outside the model call (total minus processing).",
+    );
+    for op in Operation::ALL {
+        let labels = format!("operation=\"{}\"", op.as_str());
+        histogram(
+            w,
+            "ai_gateway_overhead_seconds",
+            &labels,
+            &total.requests.overhead[op.index()],
+        );
+    }
+    head(
+        w,
+        "ai_optimized_requests_total",
+        "counter",
+        "AI requests answered, by operation and HTTP status.",
+    );
+    let mut status = total.requests.status.clone();
+    status.sort_by_key(|(op, s, _)| (op.index(), *s));
+    for (op, s, n) in status {
+        let _ = writeln!(
+            w,
+            "ai_optimized_requests_total{{operation=\"{}\",status=\"{s}\"}} {n}",
+            op.as_str()
+        );
+    }
+    head(
+        w,
+        "ai_cache_operations_total",
+        "counter",
+        "L1 cache outcomes (by operation for lookups; operation=\"all\" for stores, evictions and invalidations).",
+    );
+    for op in Operation::ALL {
+        for (ci, cache) in CACHE_LABELS.iter().enumerate() {
+            let n = total.requests.duration[op.index()][ci].count();
+            let _ = writeln!(
+                w,
+                "ai_cache_operations_total{{operation=\"{}\",result=\"{cache}\"}} {n}",
+                op.as_str()
+            );
+        }
+    }
+    for (result, n) in [
+        ("store", total.cache.inserts),
+        ("evict", total.cache.evictions),
+        ("invalidate", total.cache.invalidations),
+        ("expire", total.cache.expirations),
+    ] {
+        let _ = writeln!(
+            w,
+            "ai_cache_operations_total{{operation=\"all\",result=\"{result}\"}} {n}"
+        );
+    }
+    gauge(
+        w,
+        "ai_cache_entries",
+        "Results in the L1 caches.",
+        total.cache_entries as f64,
+    );
+    gauge(
+        w,
+        "ai_cache_bytes",
+        "Bytes accounted in the L1 caches.",
+        total.cache_bytes as f64,
+    );
+    gauge(
+        w,
+        "ai_concurrent_requests",
+        "AI requests in progress.",
+        total.in_flight as f64,
+    );
+    gauge(
+        w,
+        "ai_connections_open",
+        "Client connections open.",
+        total.connections_open as f64,
+    );
+    head(
+        w,
+        "ai_request_queue_size",
+        "gauge",
+        "Requests waiting in the batch queues, by operation.",
+    );
+    for op in Operation::ALL {
+        let _ = writeln!(
+            w,
+            "ai_request_queue_size{{operation=\"{}\"}} {}",
+            op.as_str(),
+            total.queued[op.index()]
+        );
+    }
+    counter(
+        w,
+        "ai_single_flight_joins_total",
+        "Requests that joined an identical computation in flight.",
+        total.flights.joins,
+    );
+    counter(
+        w,
+        "ai_model_computations_total",
+        "Inputs computed by model endpoints.",
+        total.computations,
+    );
+    counter(
+        w,
+        "ai_model_batches_total",
+        "Batches sent to model endpoints.",
+        total.batches,
+    );
+    cumulative_histogram(
+        w,
+        "ai_batch_size",
+        "Requests per model batch.",
+        &BATCH_BUCKETS.map(|b| b as f64),
+        &total.batch_size,
+        1.0,
+    );
+    cumulative_histogram(
+        w,
+        "ai_queue_time_seconds",
+        "Time requests waited in the batch queues.",
+        &QUEUE_BUCKETS_US.map(|b| b as f64 / 1e6),
+        &total.queue_time,
+        1e-6,
+    );
+    endpoints(w, shards);
+    out
+}
+
+fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
+    head(
+        w,
+        "ai_endpoint_state",
+        "gauge",
+        "Circuit breaker state per endpoint and shard: 0 closed, 1 half-open, 2 open.",
+    );
+    for (k, s) in shards.iter().enumerate() {
+        for e in &s.endpoints {
+            let _ = writeln!(
+                w,
+                "ai_endpoint_state{{endpoint=\"{}\",shard=\"{k}\"}} {}",
+                e.name,
+                e.state.as_gauge()
+            );
+        }
+    }
+    head(
+        w,
+        "ai_endpoint_calls_total",
+        "counter",
+        "Batch calls per endpoint.",
+    );
+    for (name, calls, _, _) in endpoint_sums(shards) {
+        let _ = writeln!(w, "ai_endpoint_calls_total{{endpoint=\"{name}\"}} {calls}");
+    }
+    head(
+        w,
+        "ai_endpoint_errors_total",
+        "counter",
+        "Failed batch calls per endpoint.",
+    );
+    for (name, _, errors, _) in endpoint_sums(shards) {
+        let _ = writeln!(
+            w,
+            "ai_endpoint_errors_total{{endpoint=\"{name}\"}} {errors}"
+        );
+    }
+    head(
+        w,
+        "ai_endpoint_latency_seconds",
+        "gauge",
+        "Peak-EWMA latency estimate per endpoint (mean over shards).",
+    );
+    for (name, _, _, ewma_ms) in endpoint_sums(shards) {
+        let _ = writeln!(
+            w,
+            "ai_endpoint_latency_seconds{{endpoint=\"{name}\"}} {}",
+            ewma_ms / 1000.0
+        );
+    }
+}
+
+/// (name, calls, errors, mean EWMA ms) per endpoint across shards.
+fn endpoint_sums(shards: &[MetricsSnapshot]) -> Vec<(String, u64, u64, f64)> {
+    let mut out: Vec<(String, u64, u64, f64, u32)> = Vec::new();
+    for s in shards {
+        for e in &s.endpoints {
+            match out.iter_mut().find(|x| x.0 == e.name) {
+                Some(x) => {
+                    x.1 += e.calls;
+                    x.2 += e.errors;
+                    x.3 += e.ewma_ms;
+                    x.4 += 1;
+                }
+                None => out.push((e.name.clone(), e.calls, e.errors, e.ewma_ms, 1)),
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(n, c, e, m, k)| (n, c, e, m / f64::from(k.max(1))))
+        .collect()
+}
+
+fn head(w: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge(w: &mut String, name: &str, help: &str, value: f64) {
+    head(w, name, "gauge", help);
+    let _ = writeln!(w, "{name} {value}");
+}
+
+fn counter(w: &mut String, name: &str, help: &str, value: u64) {
+    head(w, name, "counter", help);
+    let _ = writeln!(w, "{name} {value}");
+}
+
+fn histogram(w: &mut String, name: &str, labels: &str, b: &Buckets) {
+    let mut cumulative = 0;
+    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
+        cumulative += b.counts[i];
+        let _ = writeln!(w, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+    }
+    cumulative += b.counts[DURATION_BUCKETS.len()];
+    let _ = writeln!(w, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(w, "{name}_sum{{{labels}}} {}", b.sum);
+    let _ = writeln!(w, "{name}_count{{{labels}}} {cumulative}");
+}
+
+fn cumulative_histogram(
+    w: &mut String,
+    name: &str,
+    help: &str,
+    bounds: &[f64],
+    data: &(Vec<u64>, u64, f64),
+    sum_scale: f64,
+) {
+    head(w, name, "histogram", help);
+    let mut last = 0;
+    for (i, bound) in bounds.iter().enumerate() {
+        // Cumulative counts must never decrease.
+        last = data.0.get(i).copied().unwrap_or(last).max(last).min(data.1);
+        let _ = writeln!(w, "{name}_bucket{{le=\"{bound}\"}} {last}");
+    }
+    let _ = writeln!(w, "{name}_bucket{{le=\"+Inf\"}} {}", data.1);
+    let _ = writeln!(w, "{name}_sum {}", data.2 * sum_scale);
+    let _ = writeln!(w, "{name}_count {}", data.1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_cumulative_and_counts_add_up() {
+        let mut a = MetricsSnapshot::default();
+        a.requests.record(
+            Operation::RiskAssessment,
+            200,
+            Some(CacheStatus::Hit),
+            0.0002,
+            0.0,
+        );
+        a.requests.record(
+            Operation::RiskAssessment,
+            200,
+            Some(CacheStatus::Miss),
+            0.3,
+            0.29,
+        );
+        a.requests
+            .record(Operation::RiskAssessment, 400, None, 0.0001, 0.0);
+        let mut b = MetricsSnapshot::default();
+        b.requests.record(
+            Operation::RiskAssessment,
+            200,
+            Some(CacheStatus::Hit),
+            0.0004,
+            0.0,
+        );
+        let text = render(&[a, b]);
+        assert!(text.contains(
+            "ai_optimized_request_duration_seconds_bucket{operation=\"risk_assessment\",cache=\"hit\",le=\"0.00025\"} 1"
+        ));
+        assert!(text.contains(
+            "ai_optimized_request_duration_seconds_count{operation=\"risk_assessment\",cache=\"hit\"} 2"
+        ));
+        assert!(text.contains(
+            "ai_optimized_requests_total{operation=\"risk_assessment\",status=\"200\"} 3"
+        ));
+        assert!(text.contains(
+            "ai_optimized_requests_total{operation=\"risk_assessment\",status=\"400\"} 1"
+        ));
+        assert!(text.contains(
+            "ai_cache_operations_total{operation=\"risk_assessment\",result=\"miss\"} 1"
+        ));
+    }
+}
