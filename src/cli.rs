@@ -70,6 +70,9 @@ struct ModelEndpointArgs {
     /// Fault injection for tests: fraction of calls never answered.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     hang_rate: f64,
+    /// Most inputs accepted in one call (larger calls are refused with 413).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_batch: usize,
 }
 
 impl ModelEndpointArgs {
@@ -95,6 +98,12 @@ impl ModelEndpointArgs {
         if self.concurrency == 0 || self.concurrency > 4096 {
             errors.push("--concurrency: expected 1 to 4096".to_string());
         }
+        if self.max_batch == 0 || self.max_batch > crate::modelserver::MAX_BATCH {
+            errors.push(format!(
+                "--max-batch: expected 1 to {}",
+                crate::modelserver::MAX_BATCH
+            ));
+        }
         if self.id.is_empty() || self.id.len() > 64 {
             errors.push("--id: expected 1 to 64 characters".to_string());
         }
@@ -109,6 +118,7 @@ impl ModelEndpointArgs {
             concurrency: self.concurrency,
             fail_rate: self.fail_rate,
             hang_rate: self.hang_rate,
+            max_batch: self.max_batch,
         })
     }
 }

@@ -28,7 +28,7 @@ use crate::http::{Request, Response, Status};
 use crate::models::{self, ModelInput, Operation, MODEL_VERSION};
 use crate::runtime::shard::Shard;
 
-/// Most inputs accepted in one batch call.
+/// Default and largest `--max-batch`.
 pub const MAX_BATCH: usize = 256;
 
 /// Settings of `atlas model-endpoint` (from its flags).
@@ -48,6 +48,8 @@ pub struct ModelOptions {
     pub fail_rate: f64,
     /// Fraction of calls never answered.
     pub hang_rate: f64,
+    /// Most inputs accepted in one call (413 past it).
+    pub max_batch: usize,
 }
 
 impl Default for ModelOptions {
@@ -60,6 +62,7 @@ impl Default for ModelOptions {
             concurrency: 1,
             fail_rate: 0.0,
             hang_rate: 0.0,
+            max_batch: MAX_BATCH,
         }
     }
 }
@@ -116,7 +119,7 @@ impl ModelServer {
             "endpoint_id": opts.id,
             "model_version": MODEL_VERSION,
             "operations": Operation::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>(),
-            "max_batch": MAX_BATCH,
+            "max_batch": opts.max_batch,
             "emulation": {
                 "latency_ms": opts.latency.as_secs_f64() * 1e3,
                 "per_item_ms": opts.per_item.as_secs_f64() * 1e3,
@@ -178,11 +181,11 @@ impl ModelServer {
             )
             .to_response();
         };
-        if parsed.inputs.len() > MAX_BATCH {
+        if parsed.inputs.len() > self.opts.max_batch {
             return ApiError::new(
                 Status::PayloadTooLarge,
                 "batch_too_large",
-                format!("at most {MAX_BATCH} inputs per call"),
+                format!("at most {} inputs per call", self.opts.max_batch),
             )
             .to_response();
         }

@@ -276,3 +276,34 @@ fn a_restarted_endpoint_is_probed_and_rejoins() {
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn batches_larger_than_an_endpoints_max_batch_go_in_several_calls() {
+    // The endpoint refuses calls of more than 2 inputs; with max_batch=2 the gateway splits
+    // its batches, without it every batch larger than 2 fails.
+    let small = Server::model_endpoint(&["--cores", "1", "--max-batch", "2", "--latency-ms", "30"]);
+    let gw = gateway(&[("small", &small, ";max_batch=2")], &[]);
+    let responses = load(&gw, 24, 12, "mb");
+    assert!(responses.iter().all(|r| r.status == 200), "all answered");
+    let max = responses
+        .iter()
+        .map(|r| {
+            r.header("X-Atlas-Batch-Size")
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        max > 2,
+        "the gateway batched more than 2 and split them: max batch {max}"
+    );
+
+    let gw = gateway(&[("small", &small, "")], &[]);
+    let statuses: Vec<u16> = load(&gw, 24, 12, "mb2").iter().map(|r| r.status).collect();
+    assert!(
+        statuses.contains(&502),
+        "without max_batch the endpoint refuses big batches: {statuses:?}"
+    );
+}

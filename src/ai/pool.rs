@@ -57,12 +57,29 @@ struct Member {
     endpoint: Endpoint,
     ops: Option<Vec<Operation>>,
     timeout: Duration,
+    /// Largest batch one call to it may carry; larger batches go in several calls.
+    max_batch: usize,
     breaker: RefCell<CircuitBreaker<MonotonicClock>>,
 }
 
 impl Member {
     fn serves(&self, op: Operation) -> bool {
         self.ops.as_ref().is_none_or(|ops| ops.contains(&op))
+    }
+
+    /// Runs `inputs` on this endpoint in calls of at most `max_batch` inputs, one after
+    /// another; any failed call fails the whole batch (so it can fail over as one).
+    async fn infer(&self, mut inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
+        if inputs.len() <= self.max_batch {
+            return self.endpoint.infer(inputs).await;
+        }
+        let mut outputs = Vec::with_capacity(inputs.len());
+        while !inputs.is_empty() {
+            let rest = inputs.split_off(inputs.len().min(self.max_batch));
+            outputs.extend(self.endpoint.infer(inputs).await?);
+            inputs = rest;
+        }
+        Ok(outputs)
     }
 }
 
@@ -128,6 +145,7 @@ impl EndpointPool {
                 endpoint: Endpoint::Embedded(Embedded::new()),
                 ops: None,
                 timeout: Duration::MAX,
+                max_batch: usize::MAX,
                 breaker: breaker(),
             });
         }
@@ -144,6 +162,7 @@ impl EndpointPool {
                 )),
                 ops: r.spec.ops.clone(),
                 timeout: r.spec.timeout,
+                max_batch: r.spec.max_batch.max(1),
                 breaker: breaker(),
             });
         }
@@ -238,7 +257,7 @@ impl EndpointPool {
             self.calls.set(self.calls.get() + 1);
             self.balancer.borrow_mut().start(i);
             let started = self.clock.now();
-            let result = member.endpoint.infer(batch).await;
+            let result = member.infer(batch).await;
             let rtt = self.clock.now().since(started);
             match result {
                 Ok(outputs) => {
