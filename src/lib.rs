@@ -30,6 +30,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod models;
 pub mod modelserver;
+pub mod monitor;
 pub mod notify;
 pub mod oneshot;
 pub mod router;

@@ -12,6 +12,7 @@ use atlas_shard::{BatchStats, CacheCounters, FlightCounters, Operation};
 
 use crate::ai::engine::CacheStatus;
 use crate::ai::pool::EndpointInfo;
+use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
 /// Upper bounds (seconds) of the request-duration buckets: sub-millisecond hits to
 /// multi-second misses.
@@ -66,6 +67,11 @@ impl Buckets {
 
     fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// Non-cumulative counts per bucket (the last one is above every bound).
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
     }
 }
 
@@ -155,6 +161,8 @@ pub struct MetricsSnapshot {
     pub batches: u64,
     /// This shard's view of each endpoint.
     pub endpoints: Vec<EndpointInfo>,
+    /// The monitor's summary (shard 0 only).
+    pub monitor: Option<MonitorSummary>,
 }
 
 /// The cumulative bucket counts, total and sum of a `Distribution`-like source.
@@ -220,12 +228,19 @@ fn merge_cumulative(a: &mut (Vec<u64>, u64, f64), b: &(Vec<u64>, u64, f64)) {
     a.2 += b.2;
 }
 
-/// Renders every shard's snapshot as one Prometheus text exposition.
-pub fn render(shards: &[MetricsSnapshot]) -> String {
+/// All shards' snapshots merged into one (endpoint views and the monitor summary are not
+/// merged: they are read per shard).
+pub fn merge(shards: &[MetricsSnapshot]) -> MetricsSnapshot {
     let mut total = MetricsSnapshot::default();
     for s in shards {
         total.merge(s);
     }
+    total
+}
+
+/// Renders every shard's snapshot as one Prometheus text exposition.
+pub fn render(shards: &[MetricsSnapshot]) -> String {
+    let total = merge(shards);
     let mut out = String::with_capacity(16 * 1024);
     let w = &mut out;
     head(w, "atlas_build_info", "gauge", "Build information.");
@@ -382,7 +397,56 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         1e-6,
     );
     endpoints(w, shards);
+    if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
+        monitor(w, m);
+    }
     out
+}
+
+fn monitor(w: &mut String, m: &MonitorSummary) {
+    head(
+        w,
+        "ai_cache_hit_rate",
+        "gauge",
+        "L1 hit rate over the last monitor window, by operation (absent without lookups).",
+    );
+    for op in Operation::ALL {
+        if let Some(rate) = m.hit_rate[op.index()] {
+            let _ = writeln!(
+                w,
+                "ai_cache_hit_rate{{operation=\"{}\"}} {rate}",
+                op.as_str()
+            );
+        }
+    }
+    gauge(
+        w,
+        "ai_health_score",
+        "Health score 0-100 from latency, errors, cache, saturation and endpoints.",
+        m.health_score,
+    );
+    head(
+        w,
+        "ai_alerts_active",
+        "gauge",
+        "1 for each alert firing at a severity.",
+    );
+    for alert in ALERTS {
+        for sev in [Severity::Warning, Severity::Critical, Severity::Emergency] {
+            let on = u8::from(m.active.contains(&(alert, sev)));
+            let _ = writeln!(
+                w,
+                "ai_alerts_active{{alert=\"{alert}\",severity=\"{}\"}} {on}",
+                sev.as_str()
+            );
+        }
+    }
+    counter(
+        w,
+        "ai_alert_events_total",
+        "Alert state changes since start.",
+        m.events,
+    );
 }
 
 fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {

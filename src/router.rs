@@ -178,9 +178,14 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
     .await;
     let mut shards = Vec::with_capacity(replies.len());
     let mut healthy = true;
+    let mut monitor_summary = None;
     for (k, reply) in replies.into_iter().enumerate() {
         match reply {
-            Ok(ShardReply::Info(info)) => shards.push(json!({
+            Ok(ShardReply::Info(info)) => shards.push({
+                if info.monitor.is_some() {
+                    monitor_summary = info.monitor.clone();
+                }
+                json!({
                 "shard": info.shard,
                 "cpu": info.cpu,
                 "connections_open": info.connections_open,
@@ -217,15 +222,24 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                     "in_flight": e.in_flight,
                     "weight": e.weight,
                 })).collect::<Vec<_>>(),
-            })),
+                })
+            }),
             Ok(_) | Err(_) => {
                 healthy = false;
                 shards.push(json!({"shard": k, "status": "unreachable"}));
             }
         }
     }
+    let monitor = monitor_summary.map(|m| {
+        json!({
+            "health_score": m.health_score,
+            "alerts": m.active.iter().map(|(a, s)| json!({"alert": a, "severity": s.as_str()})).collect::<Vec<_>>(),
+            "alert_events": m.events,
+        })
+    });
     let body = json!({
         "status": if healthy && shard.shared.is_ready() { "ok" } else { "degraded" },
+        "monitor": monitor,
         "version": env!("CARGO_PKG_VERSION"),
         "answered_by": shard.id,
         "shards": shards,

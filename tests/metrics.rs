@@ -130,3 +130,68 @@ fn metrics_can_be_turned_off() {
     let server = Server::start(&["--cores", "1"], &[("ENABLE_PROMETHEUS", "false")]);
     assert_eq!(server.connect().get("/metrics").status, 404);
 }
+
+fn wait_for(server: &Server, series: &str, want: f64, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = scrape(server);
+        let found = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.parse::<f64>().ok());
+        if found == Some(want) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{series} never became {want}; last: {found:?}"
+        );
+        thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_slow_model_fires_the_response_time_alert_and_it_resolves() {
+    let slow =
+        Server::model_endpoint(&["--cores", "1", "--latency-ms", "400", "--concurrency", "16"]);
+    let endpoints = format!("slow={};concurrency=16", slow.url());
+    let server = Server::start(
+        &["--cores", "1"],
+        &[
+            ("ATLAS_EMBEDDED", "false"),
+            ("ATLAS_ENDPOINTS", endpoints.as_str()),
+            ("ATLAS_MONITOR_INTERVAL_S", "1"),
+            ("ATLAS_ALERT_FOR_WINDOWS", "1"),
+            ("ALERT_RESPONSE_TIME_MS", "100"),
+        ],
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|t| {
+            let mut c = server.connect();
+            let stop = std::sync::Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(post(&mut c, &risk(&format!("slow-{t}-{i}"))), 200);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let firing = r#"ai_alerts_active{alert="response_time",severity="emergency"}"#;
+    let text = wait_for(&server, firing, 1.0, std::time::Duration::from_secs(15));
+    assert!(value(&text, "ai_health_score") < 100.0);
+    promtool_check(&text);
+    let detailed = server.connect().get("/health/detailed").json();
+    assert_eq!(detailed["monitor"]["alerts"][0]["alert"], "response_time");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loaders {
+        l.join().unwrap();
+    }
+    let text = wait_for(&server, firing, 0.0, std::time::Duration::from_secs(15));
+    assert!(
+        value(&text, "ai_alert_events_total") >= 2.0,
+        "fired and resolved"
+    );
+}

@@ -130,6 +130,10 @@ pub struct Config {
     pub embedded: bool,
     /// Interval of active health checks of remote endpoints.
     pub health_interval: Duration,
+    /// Monitor collection interval (alert window).
+    pub monitor_interval: Duration,
+    /// Windows a condition holds before an alert fires (and clears before it resolves).
+    pub alert_for_windows: u32,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -174,6 +178,8 @@ impl Default for Config {
             endpoints: Vec::new(),
             embedded: true,
             health_interval: Duration::from_secs(5),
+            monitor_interval: Duration::from_secs(5),
+            alert_for_windows: 2,
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,
@@ -303,6 +309,12 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
     p.set(&mut c.embedded, "ATLAS_EMBEDDED", boolean);
     p.set(&mut c.health_interval, "ATLAS_HEALTH_INTERVAL_S", |v| {
         secs(v, 1, 3600)
+    });
+    p.set(&mut c.monitor_interval, "ATLAS_MONITOR_INTERVAL_S", |v| {
+        secs(v, 1, 3600)
+    });
+    p.set(&mut c.alert_for_windows, "ATLAS_ALERT_FOR_WINDOWS", |v| {
+        int_in(v, 1, 100).map(|n| n as u32)
     });
     p.set(
         &mut c.max_concurrent_requests,

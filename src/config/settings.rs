@@ -79,6 +79,8 @@ pub const SETTINGS: &[Setting] = &[
     s("ENABLE_CONNECTION_POOLING", "enable_connection_pooling", "true", "keep-alive connection pools to model endpoints and Redis"),
     s("CONNECTION_POOL_SIZE", "connection_pool_size", "50", "connections per pool"),
     s("ENABLE_PROMETHEUS", "enable_prometheus", "true", "serve GET /metrics"),
+    s("ATLAS_MONITOR_INTERVAL_S", "monitor_interval_s", "5", "seconds between monitor collections (alert windows)"),
+    s("ATLAS_ALERT_FOR_WINDOWS", "alert_for_windows", "2", "consecutive windows a condition must hold before an alert fires, and clear before it resolves"),
     s("ALERT_RESPONSE_TIME_MS", "alert_response_time_ms", "400", "p95 response time that raises an alert"),
     s("ALERT_ERROR_RATE", "alert_error_rate", "0.05", "error-rate fraction that raises an alert"),
 ];

@@ -314,6 +314,9 @@ async fn run_shard(start: ShardStart) {
     let _ = slot.set(Rc::clone(&shard));
 
     glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();
+    if let Some(monitor) = &shard.monitor {
+        glommio::spawn_local(Rc::clone(monitor).run(Rc::clone(&shard))).detach();
+    }
     log::debug!("shard {} on cpu {:?} accepting", shard.id, shard.cpu);
     let _ = ready.send(Ok(shard.id));
     drop(ready);

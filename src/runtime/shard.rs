@@ -21,6 +21,7 @@ use crate::http::Limits;
 use crate::mesh::Mesh;
 use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
+use crate::monitor::{Monitor, MonitorSummary};
 
 /// State shared by every shard of the process. Touched on connection accept/close and on
 /// lifecycle changes, never per request.
@@ -72,7 +73,7 @@ pub enum ShardCall {
 #[derive(Debug)]
 pub enum ShardReply {
     /// Answer to `Info`.
-    Info(ShardInfo),
+    Info(Box<ShardInfo>),
     /// Answer to `Ai`.
     Ai(Outcome),
     /// Answer to `Metrics`.
@@ -112,6 +113,8 @@ pub struct ShardInfo {
     pub queued: u64,
     /// This shard's view of each model endpoint.
     pub endpoints: Vec<EndpointInfo>,
+    /// The monitor's summary (shard 0 only).
+    pub monitor: Option<MonitorSummary>,
 }
 
 /// Plain per-shard counters.
@@ -159,6 +162,8 @@ pub struct Shard {
     pub app: App,
     /// Request-path metrics of the AI requests this shard accepted.
     pub metrics: RefCell<RequestMetrics>,
+    /// The monitor (shard 0 of a gateway only).
+    pub monitor: Option<Rc<Monitor>>,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -232,6 +237,7 @@ impl Shard {
             id,
             app,
             metrics: RefCell::new(RequestMetrics::default()),
+            monitor: (id == 0 && matches!(role, Role::Gateway)).then(|| Monitor::new(&config)),
             cpu: current_cpu(),
             config,
             limits,
@@ -258,7 +264,7 @@ impl Shard {
     /// Answers a mesh call addressed to this shard.
     pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
         match call {
-            ShardCall::Info => ShardReply::Info(self.info()),
+            ShardCall::Info => ShardReply::Info(Box::new(self.info())),
             ShardCall::Metrics => ShardReply::Metrics(Box::new(self.metrics_snapshot())),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
@@ -290,6 +296,7 @@ impl Shard {
             flights: atlas_shard::FlightCounters::default(),
             queued: 0,
             endpoints: Vec::new(),
+            monitor: self.monitor.as_ref().map(|m| m.summary()),
         };
         if let App::Gateway(e) = &self.app {
             let cache = e.cache.borrow();
@@ -314,6 +321,7 @@ impl Shard {
             connections_open: self.counters.connections_open.get(),
             ..MetricsSnapshot::default()
         };
+        m.monitor = self.monitor.as_ref().map(|mon| mon.summary());
         if let App::Gateway(e) = &self.app {
             let cache = e.cache.borrow();
             m.cache = *cache.counters();
