@@ -307,3 +307,48 @@ fn batches_larger_than_an_endpoints_max_batch_go_in_several_calls() {
         "without max_batch the endpoint refuses big batches: {statuses:?}"
     );
 }
+
+#[test]
+fn killing_an_endpoint_under_load_moves_traffic_with_few_errors() {
+    let a = Server::model_endpoint(&["--cores", "1", "--latency-ms", "5", "--concurrency", "8"]);
+    let b = Server::model_endpoint(&["--cores", "1", "--latency-ms", "5", "--concurrency", "8"]);
+    let gw = gateway(
+        &[("a", &a, ";timeout_ms=500"), ("b", &b, ";timeout_ms=500")],
+        &[],
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..4)
+        .map(|t| {
+            let mut c = gw.connect();
+            let stop = Arc::clone(&stop);
+            thread::spawn(move || {
+                let mut statuses = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = post(&mut c, "risk_assessment", &risk(&format!("k-{t}-{i}"), 30));
+                    statuses.push((r.status, r.header("X-Atlas-Endpoint").map(str::to_string)));
+                    i += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(700));
+    drop(b);
+    thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let all: Vec<(u16, Option<String>)> = loaders
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let errors = all.iter().filter(|(s, _)| *s != 200).count();
+    assert!(all.len() > 100, "load ran: {} requests", all.len());
+    assert!(errors <= 4, "{errors} client errors out of {}", all.len());
+    // After the kill, the last requests of every loader went to `a`.
+    let tail: Vec<&(u16, Option<String>)> = all.iter().rev().take(20).collect();
+    assert!(
+        tail.iter()
+            .all(|(s, e)| *s == 200 && e.as_deref() == Some("a")),
+        "{tail:?}"
+    );
+}
