@@ -34,6 +34,13 @@ enum Command {
     /// Serve the built-in models over Atlas's batch protocol (`POST /v1/batch`,
     /// `GET /v1/info`, `GET /health`), so the model tier can run on other machines.
     ModelEndpoint(ModelEndpointArgs),
+    /// Print a summary of a running Atlas's /health/detailed; exit 0 when healthy, 1 when
+    /// not (status not ok, a critical alert, or a health score under 50), 2 when unreachable.
+    Status {
+        /// Base URL of the instance.
+        #[arg(long, default_value = "http://127.0.0.1:8083")]
+        url: String,
+    },
 }
 
 /// Flags of `atlas model-endpoint`.
@@ -150,6 +157,9 @@ impl Common {
 /// Runs the command line and returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status { url }) = &cli.command {
+        return crate::status::run(url);
+    }
     let mut role = Role::Gateway;
     let mut role_errors = Vec::new();
     let (check_only, flags) = match cli.command {
@@ -168,6 +178,7 @@ pub fn main() -> ExitCode {
             };
             (false, common.merged(cli.common))
         }
+        Some(Command::Status { .. }) => return ExitCode::from(2),
     };
     let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
     let built = config::build(&raw);

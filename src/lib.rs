@@ -35,3 +35,4 @@ pub mod notify;
 pub mod oneshot;
 pub mod router;
 pub mod runtime;
+pub mod status;

@@ -185,6 +185,12 @@ fn a_slow_model_fires_the_response_time_alert_and_it_resolves() {
     promtool_check(&text);
     let detailed = server.connect().get("/health/detailed").json();
     assert_eq!(detailed["monitor"]["alerts"][0]["alert"], "response_time");
+    let (code, out) = status(&server.url());
+    assert_eq!(code, Some(1), "an emergency alert is unhealthy: {out}");
+    assert!(
+        out.contains("UNHEALTHY") && out.contains("response_time (emergency)"),
+        "{out}"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in loaders {
         l.join().unwrap();
@@ -194,4 +200,37 @@ fn a_slow_model_fires_the_response_time_alert_and_it_resolves() {
         value(&text, "ai_alert_events_total") >= 2.0,
         "fired and resolved"
     );
+}
+
+/// Runs `atlas status --url URL`: (exit code, stdout).
+fn status(url: &str) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_atlas"))
+        .args(["status", "--url", url])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn atlas_status_reports_a_healthy_instance_and_an_unreachable_one() {
+    let server = Server::start(&["--cores", "2"], &[]);
+    let (code, out) = status(&server.url());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("status: ok") && out.ends_with("healthy\n"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        2,
+        "one row per shard: {out}"
+    );
+    let dead = format!("http://{}", server.addr);
+    drop(server);
+    assert_eq!(status(&dead).0, Some(2));
 }
