@@ -23,12 +23,15 @@ use engine::{Job, Served};
 /// Handles `POST /ai/{op}`.
 pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Response {
     let started = Instant::now();
+    let metrics_on = shard.config.enable_prometheus;
     let record = |status: crate::http::Status| {
-        let total_s = started.elapsed().as_secs_f64();
-        shard
-            .metrics
-            .borrow_mut()
-            .record(op, status.code(), None, total_s, 0.0);
+        if metrics_on {
+            let total_s = started.elapsed().as_secs_f64();
+            shard
+                .metrics
+                .borrow_mut()
+                .record(op, status.code(), None, total_s, 0.0);
+        }
     };
     let parsed = match request::parse(op, request) {
         Ok(p) => p,
@@ -101,13 +104,15 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
         }
     };
     let total_ms = ms_since(started);
-    shard.metrics.borrow_mut().record(
-        op,
-        response.status.code(),
-        cache,
-        total_ms / 1000.0,
-        processing_s,
-    );
+    if metrics_on {
+        shard.metrics.borrow_mut().record(
+            op,
+            response.status.code(),
+            cache,
+            total_ms / 1000.0,
+            processing_s,
+        );
+    }
     response
         .header("X-Atlas-Owner", owner.to_string())
         .header("X-Atlas-Total-Ms", format!("{total_ms:.3}"))
