@@ -114,7 +114,7 @@ struct BatchResponse<'a> {
 
 impl ModelServer {
     /// A model server for the current shard.
-    pub fn new(opts: ModelOptions, shard_id: usize) -> Rc<Self> {
+    pub fn new(opts: ModelOptions, shard_id: usize, cpu: Option<usize>) -> Rc<Self> {
         let info = serde_json::json!({
             "endpoint_id": opts.id,
             "model_version": MODEL_VERSION,
@@ -137,7 +137,7 @@ impl ModelServer {
             accelerator: Semaphore::new(opts.concurrency.max(1) as u64),
             opts,
             rng: Cell::new(seed | 1),
-            endpoint: Embedded::new(),
+            endpoint: Embedded::new(cpu),
             info: Bytes::from(info.to_string()),
         })
     }
@@ -221,7 +221,7 @@ impl ModelServer {
         if !emulated.is_zero() {
             glommio::timer::sleep(emulated).await;
         }
-        let mut computed = match self.endpoint.infer(valid).await {
+        let mut computed = match self.endpoint.infer(&valid).await {
             Ok(outputs) => outputs.into_iter(),
             Err(e) => {
                 return ApiError::new(Status::InternalServerError, "model_failure", e.to_string())

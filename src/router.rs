@@ -268,6 +268,7 @@ mod tests {
                         remote: Vec::new(),
                         connection_pool_size: 0,
                         health_interval: std::time::Duration::from_secs(5),
+                        cpu: None,
                     },
                 },
                 1,
@@ -305,7 +306,11 @@ mod tests {
                 Status::NotFound
             );
 
-            let model = App::Model(crate::modelserver::ModelServer::new(Default::default(), 0));
+            let model = App::Model(crate::modelserver::ModelServer::new(
+                Default::default(),
+                0,
+                None,
+            ));
             assert_eq!(
                 resolve(&model, Method::Post, "/v1/batch", "POST"),
                 Ok(Route::Batch)

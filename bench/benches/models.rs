@@ -91,7 +91,7 @@ fn main() {
         return;
     };
     ex.run(async move {
-        let endpoint = Embedded::new();
+        let endpoint = Embedded::new(None);
         for (name, sample) in &samples {
             let iters = 64;
             let direct = median(
@@ -107,15 +107,16 @@ fn main() {
             );
             let mut one = Vec::new();
             let mut many = Vec::new();
+            let batch32 = vec![sample.clone(); 32];
             for _ in 0..runs {
                 let t = Instant::now();
                 for _ in 0..iters {
-                    let _ = endpoint.infer(vec![sample.clone()]).await;
+                    let _ = endpoint.infer(std::slice::from_ref(sample)).await;
                 }
                 one.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
                 let t = Instant::now();
                 for _ in 0..iters / 32 {
-                    let _ = endpoint.infer(vec![sample.clone(); 32]).await;
+                    let _ = endpoint.infer(&batch32).await;
                 }
                 many.push(t.elapsed().as_secs_f64() * 1e6 / iters as f64);
             }

@@ -51,6 +51,8 @@ pub struct PoolOptions {
     pub connection_pool_size: usize,
     /// Interval of the active health checks.
     pub health_interval: Duration,
+    /// The shard's CPU (the embedded models' blocking thread is pinned to it).
+    pub cpu: Option<usize>,
 }
 
 struct Member {
@@ -69,15 +71,13 @@ impl Member {
 
     /// Runs `inputs` on this endpoint in calls of at most `max_batch` inputs, one after
     /// another; any failed call fails the whole batch (so it can fail over as one).
-    async fn infer(&self, mut inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
+    async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
         if inputs.len() <= self.max_batch {
             return self.endpoint.infer(inputs).await;
         }
         let mut outputs = Vec::with_capacity(inputs.len());
-        while !inputs.is_empty() {
-            let rest = inputs.split_off(inputs.len().min(self.max_batch));
-            outputs.extend(self.endpoint.infer(inputs).await?);
-            inputs = rest;
+        for chunk in inputs.chunks(self.max_batch) {
+            outputs.extend(self.endpoint.infer(chunk).await?);
         }
         Ok(outputs)
     }
@@ -142,7 +142,7 @@ impl EndpointPool {
         if opts.embedded {
             let _ = balancer.add("embedded", 1.0);
             members.push(Member {
-                endpoint: Endpoint::Embedded(Embedded::new()),
+                endpoint: Endpoint::Embedded(Embedded::new(opts.cpu)),
                 ops: None,
                 timeout: Duration::MAX,
                 max_batch: usize::MAX,
@@ -221,7 +221,6 @@ impl EndpointPool {
     ) -> Result<(Outputs, String), PoolError> {
         let mut excluded: Vec<usize> = Vec::new();
         let mut last: Option<PoolError> = None;
-        let mut inputs = Some(inputs);
         for attempt in 0..self.members.len() * 2 {
             let now = self.clock.now();
             if attempt > 0 && (now >= deadline || (last.is_some() && !self.retry_allowed())) {
@@ -243,21 +242,13 @@ impl EndpointPool {
                 continue;
             }
             let probe = permit.is_probe();
-            // Keep a copy of the inputs only while another endpoint could still take them.
-            let others =
-                (0..self.members.len()).any(|j| j != i && self.eligible(j, op, now, &excluded));
-            let batch = if others {
-                inputs.clone().unwrap_or_default()
-            } else {
-                inputs.take().unwrap_or_default()
-            };
             if last.is_some() {
                 self.retries.set(self.retries.get() + 1);
             }
             self.calls.set(self.calls.get() + 1);
             self.balancer.borrow_mut().start(i);
             let started = self.clock.now();
-            let result = member.infer(batch).await;
+            let result = member.infer(&inputs).await;
             let rtt = self.clock.now().since(started);
             match result {
                 Ok(outputs) => {
@@ -279,9 +270,6 @@ impl EndpointPool {
                         endpoint: member.endpoint.id().to_string(),
                         error,
                     });
-                    if inputs.is_none() {
-                        break;
-                    }
                 }
             }
         }

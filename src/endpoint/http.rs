@@ -112,8 +112,8 @@ impl ModelEndpoint for HttpEndpoint {
         &self.name
     }
 
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
-        let body = request_body(&inputs)?;
+    async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
+        let body = request_body(inputs)?;
         let response = self
             .client
             .post_json("/v1/batch", &body, self.timeout)

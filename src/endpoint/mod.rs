@@ -22,7 +22,7 @@ pub trait ModelEndpoint {
 
     /// Computes every input of the batch: one result per input, in order, or a batch-level
     /// failure (transport, timeout, a non-200 answer) that the caller may retry elsewhere.
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError>;
+    async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError>;
 }
 
 /// One result per input, in order.
@@ -61,7 +61,7 @@ impl ModelEndpoint for Endpoint {
         }
     }
 
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
+    async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
         match self {
             Endpoint::Embedded(e) => e.infer(inputs).await,
             Endpoint::Http(e) => e.infer(inputs).await,
@@ -85,48 +85,49 @@ const INLINE_BUDGET_NS: u64 = 250_000;
 /// - up to [`INLINE_BUDGET_NS`] (250 µs) it runs inline on the shard's executor, yielding
 ///   between items: handing work to another thread costs ~90 µs here, more than most
 ///   computations;
-/// - above that it runs on the executor's blocking thread, which glommio places on the same
-///   CPU, at a lower priority (nice +5): the work stays on the owning core, the kernel preempts
-///   it for I/O, and cache hits keep flowing while a large batch computes.
+/// - above that it runs on the executor's blocking thread, which Atlas pins to the shard's
+///   CPU on first use (glommio alone placed every shard's blocking thread on CPU 0) and runs
+///   at a lower priority (nice +5): the work stays on the owning core, the kernel preempts it
+///   for I/O, and cache hits keep flowing while a large batch computes. The inputs are copied
+///   for that thread, which is small next to a computation of more than 250 µs.
 ///
 /// Batches of one shard run one after another on the blocking thread, like calls to one
 /// accelerator.
-pub struct Embedded;
+pub struct Embedded {
+    /// The shard's CPU, which the blocking thread is pinned to.
+    cpu: Option<usize>,
+}
 
 impl Embedded {
-    /// The endpoint of the current shard.
-    pub fn new() -> Self {
-        Embedded
+    /// The endpoint of a shard pinned to `cpu`.
+    pub fn new(cpu: Option<usize>) -> Self {
+        Embedded { cpu }
     }
 }
 
 impl ModelEndpoint for Embedded {
-    async fn infer(&self, inputs: Vec<ModelInput>) -> Result<Outputs, EndpointError> {
+    async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
         let cost: u64 = inputs.iter().map(estimated_ns).sum();
         if cost <= INLINE_BUDGET_NS {
             let mut out = Vec::with_capacity(inputs.len());
-            for input in &inputs {
+            for input in inputs {
                 out.push(models::compute(input));
                 glommio::yield_if_needed().await;
             }
             return Ok(out);
         }
+        let owned = inputs.to_vec();
+        let cpu = self.cpu;
         Ok(executor()
             .spawn_blocking(move || {
-                lower_priority_once();
-                inputs.iter().map(models::compute).collect()
+                prepare_model_thread(cpu);
+                owned.iter().map(models::compute).collect()
             })
             .await)
     }
 
     fn id(&self) -> &str {
         "embedded"
-    }
-}
-
-impl Default for Embedded {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -153,13 +154,17 @@ fn estimated_ns(input: &ModelInput) -> u64 {
 }
 
 thread_local! {
-    static RENICED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PREPARED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Lowers the calling thread's scheduling priority to [`MODEL_NICE`], once per thread.
-fn lower_priority_once() {
-    RENICED.with(|done| {
+/// Once per thread: pins the calling (blocking) thread to the shard's CPU and lowers its
+/// scheduling priority to [`MODEL_NICE`].
+fn prepare_model_thread(cpu: Option<usize>) {
+    PREPARED.with(|done| {
         if !done.replace(true) {
+            if let Some(id) = cpu {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
             // SAFETY: setpriority on the calling thread's own id; no memory is shared.
             unsafe {
                 let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;

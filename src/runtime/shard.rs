@@ -204,6 +204,7 @@ impl Shard {
             "{{\"status\":\"ok\",\"shard\":{id},\"shards\":{shards},\"version\":\"{}\"}}",
             env!("CARGO_PKG_VERSION")
         ));
+        let cpu = current_cpu();
         let app = match role {
             Role::Gateway => App::Gateway(Engine::start(
                 origin,
@@ -227,18 +228,19 @@ impl Shard {
                             0
                         },
                         health_interval: config.health_interval,
+                        cpu,
                     },
                 },
                 0x5eed_0000 + id as u64,
             )),
-            Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id)),
+            Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id, cpu)),
         };
         Shard {
             id,
             app,
             metrics: RefCell::new(RequestMetrics::default()),
             monitor: (id == 0 && matches!(role, Role::Gateway)).then(|| Monitor::new(&config)),
-            cpu: current_cpu(),
+            cpu,
             config,
             limits,
             shared,
