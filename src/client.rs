@@ -8,7 +8,7 @@
 //! any byte of the answer arrived is retried once on a fresh connection (the peer may have
 //! closed it while idle); batch inference is idempotent, so that retry is safe.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,8 +40,6 @@ pub struct HttpClient {
     idle: RefCell<Vec<TcpStream>>,
     max_idle: usize,
     connect_timeout: Duration,
-    /// Connections opened since start (for tests and metrics).
-    pub connects: Cell<u64>,
 }
 
 enum Failure {
@@ -61,7 +59,6 @@ impl HttpClient {
             idle: RefCell::new(Vec::new()),
             max_idle,
             connect_timeout,
-            connects: Cell::new(0),
         }
     }
 
@@ -132,7 +129,6 @@ impl HttpClient {
             .await
             .map_err(|e| EndpointError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        self.connects.set(self.connects.get() + 1);
         Ok(stream)
     }
 

@@ -21,7 +21,7 @@
 //! tests use their own. Must not touch sockets or shard data directly: it hands calls to the
 //! handler it was given.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,7 +30,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::oneshot;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 
 /// A boxed, non-`Send` future, as shard-local handlers produce.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
@@ -47,6 +47,12 @@ pub enum MeshError {
     /// The target shard has stopped (shutdown) and dropped the call.
     #[error("shard {0} is gone")]
     PeerGone(usize),
+    /// The shard did not answer within the caller's limit.
+    #[error("shard {0} did not answer in time")]
+    Timeout(usize),
+    /// This shard has not started serving calls yet.
+    #[error("this shard is not serving yet")]
+    NotServing,
 }
 
 /// One message on the wire between two shards.
@@ -82,10 +88,11 @@ impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
     }
 
     /// Joins the mesh from inside a shard's executor (waits until every shard has joined) and
-    /// starts the receive and send loops. `handler` runs every call addressed to this shard.
-    pub async fn join(self, handler: Handler<Q, R>) -> Result<Rc<Mesh<Q, R>>, MeshError> {
-        let (senders, mut receivers) =
-            self.mesh.join().await.map_err(|_| MeshError::PeerGone(0))?;
+    /// starts the send loops. Nothing is received until [`Mesh::serve`] installs the handler:
+    /// calls from peers wait in the channels meanwhile, so the shard can first build the state
+    /// its handler needs (which itself holds the mesh).
+    pub async fn join(self) -> Result<Rc<Mesh<Q, R>>, MeshError> {
+        let (senders, receivers) = self.mesh.join().await.map_err(|_| MeshError::PeerGone(0))?;
         let shards = senders.nr_consumers();
         let mesh = Rc::new(Mesh {
             id: senders.peer_id(),
@@ -94,23 +101,12 @@ impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
             gone: (0..shards).map(|_| Cell::new(false)).collect(),
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(0),
-            handler,
+            handler: OnceCell::new(),
+            receivers: RefCell::new(Some(receivers)),
         });
         let senders = Rc::new(senders);
         for peer in (0..shards).filter(|&p| p != mesh.id) {
             glommio::spawn_local(send_loop(Rc::clone(&mesh), Rc::clone(&senders), peer)).detach();
-        }
-        for (peer, receiver) in receivers.streams() {
-            let mesh = Rc::clone(&mesh);
-            glommio::spawn_local(async move {
-                while let Some(batch) = receiver.recv().await {
-                    for envelope in batch {
-                        mesh.receive(peer, envelope);
-                    }
-                }
-                mesh.fail_peer(peer);
-            })
-            .detach();
         }
         Ok(mesh)
     }
@@ -183,8 +179,11 @@ pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
     pending: RefCell<HashMap<u64, Pending<R>>>,
     /// Next call id.
     next_id: Cell<u64>,
-    /// Runs calls addressed to this shard (including its own, without a hop).
-    handler: Handler<Q, R>,
+    /// Runs calls addressed to this shard (including its own, without a hop); set once by
+    /// [`Mesh::serve`].
+    handler: OnceCell<Handler<Q, R>>,
+    /// The incoming channels, until [`Mesh::serve`] starts their receive loops.
+    receivers: RefCell<Option<Receivers<Batch<Q, R>>>>,
 }
 
 impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
@@ -198,6 +197,29 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         self.shards
     }
 
+    /// Installs the handler for calls addressed to this shard and starts receiving. Called
+    /// once; later calls are ignored.
+    pub fn serve(self: &Rc<Self>, handler: Handler<Q, R>) {
+        if self.handler.set(handler).is_err() {
+            return;
+        }
+        let Some(mut receivers) = self.receivers.borrow_mut().take() else {
+            return;
+        };
+        for (peer, receiver) in receivers.streams() {
+            let mesh = Rc::clone(self);
+            glommio::spawn_local(async move {
+                while let Some(batch) = receiver.recv().await {
+                    for envelope in batch {
+                        mesh.receive(peer, envelope);
+                    }
+                }
+                mesh.fail_peer(peer);
+            })
+            .detach();
+        }
+    }
+
     /// Runs `call` on shard `target` and returns its answer. A call to this shard runs here
     /// without a hop.
     pub async fn call(&self, target: usize, call: Q) -> Result<R, MeshError> {
@@ -205,7 +227,8 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
             return Err(MeshError::NoSuchShard(target));
         }
         if target == self.id {
-            return Ok((self.handler)(call).await);
+            let handler = self.handler.get().ok_or(MeshError::NotServing)?;
+            return Ok(handler(call).await);
         }
         if self.gone[target].get() {
             return Err(MeshError::PeerGone(target));
@@ -219,13 +242,24 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
     }
 
     /// Runs `make()` on every shard (this one included), concurrently, and returns the answers
-    /// in shard order.
-    pub async fn broadcast(self: &Rc<Self>, make: impl Fn() -> Q) -> Vec<Result<R, MeshError>> {
+    /// in shard order; a shard that has not answered within `limit` gives
+    /// `Err(MeshError::Timeout)` while the others' answers are kept.
+    pub async fn broadcast(
+        self: &Rc<Self>,
+        make: impl Fn() -> Q,
+        limit: std::time::Duration,
+    ) -> Vec<Result<R, MeshError>> {
         let tasks: Vec<_> = (0..self.shards)
             .map(|k| {
                 let mesh = Rc::clone(self);
                 let call = make();
-                glommio::spawn_local(async move { mesh.call(k, call).await })
+                glommio::spawn_local(async move {
+                    futures_lite::future::or(mesh.call(k, call), async move {
+                        glommio::timer::sleep(limit).await;
+                        Err(MeshError::Timeout(k))
+                    })
+                    .await
+                })
             })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
@@ -242,7 +276,11 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
             Envelope::Call(id, call) => {
                 let mesh = Rc::clone(self);
                 glommio::spawn_local(async move {
-                    let reply = (mesh.handler)(call).await;
+                    // Receive loops only run after `serve` set the handler.
+                    let Some(handler) = mesh.handler.get() else {
+                        return;
+                    };
+                    let reply = handler(call).await;
                     mesh.outboxes[peer].push(Envelope::Reply(id, reply));
                 })
                 .detach();
@@ -284,27 +322,17 @@ mod tests {
         let builders = MeshBuilders::<u64, u64>::new(n, capacity);
         let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(n))
             .on_all_shards(move || async move {
-                // The handler can be called as soon as the mesh is joined, possibly before
-                // `join` has returned here: it waits for the id to be published.
-                let id_cell: Rc<Cell<Option<u64>>> = Rc::new(Cell::new(None));
-                let id_for_handler = Rc::clone(&id_cell);
+                let mesh = builders.join().await.unwrap();
+                let id = mesh.id() as u64;
                 let handler: Handler<u64, u64> = Rc::new(move |q| {
-                    let id_cell = Rc::clone(&id_for_handler);
                     Box::pin(async move {
-                        let id = loop {
-                            match id_cell.get() {
-                                Some(id) => break id,
-                                None => futures_lite::future::yield_now().await,
-                            }
-                        };
                         if delay_us > 0 {
                             glommio::timer::sleep(Duration::from_micros(delay_us)).await;
                         }
                         q * 10 + id
                     })
                 });
-                let mesh = builders.join(handler).await.unwrap();
-                id_cell.set(Some(mesh.id() as u64));
+                mesh.serve(handler);
                 let out = body(Rc::clone(&mesh)).await;
                 // Keep serving peers until every shard is done with its own calls.
                 glommio::timer::sleep(Duration::from_millis(200)).await;
@@ -335,7 +363,9 @@ mod tests {
 
     #[test]
     fn broadcast_reaches_every_shard_in_order() {
-        let results = on_mesh(3, 16, 0, |mesh| async move { mesh.broadcast(|| 1).await });
+        let results = on_mesh(3, 16, 0, |mesh| async move {
+            mesh.broadcast(|| 1, Duration::from_secs(5)).await
+        });
         for answers in results {
             let answers: Vec<u64> = answers.into_iter().map(|a| a.unwrap()).collect();
             assert_eq!(answers, vec![10, 11, 12]);

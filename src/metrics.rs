@@ -8,10 +8,10 @@
 
 use std::fmt::Write as _;
 
-use atlas_shard::{BatchStats, CacheCounters, FlightCounters, Operation};
+use atlas_shard::{BatchStats, Operation};
 
 use crate::ai::engine::CacheStatus;
-use crate::ai::pool::EndpointInfo;
+use crate::ai::engine::EngineFigures;
 use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
 /// Upper bounds (seconds) of the request-duration buckets: sub-millisecond hits to
@@ -141,26 +141,14 @@ pub struct MetricsSnapshot {
     pub in_flight: u64,
     /// Client connections open.
     pub connections_open: u64,
-    /// L1 cache counters.
-    pub cache: CacheCounters,
-    /// L1 entries.
-    pub cache_entries: u64,
-    /// L1 bytes accounted.
-    pub cache_bytes: u64,
-    /// Single-flight counters.
-    pub flights: FlightCounters,
+    /// The engine's counters.
+    pub engine: EngineFigures,
     /// Queue lengths by operation.
     pub queued: [u64; Operation::COUNT],
     /// Batch sizes: cumulative counts at each of `BATCH_BUCKETS`, total count, sum.
     pub batch_size: (Vec<u64>, u64, f64),
     /// Queue times (µs): cumulative counts at each of `QUEUE_BUCKETS_US`, total count, sum.
     pub queue_time: (Vec<u64>, u64, f64),
-    /// Model computations and batches.
-    pub computations: u64,
-    /// Model batches.
-    pub batches: u64,
-    /// This shard's view of each endpoint.
-    pub endpoints: Vec<EndpointInfo>,
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
 }
@@ -203,17 +191,12 @@ impl MetricsSnapshot {
         self.requests.merge(&o.requests);
         self.in_flight += o.in_flight;
         self.connections_open += o.connections_open;
-        self.cache.merge(&o.cache);
-        self.cache_entries += o.cache_entries;
-        self.cache_bytes += o.cache_bytes;
-        self.flights.merge(&o.flights);
+        self.engine.merge(&o.engine);
         for (a, b) in self.queued.iter_mut().zip(o.queued.iter()) {
             *a += b;
         }
         merge_cumulative(&mut self.batch_size, &o.batch_size);
         merge_cumulative(&mut self.queue_time, &o.queue_time);
-        self.computations += o.computations;
-        self.batches += o.batches;
     }
 }
 
@@ -314,10 +297,10 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         }
     }
     for (result, n) in [
-        ("store", total.cache.inserts),
-        ("evict", total.cache.evictions),
-        ("invalidate", total.cache.invalidations),
-        ("expire", total.cache.expirations),
+        ("store", total.engine.cache.inserts),
+        ("evict", total.engine.cache.evictions),
+        ("invalidate", total.engine.cache.invalidations),
+        ("expire", total.engine.cache.expirations),
     ] {
         let _ = writeln!(
             w,
@@ -328,13 +311,13 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         w,
         "ai_cache_entries",
         "Results in the L1 caches.",
-        total.cache_entries as f64,
+        total.engine.cache_entries as f64,
     );
     gauge(
         w,
         "ai_cache_bytes",
         "Bytes accounted in the L1 caches.",
-        total.cache_bytes as f64,
+        total.engine.cache_bytes as f64,
     );
     gauge(
         w,
@@ -366,19 +349,19 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         w,
         "ai_single_flight_joins_total",
         "Requests that joined an identical computation in flight.",
-        total.flights.joins,
+        total.engine.flights.joins,
     );
     counter(
         w,
         "ai_model_computations_total",
         "Inputs computed by model endpoints.",
-        total.computations,
+        total.engine.computations,
     );
     counter(
         w,
         "ai_model_batches_total",
         "Batches sent to model endpoints.",
-        total.batches,
+        total.engine.batches,
     );
     cumulative_histogram(
         w,
@@ -457,7 +440,7 @@ fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
         "Circuit breaker state per endpoint and shard: 0 closed, 1 half-open, 2 open.",
     );
     for (k, s) in shards.iter().enumerate() {
-        for e in &s.endpoints {
+        for e in &s.engine.endpoints {
             let _ = writeln!(
                 w,
                 "ai_endpoint_state{{endpoint=\"{}\",shard=\"{k}\"}} {}",
@@ -506,7 +489,7 @@ fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
 fn endpoint_sums(shards: &[MetricsSnapshot]) -> Vec<(String, u64, u64, f64)> {
     let mut out: Vec<(String, u64, u64, f64, u32)> = Vec::new();
     for s in shards {
-        for e in &s.endpoints {
+        for e in &s.engine.endpoints {
             match out.iter_mut().find(|x| x.0 == e.name) {
                 Some(x) => {
                     x.1 += e.calls;

@@ -1,6 +1,6 @@
 //! The monitor: on shard 0, every `ATLAS_MONITOR_INTERVAL_S` (default 5 s), collect every
 //! shard's metrics over the mesh, turn the change since the last collection into a window
-//! (requests, 5xx, cache outcomes, p95 latency per operation), keep a rolling history,
+//! (requests, 5xx, cache outcomes, p95 latency per operation),
 //! evaluate the brief's alert rules, and compute a health score.
 //!
 //! Alert thresholds (defaults reproduce the brief's table; the two variables scale them):
@@ -30,10 +30,8 @@ use atlas_shard::{BreakerState, Operation};
 
 use crate::config::Config;
 use crate::metrics::{self, MetricsSnapshot, DURATION_BUCKETS};
-use crate::runtime::shard::{Shard, ShardCall, ShardReply};
+use crate::runtime::shard::Shard;
 
-/// Windows kept in the history (an hour at the default interval).
-const HISTORY: usize = 720;
 /// Alert events kept.
 const EVENTS: usize = 200;
 /// Fewest requests or lookups in a window for rate-based rules to be evaluated.
@@ -132,7 +130,6 @@ pub struct Monitor {
     error_rate: f64,
     max_concurrent: f64,
     last: RefCell<Option<MetricsSnapshot>>,
-    history: RefCell<VecDeque<Window>>,
     rules: RefCell<[RuleState; 4]>,
     events: RefCell<VecDeque<AlertEvent>>,
     event_count: RefCell<u64>,
@@ -149,7 +146,6 @@ impl Monitor {
             error_rate: config.alert_error_rate,
             max_concurrent: config.max_concurrent_requests as f64,
             last: RefCell::new(None),
-            history: RefCell::new(VecDeque::new()),
             rules: RefCell::new(Default::default()),
             events: RefCell::new(VecDeque::new()),
             event_count: RefCell::new(0),
@@ -165,12 +161,6 @@ impl Monitor {
         self.summary.borrow().clone()
     }
 
-    /// The last `n` windows, oldest first.
-    pub fn history(&self, n: usize) -> Vec<Window> {
-        let h = self.history.borrow();
-        h.iter().skip(h.len().saturating_sub(n)).cloned().collect()
-    }
-
     /// The last alert events, oldest first.
     pub fn events(&self) -> Vec<AlertEvent> {
         self.events.borrow().iter().cloned().collect()
@@ -183,15 +173,7 @@ impl Monitor {
             if shard.is_draining() {
                 return;
             }
-            let replies = shard.mesh.broadcast(|| ShardCall::Metrics).await;
-            let snaps: Vec<MetricsSnapshot> = replies
-                .into_iter()
-                .filter_map(|r| match r {
-                    Ok(ShardReply::Metrics(m)) => Some(*m),
-                    _ => None,
-                })
-                .collect();
-            self.observe(&snaps);
+            self.observe(&shard.collect_metrics().await);
         }
     }
 
@@ -204,11 +186,6 @@ impl Monitor {
         };
         *self.last.borrow_mut() = Some(total);
         self.evaluate(&window);
-        let mut h = self.history.borrow_mut();
-        h.push_back(window);
-        while h.len() > HISTORY {
-            h.pop_front();
-        }
     }
 
     fn evaluate(&self, w: &Window) {
@@ -392,11 +369,10 @@ fn window(
             }
         }
     }
-    let names: Vec<&str> = shards
+    let mut distinct: Vec<&str> = shards
         .iter()
-        .flat_map(|s| s.endpoints.iter().map(|e| e.name.as_str()))
+        .flat_map(|s| s.engine.endpoints.iter().map(|e| e.name.as_str()))
         .collect();
-    let mut distinct: Vec<&str> = names.clone();
     distinct.sort_unstable();
     distinct.dedup();
     if !distinct.is_empty() {
@@ -404,7 +380,8 @@ fn window(
             .iter()
             .filter(|n| {
                 shards.iter().any(|s| {
-                    s.endpoints
+                    s.engine
+                        .endpoints
                         .iter()
                         .any(|e| e.name == **n && e.state == BreakerState::Open)
                 })

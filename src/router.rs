@@ -126,19 +126,7 @@ async fn metrics(shard: &Rc<Shard>) -> Response {
         )
         .to_response();
     }
-    let broadcast = shard.mesh.broadcast(|| ShardCall::Metrics);
-    let replies: Vec<_> = futures_lite::future::or(broadcast, async {
-        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
-        Vec::new()
-    })
-    .await;
-    let snapshots: Vec<crate::metrics::MetricsSnapshot> = replies
-        .into_iter()
-        .filter_map(|r| match r {
-            Ok(ShardReply::Metrics(m)) => Some(*m),
-            _ => None,
-        })
-        .collect();
+    let snapshots = shard.collect_metrics().await;
     Response::text(
         Status::Ok,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -167,15 +155,11 @@ fn ready(shard: &Shard) -> Response {
 }
 
 async fn detailed(shard: &Rc<Shard>) -> Response {
-    // A shard that does not answer within a second is reported unreachable, not waited for.
-    let broadcast = shard.mesh.broadcast(|| ShardCall::Info);
-    let replies = futures_lite::future::or(broadcast, async {
-        glommio::timer::sleep(std::time::Duration::from_secs(1)).await;
-        (0..shard.mesh.shards())
-            .map(|k| Err(crate::mesh::MeshError::PeerGone(k)))
-            .collect()
-    })
-    .await;
+    // A shard that does not answer in time is reported unreachable, not waited for.
+    let replies = shard
+        .mesh
+        .broadcast(|| ShardCall::Info, crate::runtime::shard::BROADCAST_LIMIT)
+        .await;
     let mut shards = Vec::with_capacity(replies.len());
     let mut healthy = true;
     let mut monitor_summary = None;
@@ -190,28 +174,29 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                 "cpu": info.cpu,
                 "connections_open": info.connections_open,
                 "connections_total": info.connections_total,
+                "connections_rejected": info.connections_rejected,
                 "requests_total": info.requests_total,
                 "in_flight": info.in_flight,
-                "model_computations": info.model_computations,
-                "model_batches": info.model_batches,
-                "refreshes": info.refreshes,
-                "queued": info.queued,
+                "model_computations": info.engine.computations,
+                "model_batches": info.engine.batches,
+                "refreshes": info.engine.refreshes,
+                "queued": info.engine.queued,
                 "cache": {
-                    "entries": info.cache_entries,
-                    "bytes": info.cache_bytes,
-                    "hits": info.cache.hits,
-                    "stale_hits": info.cache.stale_hits,
-                    "misses": info.cache.misses,
-                    "inserts": info.cache.inserts,
-                    "evictions": info.cache.evictions,
-                    "invalidations": info.cache.invalidations,
+                    "entries": info.engine.cache_entries,
+                    "bytes": info.engine.cache_bytes,
+                    "hits": info.engine.cache.hits,
+                    "stale_hits": info.engine.cache.stale_hits,
+                    "misses": info.engine.cache.misses,
+                    "inserts": info.engine.cache.inserts,
+                    "evictions": info.engine.cache.evictions,
+                    "invalidations": info.engine.cache.invalidations,
                 },
                 "single_flight": {
-                    "leaders": info.flights.leaders,
-                    "joins": info.flights.joins,
-                    "bypassed": info.flights.bypassed,
+                    "leaders": info.engine.flights.leaders,
+                    "joins": info.engine.flights.joins,
+                    "bypassed": info.engine.flights.bypassed,
                 },
-                "endpoints": info.endpoints.iter().map(|e| json!({
+                "endpoints": info.engine.endpoints.iter().map(|e| json!({
                     "name": e.name,
                     "state": e.state.as_str(),
                     "state_gauge": e.state.as_gauge(),

@@ -110,6 +110,43 @@ struct Computed {
     batch_size: usize,
 }
 
+/// A copy of one engine's counters (plain data, `Send`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineFigures {
+    /// Inputs computed by model endpoints.
+    pub computations: u64,
+    /// Model batches run.
+    pub batches: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// L1 cache counters.
+    pub cache: atlas_shard::CacheCounters,
+    /// L1 entries.
+    pub cache_entries: u64,
+    /// L1 bytes accounted.
+    pub cache_bytes: u64,
+    /// Single-flight counters.
+    pub flights: atlas_shard::FlightCounters,
+    /// Requests waiting in the batch queues.
+    pub queued: u64,
+    /// This shard's view of each endpoint.
+    pub endpoints: Vec<super::pool::EndpointInfo>,
+}
+
+impl EngineFigures {
+    /// Adds `o`'s counters (endpoint views are per shard and not merged).
+    pub fn merge(&mut self, o: &EngineFigures) {
+        self.computations += o.computations;
+        self.batches += o.batches;
+        self.refreshes += o.refreshes;
+        self.cache.merge(&o.cache);
+        self.cache_entries += o.cache_entries;
+        self.cache_bytes += o.cache_bytes;
+        self.flights.merge(&o.flights);
+        self.queued += o.queued;
+    }
+}
+
 /// Plain counters of this shard's engine.
 #[derive(Debug, Default)]
 pub struct EngineCounters {
@@ -214,9 +251,25 @@ impl Engine {
         }
     }
 
-    /// A copy of the batch queues' statistics.
-    pub fn batch_stats(&self) -> atlas_shard::BatchStats {
-        self.queues.borrow().stats().clone()
+    /// The batch queues' statistics (borrowed: a scrape reads them without copying).
+    pub fn batch_stats(&self) -> std::cell::Ref<'_, atlas_shard::BatchStats> {
+        std::cell::Ref::map(self.queues.borrow(), |q| q.stats())
+    }
+
+    /// This engine's counters, for `/health/detailed` and `/metrics` alike.
+    pub fn figures(&self) -> EngineFigures {
+        let cache = self.cache.borrow();
+        EngineFigures {
+            computations: self.counters.computations.get(),
+            batches: self.counters.batches.get(),
+            refreshes: self.counters.refreshes.get(),
+            cache: *cache.counters(),
+            cache_entries: cache.len() as u64,
+            cache_bytes: cache.bytes_used() as u64,
+            flights: *self.flights.borrow().counters(),
+            queued: self.queued() as u64,
+            endpoints: self.pool.snapshot(),
+        }
     }
 
     /// Requests waiting in the batch queues.

@@ -11,7 +11,6 @@ pub mod listener;
 pub mod shard;
 pub mod sys;
 
-use std::cell::OnceCell;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
@@ -278,25 +277,7 @@ async fn run_shard(start: ShardStart) {
     // SAFETY: as above.
     let notify = unsafe { UnixStream::from_raw_fd(seed.notify) };
 
-    // Peers may call this shard as soon as the mesh is joined, which can be before `join`
-    // returns here: the handler waits (yielding) until the shard is published in `slot`.
-    let slot: Rc<OnceCell<Rc<Shard>>> = Rc::new(OnceCell::new());
-    let handler: Handler<ShardCall, ShardReply> = {
-        let slot = Rc::clone(&slot);
-        Rc::new(move |call| {
-            let slot = Rc::clone(&slot);
-            Box::pin(async move {
-                let shard = loop {
-                    match slot.get() {
-                        Some(shard) => break Rc::clone(shard),
-                        None => futures_lite::future::yield_now().await,
-                    }
-                };
-                shard.handle_call(call).await
-            })
-        })
-    };
-    let mesh = match mesh.join(handler).await {
+    let mesh = match mesh.join().await {
         Ok(mesh) => mesh,
         Err(e) => {
             let _ = ready.send(Err(format!("cannot join the shard mesh: {e}")));
@@ -306,12 +287,16 @@ async fn run_shard(start: ShardStart) {
     let shard = Rc::new(Shard::new(
         config,
         Arc::clone(&shared),
-        mesh,
+        Rc::clone(&mesh),
         origin,
         &role,
         &remote,
     ));
-    let _ = slot.set(Rc::clone(&shard));
+    let handler: Handler<ShardCall, ShardReply> = {
+        let shard = Rc::clone(&shard);
+        Rc::new(move |call| Box::pin(Rc::clone(&shard).handle_call(call)))
+    };
+    mesh.serve(handler);
 
     glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();
     if let Some(monitor) = &shard.monitor {

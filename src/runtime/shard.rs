@@ -14,14 +14,17 @@ use std::time::Instant;
 use atlas_shard::{BatchOptions, Priority};
 use glommio::sync::Semaphore;
 
-use crate::ai::engine::{Engine, EngineOptions, EngineSetup, Job, Outcome};
-use crate::ai::pool::{EndpointInfo, PoolOptions, ResolvedEndpoint};
+use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Outcome};
+use crate::ai::pool::{PoolOptions, ResolvedEndpoint};
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
 use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
 use crate::monitor::{Monitor, MonitorSummary};
+
+/// How long a scrape, `/health/detailed` or the monitor waits for each shard's answer.
+pub const BROADCAST_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// State shared by every shard of the process. Touched on connection accept/close and on
 /// lifecycle changes, never per request.
@@ -91,28 +94,14 @@ pub struct ShardInfo {
     pub connections_open: u64,
     /// Connections accepted since start.
     pub connections_total: u64,
+    /// Connections refused at the connection cap since start.
+    pub connections_rejected: u64,
     /// Requests answered since start.
     pub requests_total: u64,
     /// Requests being handled now.
     pub in_flight: u64,
-    /// Inputs computed by the model on this shard.
-    pub model_computations: u64,
-    /// Model batches run on this shard.
-    pub model_batches: u64,
-    /// Background refreshes started.
-    pub refreshes: u64,
-    /// L1 cache counters.
-    pub cache: atlas_shard::CacheCounters,
-    /// Entries in this shard's L1 cache.
-    pub cache_entries: u64,
-    /// Bytes accounted in this shard's L1 cache.
-    pub cache_bytes: u64,
-    /// Single-flight counters.
-    pub flights: atlas_shard::FlightCounters,
-    /// Requests waiting in this shard's batch queues.
-    pub queued: u64,
-    /// This shard's view of each model endpoint.
-    pub endpoints: Vec<EndpointInfo>,
+    /// The engine's counters (empty on a model endpoint).
+    pub engine: EngineFigures,
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
 }
@@ -282,37 +271,37 @@ impl Shard {
     /// This shard's counters.
     pub fn info(&self) -> ShardInfo {
         let c = &self.counters;
-        let mut info = ShardInfo {
+        ShardInfo {
             shard: self.id,
             cpu: self.cpu,
             connections_open: c.connections_open.get(),
             connections_total: c.connections_total.get(),
+            connections_rejected: c.connections_rejected.get(),
             requests_total: c.requests_total.get(),
             in_flight: c.in_flight.get(),
-            model_computations: 0,
-            model_batches: 0,
-            refreshes: 0,
-            cache: atlas_shard::CacheCounters::default(),
-            cache_entries: 0,
-            cache_bytes: 0,
-            flights: atlas_shard::FlightCounters::default(),
-            queued: 0,
-            endpoints: Vec::new(),
+            engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|m| m.summary()),
-        };
-        if let App::Gateway(e) = &self.app {
-            let cache = e.cache.borrow();
-            info.model_computations = e.counters.computations.get();
-            info.model_batches = e.counters.batches.get();
-            info.refreshes = e.counters.refreshes.get();
-            info.cache = *cache.counters();
-            info.cache_entries = cache.len() as u64;
-            info.cache_bytes = cache.bytes_used() as u64;
-            info.flights = *e.flights.borrow().counters();
-            info.queued = e.queued() as u64;
-            info.endpoints = e.pool.snapshot();
         }
-        info
+    }
+
+    fn engine_figures(&self) -> EngineFigures {
+        match &self.app {
+            App::Gateway(e) => e.figures(),
+            App::Model(_) => EngineFigures::default(),
+        }
+    }
+
+    /// Every shard's metrics (those that answer within a second).
+    pub async fn collect_metrics(self: &Rc<Self>) -> Vec<MetricsSnapshot> {
+        self.mesh
+            .broadcast(|| ShardCall::Metrics, BROADCAST_LIMIT)
+            .await
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(ShardReply::Metrics(m)) => Some(*m),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A copy of this shard's metrics.
@@ -321,19 +310,12 @@ impl Shard {
             requests: self.metrics.borrow().clone(),
             in_flight: self.counters.in_flight.get(),
             connections_open: self.counters.connections_open.get(),
+            engine: self.engine_figures(),
+            monitor: self.monitor.as_ref().map(|mon| mon.summary()),
             ..MetricsSnapshot::default()
         };
-        m.monitor = self.monitor.as_ref().map(|mon| mon.summary());
         if let App::Gateway(e) = &self.app {
-            let cache = e.cache.borrow();
-            m.cache = *cache.counters();
-            m.cache_entries = cache.len() as u64;
-            m.cache_bytes = cache.bytes_used() as u64;
-            m.flights = *e.flights.borrow().counters();
             m.set_batch_stats(&e.batch_stats());
-            m.computations = e.counters.computations.get();
-            m.batches = e.counters.batches.get();
-            m.endpoints = e.pool.snapshot();
         }
         m
     }
