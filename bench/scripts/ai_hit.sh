@@ -5,22 +5,20 @@
 #
 # Usage: bench/scripts/ai_hit.sh [ROUNDS] [SECONDS] [CONNECTIONS] [CORES]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}; SECS=${2:-8}; CONNS=${3:-64}; CORES=${4:-2}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release -p atlas -p atlas-bench >/dev/null 2>&1
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" &
-  for _ in $(seq 100); do grep -q "listening on" "$out/$name.out" 2>/dev/null && break; sleep 0.05; done
-  grep -o 'http://[0-9.:]*' "$out/$name.out" | head -1; }
-wrk_run() { # url [script] → "rps p99_ms"
+start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & wait_listening "$out/$name.out"; }
+wrk_run() { # url [script] → "rps p99_ms", failing on non-2xx answers
   local url=$1; shift
-  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url" 2>/dev/null | awk '
-    /Requests\/sec/ {rps=$2}
-    /Non-2xx/ {bad=$NF}
-    $1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; p99=v}
-    END {if (bad) {print "ERROR non-2xx " bad; exit 1}; printf "%s %s\n", rps, p99}'
+  local r; r=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url" 2>/dev/null | wrk_summary)
+  set -- $r
+  if [ "$5" != 0 ]; then echo "ERROR non-2xx $5"; return 1; fi
+  echo "$1 $4"
 }
 atlas=$(ATLAS_LOG=warn start atlas target/release/atlas serve --listen 127.0.0.1:0 --cores "$CORES")
 floor=$(start floor target/release/atlas-floor 127.0.0.1:0 "$CORES")

@@ -6,25 +6,21 @@
 #
 # Usage: bench/scripts/batching_gain.sh [SECONDS] [CONNECTIONS] [ROUNDS]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 SECS=${1:-10}; CONNS=${2:-64}; ROUNDS=${3:-3}
 cargo build --release -p atlas >/dev/null 2>&1
 A=target/release/atlas
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-wait_line() { for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.05; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
 $A model-endpoint --listen 127.0.0.1:0 --cores 1 --latency-ms 20 --per-item-ms 1 --concurrency 1 >"$out/m.out" 2>/dev/null &
-model=$(wait_line "$out/m.out")
+model=$(wait_listening "$out/m.out")
 run() { # batch_size → "rps p50 p95 p99"
   ATLAS_LOG=warn ATLAS_EMBEDDED=false ATLAS_ENDPOINTS="m=$model" BATCH_SIZE=$1 \
     $A serve --listen 127.0.0.1:0 --cores 1 >"$out/g$1.out" 2>/dev/null &
   local pid=$!
-  local gw; gw=$(wait_line "$out/g$1.out")
-  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s bench/scripts/distinct_keys.lua "$gw" 2>/dev/null | awk '
-    function ms(v) { if (v ~ /us$/) {sub("us","",v); return v/1000} if (v ~ /ms$/) {sub("ms","",v); return v} if (v ~ /s$/) {sub("s","",v); return v*1000} return v }
-    /Requests\/sec/ {rps=$2} /Non-2xx/ {bad=$NF}
-    $1=="50%" {p50=ms($2)} $1=="90%" {p90=ms($2)} $1=="99%" {p99=ms($2)}
-    END {printf "%s %s %s %s %s\n", rps, p50, p90, p99, (bad?bad:0)}'
+  local gw; gw=$(wait_listening "$out/g$1.out")
+  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s bench/scripts/distinct_keys.lua "$gw" 2>/dev/null | wrk_summary
   kill $pid; wait $pid 2>/dev/null || true
 }
 echo "round batch rps p50_ms p90_ms p99_ms non2xx"

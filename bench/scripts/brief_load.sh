@@ -6,18 +6,18 @@
 #
 # Usage: bench/scripts/brief_load.sh [ROUNDS] [SECONDS] [RATE]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}; SECS=${2:-20}; RATE=${3:-1500}
 cargo build --release -p atlas -p atlas-bench >/dev/null 2>&1
 A=target/release/atlas; L=target/release/atlas-bench
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-wait_line() { for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.05; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
 for r in $(seq "$ROUNDS"); do
   $A model-endpoint --listen 127.0.0.1:0 --cores 1 --latency-ms 200 --per-item-ms 1 --concurrency 8 >"$out/m.out" 2>/dev/null &
-  mpid=$!; model=$(wait_line "$out/m.out")
+  mpid=$!; model=$(wait_listening "$out/m.out")
   ATLAS_LOG=warn ATLAS_EMBEDDED=false ATLAS_ENDPOINTS="m=$model;concurrency=8" $A serve --listen 127.0.0.1:0 --cores 2 >"$out/g.out" 2>/dev/null &
-  gpid=$!; gw=$(wait_line "$out/g.out")
+  gpid=$!; gw=$(wait_listening "$out/g.out")
   $L load --url "$gw" --rate "$RATE" --duration "$SECS" --connections 1000 --users 1000 --user-ids 100 \
     --keyspace 3 --zipf 1.1 --target-p95 400 --json "$out/r$r.json" --server-pid $gpid --quiet >/dev/null 2>&1 || true
   kill $gpid $mpid; wait $gpid $mpid 2>/dev/null || true

@@ -6,6 +6,7 @@
 #
 # Usage: bench/scripts/gateway_overhead.sh [RATE] [SECONDS] [ROUNDS]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 RATE=${1:-2000}; SECS=${2:-8}; ROUNDS=${3:-3}
 WORKERS=50; PER=$((RATE / WORKERS))
@@ -13,11 +14,10 @@ cargo build --release -p atlas >/dev/null 2>&1
 A=target/release/atlas
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-wait_line() { for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.05; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
 $A model-endpoint --listen 127.0.0.1:0 --cores 1 --concurrency 64 >"$out/m.out" 2>/dev/null &
-model=$(wait_line "$out/m.out")
+model=$(wait_listening "$out/m.out")
 ATLAS_LOG=warn ATLAS_EMBEDDED=false ATLAS_ENDPOINTS="m=$model;concurrency=64" $A serve --listen 127.0.0.1:0 --cores 1 >"$out/g.out" 2>/dev/null &
-gw=$(wait_line "$out/g.out")
+gw=$(wait_listening "$out/g.out")
 INPUT='{"age":35,"horizon_years":20,"income_stability":4,"loss_tolerance":3,"experience":3}'
 hey_run() { # url body [header] → "rps p50 p99"
   local url=$1 body=$2; shift 2

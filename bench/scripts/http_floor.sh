@@ -5,6 +5,7 @@
 # Usage: bench/scripts/http_floor.sh [ROUNDS] [SECONDS] [CONNECTIONS] [CORES]
 # Needs: wrk (Debian package `wrk`), release binaries (built here if missing).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}; SECS=${2:-8}; CONNS=${3:-64}; CORES=${4:-2}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
@@ -13,21 +14,14 @@ ATLAS=target/release/atlas; FLOOR=target/release/atlas-floor
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
-start() { # name cmd... → prints port
+start() { # name cmd... → prints the URL
   local name=$1; shift
   "$@" >"$out/$name.out" 2>"$out/$name.err" &
-  echo $! >"$out/$name.pid"
-  for _ in $(seq 100); do
-    grep -q "listening on" "$out/$name.out" 2>/dev/null && break; sleep 0.05
-  done
-  grep -o 'http://[0-9.:]*' "$out/$name.out" | head -1
+  wait_listening "$out/$name.out"
 }
 
 run_wrk() { # url → "rps p99_ms"
-  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$1/health" 2>/dev/null | awk '
-    /Requests\/sec/ {rps=$2}
-    $1=="99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; p99=v}
-    END {printf "%s %s\n", rps, p99}'
+  wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$1/health" 2>/dev/null | wrk_summary | awk '{print $1, $4}'
 }
 
 atlas_url=$(ATLAS_LOG=warn start atlas "$ATLAS" serve --listen 127.0.0.1:0 --cores "$CORES")

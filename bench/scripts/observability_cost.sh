@@ -6,16 +6,16 @@
 #
 # Usage: bench/scripts/observability_cost.sh [ROUNDS] [SECONDS] [CONNECTIONS]
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-5}; SECS=${2:-8}; CONNS=${3:-64}
 cargo build --release -p atlas >/dev/null 2>&1
 out=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-wait_line() { for _ in $(seq 100); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.05; done; grep -o 'http://[0-9.:]*' "$1" | head -1; }
 ATLAS_LOG=warn ENABLE_PROMETHEUS=false target/release/atlas serve --listen 127.0.0.1:0 --cores 1 >"$out/off.out" 2>/dev/null &
-off=$(wait_line "$out/off.out")
+off=$(wait_listening "$out/off.out")
 ATLAS_LOG=warn target/release/atlas serve --listen 127.0.0.1:0 --cores 1 >"$out/on.out" 2>/dev/null &
-on=$(wait_line "$out/on.out")
+on=$(wait_listening "$out/on.out")
 rps() { wrk -t1 -c"$CONNS" -d"${SECS}s" -s bench/scripts/ai_hit.lua "$1" 2>/dev/null | awk '/Requests\/sec/ {print $2}'; }
 rps "$off" >/dev/null; rps "$on" >/dev/null
 echo "round off on on+scrape"
