@@ -522,7 +522,7 @@ impl Engine {
         let size = batch.requests.len();
         let op = batch.key.op;
         let mut inputs = Vec::with_capacity(size);
-        let mut deadlines = Vec::with_capacity(size);
+        let mut deadline = started;
         let mut replies = Vec::with_capacity(size);
         for request in batch.requests {
             // A request whose deadline passed since it was flushed is answered, not computed.
@@ -531,7 +531,7 @@ impl Engine {
                 continue;
             }
             inputs.push(request.payload.input);
-            deadlines.push(request.deadline);
+            deadline = deadline.max(request.deadline);
             replies.push((request.enqueued_at, request.payload.reply));
         }
         let size = inputs.len();
@@ -540,7 +540,6 @@ impl Engine {
             self.wake.notify();
             return;
         }
-        let deadline = deadlines.iter().copied().max().unwrap_or(started);
         let (outputs, endpoint) = match self.pool.run(op, inputs, deadline).await {
             Ok(done) => done,
             Err(e) => {
