@@ -65,7 +65,8 @@ impl Buckets {
         self.sum += o.sum;
     }
 
-    fn count(&self) -> u64 {
+    /// Answers recorded.
+    pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
@@ -84,6 +85,37 @@ pub struct RequestMetrics {
     pub overhead: [Buckets; Operation::COUNT],
     /// Answers by operation and HTTP status.
     pub status: Vec<(Operation, u16, u64)>,
+    /// Answers a model computed for this request, by operation (mean batch size and queue
+    /// time as requests saw them, for `/ai/admin/performance`).
+    pub model: [ModelFigures; Operation::COUNT],
+}
+
+/// Sums over the answers a model computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelFigures {
+    /// Answers computed by a model.
+    pub answers: u64,
+    /// Sum of the sizes of the batches they were computed in.
+    pub batch_sum: u64,
+    /// Sum of the seconds they waited in a batch queue.
+    pub queue_s: f64,
+}
+
+impl ModelFigures {
+    /// The change since `earlier`.
+    pub fn since(&self, earlier: &ModelFigures) -> ModelFigures {
+        ModelFigures {
+            answers: self.answers.saturating_sub(earlier.answers),
+            batch_sum: self.batch_sum.saturating_sub(earlier.batch_sum),
+            queue_s: (self.queue_s - earlier.queue_s).max(0.0),
+        }
+    }
+
+    fn add(&mut self, o: &ModelFigures) {
+        self.answers += o.answers;
+        self.batch_sum += o.batch_sum;
+        self.queue_s += o.queue_s;
+    }
 }
 
 impl RequestMetrics {
@@ -110,7 +142,18 @@ impl RequestMetrics {
         }
     }
 
+    /// Records an answer a model computed in a batch of `batch_size` after `queue_s` queued.
+    pub fn record_model(&mut self, op: Operation, batch_size: usize, queue_s: f64) {
+        let m = &mut self.model[op.index()];
+        m.answers += 1;
+        m.batch_sum += batch_size as u64;
+        m.queue_s += queue_s;
+    }
+
     fn merge(&mut self, o: &RequestMetrics) {
+        for (a, b) in self.model.iter_mut().zip(o.model.iter()) {
+            a.add(b);
+        }
         for (a, b) in self.duration.iter_mut().zip(o.duration.iter()) {
             for (x, y) in a.iter_mut().zip(b.iter()) {
                 x.merge(y);
@@ -430,6 +473,20 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
         "Alert state changes since start.",
         m.events,
     );
+    head(
+        w,
+        "ai_alert_notifications_total",
+        "counter",
+        "Alert changes sent to ATLAS_ALERT_WEBHOOK: delivered, failed after retries, dropped (queue full).",
+    );
+    let (delivered, failed, dropped) = m.notifications;
+    for (result, n) in [
+        ("delivered", delivered),
+        ("failed", failed),
+        ("dropped", dropped),
+    ] {
+        let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
+    }
 }
 
 fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {

@@ -34,6 +34,8 @@ pub enum Route {
     Info,
     /// `GET /metrics`: Prometheus text format (when `ENABLE_PROMETHEUS` is true).
     Metrics,
+    /// `GET /ai/admin/performance`: the monitor's performance document (from shard 0).
+    Performance,
 }
 
 impl Route {
@@ -42,7 +44,7 @@ impl Route {
     pub fn is_slow(self) -> bool {
         matches!(
             self,
-            Route::Ai(_) | Route::Batch | Route::Detailed | Route::Metrics
+            Route::Ai(_) | Route::Batch | Route::Detailed | Route::Metrics | Route::Performance
         )
     }
 }
@@ -71,6 +73,7 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
     match app {
         App::Gateway(_) => match path {
             "/openapi.json" => read_only(Route::OpenApi),
+            "/ai/admin/performance" => read_only(Route::Performance),
             _ => match path.strip_prefix("/ai/") {
                 Some(name) => {
                     let op = Operation::from_name(name).ok_or_else(|| unknown_operation(name))?;
@@ -109,6 +112,7 @@ pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Respo
         Route::Ai(op) => crate::ai::handle(shard, op, request).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
         Route::Metrics => metrics(shard).await,
+        Route::Performance => performance(shard).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),
@@ -132,6 +136,33 @@ async fn metrics(shard: &Rc<Shard>) -> Response {
         "text/plain; version=0.0.4; charset=utf-8",
         crate::metrics::render(&snapshots),
     )
+}
+
+async fn performance(shard: &Rc<Shard>) -> Response {
+    let reply = futures_lite::future::or(
+        async { Some(shard.mesh.call(0, ShardCall::Performance).await) },
+        async {
+            glommio::timer::sleep(crate::runtime::shard::BROADCAST_LIMIT).await;
+            None
+        },
+    )
+    .await;
+    match reply {
+        Some(Ok(ShardReply::Performance(Some(doc)))) => Response::json(Status::Ok, doc),
+        Some(Ok(_)) => ApiError::new(
+            Status::ServiceUnavailable,
+            "monitor_unavailable",
+            "the monitor is not running on shard 0",
+        )
+        .to_response(),
+        Some(Err(_)) | None => ApiError::new(
+            Status::ServiceUnavailable,
+            "monitor_unavailable",
+            "shard 0 (the monitor) did not answer in time",
+        )
+        .to_response()
+        .header("Retry-After", "1"),
+    }
 }
 
 fn ready(shard: &Shard) -> Response {
@@ -220,13 +251,31 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
             "health_score": m.health_score,
             "alerts": m.active.iter().map(|(a, s)| json!({"alert": a, "severity": s.as_str()})).collect::<Vec<_>>(),
             "alert_events": m.events,
+            "notifications": {
+                "delivered": m.notifications.0,
+                "failed": m.notifications.1,
+                "dropped": m.notifications.2,
+            },
         })
     });
+    let c = &shard.config;
     let body = json!({
         "status": if healthy && shard.shared.is_ready() { "ok" } else { "degraded" },
         "monitor": monitor,
         "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": shard.origin.elapsed().as_secs_f64(),
         "answered_by": shard.id,
+        "limits": {
+            "shards": shard.shared.shards,
+            "max_connections": c.max_connections,
+            "max_concurrent_requests": c.max_concurrent_requests,
+            "max_body_bytes": c.max_body_bytes,
+            "request_timeout_ms": c.request_timeout.as_millis() as u64,
+            "batch_size": c.batch_size,
+            "batch_timeout_ms": c.batch_timeout.as_millis() as u64,
+            "cache_max_bytes": c.cache_max_bytes,
+        },
+        "redis": {"configured": false},
         "shards": shards,
     });
     Response::json(Status::Ok, body.to_string())

@@ -51,12 +51,13 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
     let key = match CacheKey::new(op, Some(&parsed.user), &parsed.canonical) {
         Ok(k) => k,
         Err(e) => {
+            record(Status::BadRequest);
             return ApiError::new(
                 Status::BadRequest,
                 "invalid_request",
                 format!("user_id: {e}"),
             )
-            .to_response()
+            .to_response();
         }
     };
     let owner = key.shard(shard.mesh.shards());
@@ -78,6 +79,7 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
     .await;
     let mut cache = None;
     let mut processing_s = 0.0;
+    let mut model = None;
     let response = match answer {
         None => engine::timeout().to_response(),
         Some(Err(e)) => ApiError::new(
@@ -89,6 +91,9 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
         Some(Ok(ShardReply::Ai(Ok(served)))) => {
             cache = Some(served.cache);
             processing_s = served.processing_ms / 1000.0;
+            if served.batch_size > 0 {
+                model = Some((served.batch_size, served.queue_ms / 1000.0));
+            }
             success(served)
         }
         Some(Ok(ShardReply::Ai(Err(e)))) => {
@@ -105,13 +110,17 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
     };
     let total_ms = ms_since(started);
     if metrics_on {
-        shard.metrics.borrow_mut().record(
+        let mut metrics = shard.metrics.borrow_mut();
+        metrics.record(
             op,
             response.status.code(),
             cache,
             total_ms / 1000.0,
             processing_s,
         );
+        if let Some((batch_size, queue_s)) = model {
+            metrics.record_model(op, batch_size, queue_s);
+        }
     }
     response
         .header("X-Atlas-Owner", owner.to_string())

@@ -57,7 +57,8 @@ pub fn parse(value: &str) -> Result<Vec<EndpointSpec>, String> {
         if name == "embedded" || out.iter().any(|e| e.name == name) {
             return Err(format!("`{name}`: duplicate or reserved endpoint name"));
         }
-        let (host, port) = parse_url(url.trim()).map_err(|e| format!("{name}: {e}"))?;
+        let super::url::HttpUrl { host, port, .. } =
+            super::url::parse(url.trim(), false).map_err(|e| format!("{name}: {e}"))?;
         let mut spec = EndpointSpec {
             name: name.to_string(),
             host,
@@ -119,32 +120,6 @@ pub fn parse(value: &str) -> Result<Vec<EndpointSpec>, String> {
         out.push(spec);
     }
     Ok(out)
-}
-
-/// `http://host:port[/]` → (host, port). Only plain HTTP: TLS to the model tier terminates
-/// in front of it, as in the brief.
-fn parse_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}`: URL must start with http://"))?;
-    let authority = rest.trim_end_matches('/');
-    if authority.contains('/') {
-        return Err(format!("`{url}`: give the origin only (no path)"));
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p),
-        _ => return Err(format!("`{url}`: a port is required")),
-    };
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("`{url}`: bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("`{url}`: missing host"));
-    }
-    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod endpoints;
 pub mod settings;
+pub mod url;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -134,6 +135,12 @@ pub struct Config {
     pub monitor_interval: Duration,
     /// Windows a condition holds before an alert fires (and clears before it resolves).
     pub alert_for_windows: u32,
+    /// Monitor windows kept for trends and `/ai/admin/performance`.
+    pub monitor_history: usize,
+    /// Learn a latency baseline per operation and alert on deviations from it.
+    pub adaptive_thresholds: bool,
+    /// Where alert changes are POSTed as JSON.
+    pub alert_webhook: Option<url::HttpUrl>,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -180,6 +187,9 @@ impl Default for Config {
             health_interval: Duration::from_secs(5),
             monitor_interval: Duration::from_secs(5),
             alert_for_windows: 2,
+            monitor_history: 60,
+            adaptive_thresholds: false,
+            alert_webhook: None,
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,
@@ -315,6 +325,21 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
     });
     p.set(&mut c.alert_for_windows, "ATLAS_ALERT_FOR_WINDOWS", |v| {
         int_in(v, 1, 100).map(|n| n as u32)
+    });
+    p.set(&mut c.monitor_history, "ATLAS_MONITOR_HISTORY", |v| {
+        usize_in(v, 3, 10_000)
+    });
+    p.set(
+        &mut c.adaptive_thresholds,
+        "ATLAS_ADAPTIVE_THRESHOLDS",
+        boolean,
+    );
+    p.set(&mut c.alert_webhook, "ATLAS_ALERT_WEBHOOK", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            url::parse(v, true).map(Some)
+        }
     });
     p.set(
         &mut c.max_concurrent_requests,

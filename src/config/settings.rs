@@ -81,6 +81,9 @@ pub const SETTINGS: &[Setting] = &[
     s("ENABLE_PROMETHEUS", "enable_prometheus", "true", "serve GET /metrics"),
     s("ATLAS_MONITOR_INTERVAL_S", "monitor_interval_s", "5", "seconds between monitor collections (alert windows)"),
     s("ATLAS_ALERT_FOR_WINDOWS", "alert_for_windows", "2", "consecutive windows a condition must hold before an alert fires, and clear before it resolves"),
+    s("ATLAS_MONITOR_HISTORY", "monitor_history", "60", "monitor windows kept for trends and GET /ai/admin/performance (60 × 5 s = 5 minutes)"),
+    s("ATLAS_ADAPTIVE_THRESHOLDS", "adaptive_thresholds", "false", "learn a p95 baseline per operation and raise latency_deviation when a window exceeds 3 × it (never less sensitive than the static thresholds)"),
+    s("ATLAS_ALERT_WEBHOOK", "alert_webhook", "", "http://host:port/path that receives every alert change as a JSON POST (3 tries, never blocking a shard)"),
     s("ALERT_RESPONSE_TIME_MS", "alert_response_time_ms", "400", "p95 response time that raises an alert"),
     s("ALERT_ERROR_RATE", "alert_error_rate", "0.05", "error-rate fraction that raises an alert"),
 ];

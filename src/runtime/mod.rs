@@ -26,6 +26,7 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 use crate::ai::pool::ResolvedEndpoint;
 use crate::config::Config;
 use crate::mesh::{Handler, MeshBuilders};
+use crate::monitor::WebhookTarget;
 use shard::{Role, Shard, ShardCall, ShardReply, Shared};
 
 /// Why the server could not start.
@@ -94,7 +95,10 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
         );
     }
 
-    let remote = Arc::new(resolve_endpoints(&config)?);
+    let resolved = Arc::new(Resolved {
+        endpoints: resolve_endpoints(&config)?,
+        webhook: resolve_webhook(&config, addr)?,
+    });
 
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -134,7 +138,7 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
             ready: ready_tx,
             origin,
             role: role.clone(),
-            remote,
+            resolved,
         };
         LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
             .name("atlas-shard")
@@ -201,6 +205,38 @@ fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartErro
         .collect()
 }
 
+/// Resolves `ATLAS_ALERT_WEBHOOK`; names this instance `hostname:port` in its payloads.
+fn resolve_webhook(
+    config: &Config,
+    bound: SocketAddr,
+) -> Result<Option<WebhookTarget>, StartError> {
+    use std::net::ToSocketAddrs;
+    let Some(url) = &config.alert_webhook else {
+        return Ok(None);
+    };
+    let addr = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            StartError::Config(format!(
+                "ATLAS_ALERT_WEBHOOK: cannot resolve {}",
+                url.authority()
+            ))
+        })?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "atlas".to_string());
+    Ok(Some(WebhookTarget {
+        addr,
+        host: url.authority(),
+        path: url.path.clone(),
+        instance: format!("{host}:{}", bound.port()),
+    }))
+}
+
 /// Prints the one line tests and tools wait for.
 fn announce(role: &Role, addr: SocketAddr, shards: usize) {
     let what = match role {
@@ -251,7 +287,16 @@ struct ShardStart {
     /// Origin of the shards' shared monotonic clock.
     origin: Instant,
     role: Role,
-    remote: Arc<Vec<ResolvedEndpoint>>,
+    resolved: Arc<Resolved>,
+}
+
+/// Addresses resolved on the main thread before the executors start (never DNS on a shard).
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    /// The remote model endpoints.
+    pub endpoints: Vec<ResolvedEndpoint>,
+    /// Where alert changes go (`ATLAS_ALERT_WEBHOOK`).
+    pub webhook: Option<WebhookTarget>,
 }
 
 async fn run_shard(start: ShardStart) {
@@ -263,7 +308,7 @@ async fn run_shard(start: ShardStart) {
         ready,
         origin,
         role,
-        remote,
+        resolved,
     } = start;
     let seed = match seeds.lock().map(|mut s| s.pop()) {
         Ok(Some(seed)) => seed,
@@ -290,7 +335,7 @@ async fn run_shard(start: ShardStart) {
         Rc::clone(&mesh),
         origin,
         &role,
-        &remote,
+        &resolved,
     ));
     let handler: Handler<ShardCall, ShardReply> = {
         let shard = Rc::clone(&shard);

@@ -15,7 +15,7 @@ use atlas_shard::{BatchOptions, Priority};
 use glommio::sync::Semaphore;
 
 use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Outcome};
-use crate::ai::pool::{PoolOptions, ResolvedEndpoint};
+use crate::ai::pool::PoolOptions;
 use crate::config::Config;
 use crate::http::Limits;
 use crate::mesh::Mesh;
@@ -70,6 +70,8 @@ pub enum ShardCall {
     Ai(Box<Job>),
     /// Copy this shard's metrics (for a `/metrics` scrape).
     Metrics,
+    /// Build the performance document (shard 0, which runs the monitor).
+    Performance,
 }
 
 /// Answers to [`ShardCall`]s.
@@ -81,6 +83,8 @@ pub enum ShardReply {
     Ai(Outcome),
     /// Answer to `Metrics`.
     Metrics(Box<MetricsSnapshot>),
+    /// Answer to `Performance`: the JSON text, `None` where no monitor runs.
+    Performance(Option<String>),
 }
 
 /// A snapshot of one shard's counters.
@@ -153,6 +157,8 @@ pub struct Shard {
     pub metrics: RefCell<RequestMetrics>,
     /// The monitor (shard 0 of a gateway only).
     pub monitor: Option<Rc<Monitor>>,
+    /// When the process started the shards (for uptime).
+    pub origin: Instant,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -180,7 +186,7 @@ impl Shard {
         mesh: Rc<Mesh<ShardCall, ShardReply>>,
         origin: Instant,
         role: &Role,
-        remote: &[ResolvedEndpoint],
+        resolved: &super::Resolved,
     ) -> Self {
         let id = mesh.id();
         let shards = mesh.shards().max(1);
@@ -210,7 +216,7 @@ impl Shard {
                     },
                     pool: PoolOptions {
                         embedded: config.embedded,
-                        remote: remote.to_vec(),
+                        remote: resolved.endpoints.clone(),
                         connection_pool_size: if config.enable_connection_pooling {
                             config.connection_pool_size
                         } else {
@@ -228,8 +234,10 @@ impl Shard {
             id,
             app,
             metrics: RefCell::new(RequestMetrics::default()),
-            monitor: (id == 0 && matches!(role, Role::Gateway)).then(|| Monitor::new(&config)),
+            monitor: (id == 0 && matches!(role, Role::Gateway))
+                .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
+            origin,
             config,
             limits,
             shared,
@@ -257,6 +265,11 @@ impl Shard {
         match call {
             ShardCall::Info => ShardReply::Info(Box::new(self.info())),
             ShardCall::Metrics => ShardReply::Metrics(Box::new(self.metrics_snapshot())),
+            ShardCall::Performance => ShardReply::Performance(
+                self.monitor
+                    .as_ref()
+                    .map(|m| crate::monitor::report::performance(m).to_string()),
+            ),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
