@@ -26,6 +26,7 @@ pub mod conn;
 pub mod endpoint;
 pub mod error;
 pub mod http;
+pub mod l2;
 pub mod mesh;
 pub mod metrics;
 pub mod models;

@@ -423,6 +423,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         1e-6,
     );
     endpoints(w, shards);
+    l2(w, shards);
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
         monitor(w, m);
     }
@@ -487,6 +488,54 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
     ] {
         let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
     }
+}
+
+/// The Redis L2 series (only when it is configured).
+fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
+    let mut total: Option<crate::l2::L2Figures> = None;
+    for s in shards {
+        if let Some(f) = &s.engine.l2 {
+            total.get_or_insert_with(Default::default).merge(f);
+        }
+    }
+    let Some(t) = total else {
+        return;
+    };
+    head(
+        w,
+        "ai_l2_operations_total",
+        "counter",
+        "Redis L2 lookups by result (hit, miss, error, timeout, corrupt, skipped) and stores (store, store_dropped).",
+    );
+    for (result, n) in [
+        ("hit", t.hits),
+        ("miss", t.misses),
+        ("error", t.errors),
+        ("timeout", t.timeouts),
+        ("corrupt", t.corrupt),
+        ("skipped", t.skipped),
+        ("store", t.stores),
+        ("store_dropped", t.stores_dropped),
+    ] {
+        let _ = writeln!(w, "ai_l2_operations_total{{result=\"{result}\"}} {n}");
+    }
+    head(
+        w,
+        "ai_l2_state",
+        "gauge",
+        "Redis breaker state per shard: 0 closed, 1 half-open, 2 open.",
+    );
+    for (k, s) in shards.iter().enumerate() {
+        if let Some(state) = s.engine.l2.as_ref().and_then(|f| f.state) {
+            let _ = writeln!(w, "ai_l2_state{{shard=\"{k}\"}} {}", state.as_gauge());
+        }
+    }
+    gauge(
+        w,
+        "ai_l2_connections",
+        "Redis worker connections up.",
+        t.connected as f64,
+    );
 }
 
 fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {

@@ -138,6 +138,43 @@ async fn metrics(shard: &Rc<Shard>) -> Response {
     )
 }
 
+/// The `redis` section of `/health/detailed`: totals and each shard's breaker.
+fn redis_json(
+    c: &crate::config::Config,
+    shards: &[(usize, crate::l2::L2Figures)],
+) -> serde_json::Value {
+    if c.redis_urls.is_empty() {
+        return json!({"configured": false});
+    }
+    let mut total = crate::l2::L2Figures::default();
+    for (_, f) in shards {
+        total.merge(f);
+    }
+    let open = shards
+        .iter()
+        .filter(|(_, f)| f.state == Some(atlas_shard::BreakerState::Open))
+        .count();
+    json!({
+        "configured": true,
+        "mode": if c.redis_cluster || c.redis_urls.len() > 1 { "cluster" } else { "node" },
+        "status": if total.connected == 0 { "down" } else if open > 0 { "degraded" } else { "up" },
+        "connections": total.connected,
+        "timeout_ms": c.redis_timeout.as_millis() as u64,
+        "hits": total.hits,
+        "misses": total.misses,
+        "errors": total.errors,
+        "timeouts": total.timeouts,
+        "corrupt": total.corrupt,
+        "skipped": total.skipped,
+        "stores": total.stores,
+        "stores_dropped": total.stores_dropped,
+        "breakers": shards.iter().map(|(k, f)| json!({
+            "shard": k,
+            "state": f.state.map_or("closed", |s| s.as_str()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 async fn performance(shard: &Rc<Shard>) -> Response {
     let reply = futures_lite::future::or(
         async { Some(shard.mesh.call(0, ShardCall::Performance).await) },
@@ -194,11 +231,15 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
     let mut shards = Vec::with_capacity(replies.len());
     let mut healthy = true;
     let mut monitor_summary = None;
+    let mut l2 = Vec::new();
     for (k, reply) in replies.into_iter().enumerate() {
         match reply {
             Ok(ShardReply::Info(info)) => shards.push({
                 if info.monitor.is_some() {
                     monitor_summary = info.monitor.clone();
+                }
+                if let Some(f) = &info.engine.l2 {
+                    l2.push((info.shard, f.clone()));
                 }
                 json!({
                 "shard": info.shard,
@@ -275,7 +316,7 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
             "batch_timeout_ms": c.batch_timeout.as_millis() as u64,
             "cache_max_bytes": c.cache_max_bytes,
         },
-        "redis": {"configured": false},
+        "redis": redis_json(c, &l2),
         "shards": shards,
     });
     Response::json(Status::Ok, body.to_string())
@@ -304,6 +345,7 @@ mod tests {
                         health_interval: std::time::Duration::from_secs(5),
                         cpu: None,
                     },
+                    l2: None,
                 },
                 1,
             );

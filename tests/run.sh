@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 # promtool (Debian package `prometheus`) checks the /metrics exposition in tests/metrics.rs.
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+# redis-server and redis-cli: the Redis L2 tests (tests/redis.rs) start their own servers and
+# a three-master cluster on free ports.
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cost of observability on the cache-hit path: POST /ai/portfolio_analysis (one body, so every
 # request after the first is a hit) with ENABLE_PROMETHEUS=false (nothing recorded), with
-# metrics on, and with metrics on while /metrics is scraped every second. Alternating wrk
+# metrics on, and with metrics on while /metrics is scraped every second (by one keep-alive
+# client, as Prometheus does). Alternating wrk
 # rounds on one shard (no mesh hop, so the recording cost is not hidden behind it).
 #
 # Usage: bench/scripts/observability_cost.sh [ROUNDS] [SECONDS] [CONNECTIONS]
@@ -21,7 +22,15 @@ rps "$off" >/dev/null; rps "$on" >/dev/null
 echo "round off on on+scrape"
 for r in $(seq "$ROUNDS"); do
   a=$(rps "$off"); b=$(rps "$on")
-  ( for _ in $(seq "$SECS"); do curl -s -o /dev/null "$on/metrics"; sleep 1; done ) &
+  # One scraper process on one keep-alive connection, as a Prometheus server would scrape
+  # (a shell loop forking curl every second costs the 2-core machine more than the scrape).
+  python3 - "$on" "$SECS" <<'PY' &
+import http.client, sys, time
+host = sys.argv[1].removeprefix("http://")
+conn = http.client.HTTPConnection(host, timeout=5)
+for _ in range(int(sys.argv[2])):
+    conn.request("GET", "/metrics"); conn.getresponse().read(); time.sleep(1)
+PY
   c=$(rps "$on"); wait
   echo "$r $a $b $c"
 done | tee "$out/results"

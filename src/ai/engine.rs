@@ -25,6 +25,7 @@ use super::pool::{EndpointPool, PoolError, PoolOptions};
 use super::request::{model_error, CacheMode};
 use crate::error::ApiError;
 use crate::http::Status;
+use crate::l2::{L2Options, L2};
 use crate::models::{ModelInput, ModelOutput, MODEL_VERSION};
 use crate::notify::Notify;
 use crate::oneshot;
@@ -70,6 +71,8 @@ pub struct Served {
     pub batch_size: usize,
     /// Which endpoint computed it (`cache` for hits).
     pub endpoint: Cow<'static, str>,
+    /// Whether the hit came from the shared L2 (Redis) rather than this shard's L1.
+    pub from_l2: bool,
 }
 
 /// What the owner answers.
@@ -131,6 +134,8 @@ pub struct EngineFigures {
     pub queued: u64,
     /// This shard's view of each endpoint.
     pub endpoints: Vec<super::pool::EndpointInfo>,
+    /// This shard's L2 figures (`None` without Redis).
+    pub l2: Option<crate::l2::L2Figures>,
 }
 
 impl EngineFigures {
@@ -144,6 +149,11 @@ impl EngineFigures {
         self.cache_bytes += o.cache_bytes;
         self.flights.merge(&o.flights);
         self.queued += o.queued;
+        match (&mut self.l2, &o.l2) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.l2 = Some(b.clone()),
+            _ => {}
+        }
     }
 }
 
@@ -186,6 +196,8 @@ pub struct Engine {
     warming: bool,
     /// Counters for `/health/detailed`.
     pub counters: EngineCounters,
+    /// The shared L2 on Redis, when configured.
+    pub l2: Option<Rc<L2>>,
 }
 
 /// Engine settings derived from the configuration.
@@ -206,6 +218,8 @@ pub struct EngineSetup {
     pub options: EngineOptions,
     /// The model endpoints.
     pub pool: PoolOptions,
+    /// The Redis workers and how this shard uses them (`None`: no L2).
+    pub l2: Option<(crate::l2::pool::Pool, L2Options)>,
 }
 
 impl Engine {
@@ -230,6 +244,10 @@ impl Engine {
             wake: Notify::default(),
             warming: opts.warming,
             counters: EngineCounters::default(),
+            l2: setup
+                .l2
+                .as_ref()
+                .map(|(pool, o)| Rc::new(L2::new(pool.clone(), o.clone(), origin))),
         });
         glommio::spawn_local(Rc::clone(&engine).dispatch_loop()).detach();
         glommio::spawn_local(Rc::clone(&engine).sweep_loop()).detach();
@@ -269,6 +287,7 @@ impl Engine {
             flights: *self.flights.borrow().counters(),
             queued: self.queued() as u64,
             endpoints: self.pool.snapshot(),
+            l2: self.l2.as_ref().map(|l2| l2.figures()),
         }
     }
 
@@ -343,13 +362,17 @@ impl Engine {
         }
     }
 
-    /// Computes `job` as the single-flight leader, then wakes every follower with the result.
+    /// Answers `job` as the single-flight leader (from L2 if it holds a fresh copy, else by
+    /// computing it), then wakes every follower with the result.
     async fn lead(self: Rc<Self>, job: Job) -> Outcome {
         let key = job.key.clone();
         self.leaders
             .borrow_mut()
             .insert(key.bytes().into(), job.priority);
-        let outcome = self.compute_and_store(job).await;
+        let outcome = match self.l2_lookup(&job).await {
+            Some(served) => Ok(served),
+            None => self.compute_and_store(job).await,
+        };
         self.leaders.borrow_mut().remove(key.bytes());
         let waiters = self.flights.borrow_mut().complete(&key);
         let mut followers = self.followers.borrow_mut();
@@ -391,6 +414,25 @@ impl Engine {
             }
             Join::Bypass | Join::Overloaded => {}
         }
+    }
+
+    /// A fresh copy of `job`'s result from L2 (within its `max_age`), stored into L1 too.
+    async fn l2_lookup(&self, job: &Job) -> Option<Served> {
+        let l2 = self.l2.as_ref()?;
+        if !job.mode.stores() {
+            return None;
+        }
+        let entry = l2.get(&job.key).await?;
+        let age = Duration::from_millis(entry.age_ms);
+        let fresh = entry.age_ms < u64::from(entry.ttl_ms);
+        if !fresh || job.max_age.is_some_and(|max| age > max) {
+            return None;
+        }
+        let body = entry.body.clone();
+        self.cache.borrow_mut().restore(std::iter::once(entry));
+        let mut served = served_from_cache(body, CacheStatus::Hit);
+        served.from_l2 = true;
+        Some(served)
     }
 
     /// Queues the job for the model, waits for its result, stores it (unless `no_store`).
@@ -436,6 +478,7 @@ impl Engine {
             processing_ms: computed.processing_ms,
             batch_size: computed.batch_size,
             endpoint: Cow::Owned(computed.endpoint),
+            from_l2: false,
         })
     }
 
@@ -460,10 +503,20 @@ impl Engine {
             meta.ttl = meta.ttl.min(max);
         }
         // A result too large for the cache is still served; it is just not kept.
-        let _ = self
+        let stored = self
             .cache
             .borrow_mut()
-            .insert(key, computed.body.clone(), &meta);
+            .insert(key, computed.body.clone(), &meta)
+            .is_ok();
+        if let (true, Some(l2)) = (stored, &self.l2) {
+            // Write-behind: queued after this task yields, never awaited by the client.
+            let (l2, key, entry) = (
+                Rc::clone(l2),
+                key.clone(),
+                l2_entry(key, &computed.body, meta),
+            );
+            glommio::spawn_local(async move { l2.store(&key, &entry) }).detach();
+        }
     }
 
     fn timestamp(&self, at: Instant) -> Timestamp {
@@ -620,6 +673,25 @@ fn body_of(op: Operation, output: &ModelOutput) -> Result<Bytes, ApiError> {
         .map_err(|e| internal(format!("cannot encode the result: {e}")))
 }
 
+/// A just-computed entry in the form L2 stores.
+fn l2_entry(key: &CacheKey, body: &Bytes, meta: EntryMeta) -> atlas_shard::SnapshotEntry {
+    let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    atlas_shard::SnapshotEntry {
+        key: key.bytes().to_vec(),
+        body: body.clone(),
+        age_ms: 0,
+        ttl_ms: ms(meta.ttl),
+        stale_while_revalidate_ms: ms(meta.stale_while_revalidate),
+        stale_if_error_ms: ms(meta.stale_if_error),
+        confidence: meta.confidence,
+        volatility: meta.volatility,
+        hits: 0,
+        refresh_ahead: meta.refresh_ahead,
+        tags: meta.tags,
+        symbols: meta.symbols,
+    }
+}
+
 fn served_from_cache(body: Bytes, cache: CacheStatus) -> Served {
     Served {
         body,
@@ -628,6 +700,7 @@ fn served_from_cache(body: Bytes, cache: CacheStatus) -> Served {
         processing_ms: 0.0,
         batch_size: 0,
         endpoint: Cow::Borrowed("cache"),
+        from_l2: false,
     }
 }
 

@@ -128,7 +128,17 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
 }
 
 fn success(served: Served) -> Response {
-    Response::json(Status::Ok, served.body)
+    let level = match served.cache {
+        engine::CacheStatus::Hit if served.from_l2 => Some("l2"),
+        engine::CacheStatus::Hit | engine::CacheStatus::Stale => Some("l1"),
+        _ => None,
+    };
+    let response = Response::json(Status::Ok, served.body);
+    let response = match level {
+        Some(level) => response.header("X-Atlas-Cache-Level", level),
+        None => response,
+    };
+    response
         .header("X-Atlas-Cache", served.cache.as_str())
         .header("X-Atlas-Queue-Ms", format!("{:.3}", served.queue_ms))
         .header(

@@ -141,6 +141,14 @@ pub struct Config {
     pub adaptive_thresholds: bool,
     /// Where alert changes are POSTed as JSON.
     pub alert_webhook: Option<url::HttpUrl>,
+    /// Redis L2: one node URL, or the seed URLs of a cluster (empty: no L2).
+    pub redis_urls: Vec<String>,
+    /// Treat `redis_urls` as Redis Cluster seeds (also implied by several URLs).
+    pub redis_cluster: bool,
+    /// Longest wait for an L2 lookup.
+    pub redis_timeout: Duration,
+    /// Prefix of every Redis key Atlas writes.
+    pub redis_prefix: String,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -190,6 +198,10 @@ impl Default for Config {
             monitor_history: 60,
             adaptive_thresholds: false,
             alert_webhook: None,
+            redis_urls: Vec::new(),
+            redis_cluster: false,
+            redis_timeout: Duration::from_millis(5),
+            redis_prefix: "atlas:v1:".to_string(),
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,
@@ -334,6 +346,18 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
         "ATLAS_ADAPTIVE_THRESHOLDS",
         boolean,
     );
+    p.set(&mut c.redis_urls, "ATLAS_REDIS_URL", redis_urls);
+    p.set(&mut c.redis_cluster, "ATLAS_REDIS_CLUSTER", boolean);
+    p.set(&mut c.redis_timeout, "ATLAS_REDIS_TIMEOUT_MS", |v| {
+        millis(v, 1, 10_000)
+    });
+    p.set(&mut c.redis_prefix, "ATLAS_REDIS_PREFIX", |v| {
+        if v.len() > 64 || !v.ends_with(':') || v.bytes().any(|b| !b.is_ascii_graphic()) {
+            Err("expected up to 64 printable characters without spaces, ending in `:`".to_string())
+        } else {
+            Ok(v.to_string())
+        }
+    });
     p.set(&mut c.alert_webhook, "ATLAS_ALERT_WEBHOOK", |v| {
         if v.is_empty() {
             Ok(None)
@@ -450,6 +474,27 @@ fn secs(v: &str, min: u64, max: u64) -> Result<Duration, String> {
     int_in(v, min, max)
         .map(Duration::from_secs)
         .map_err(|e| format!("{e} (seconds)"))
+}
+
+/// `redis://host:port[/db]`, comma-separated (several: cluster seeds).
+fn redis_urls(v: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    for u in &urls {
+        let rest = u
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("`{u}`: expected redis://host:port (TLS is not built in)"))?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        if host.is_empty() || host.starts_with(':') {
+            return Err(format!("`{u}`: missing host"));
+        }
+    }
+    Ok(urls)
 }
 
 fn boolean(v: &str) -> Result<bool, String> {

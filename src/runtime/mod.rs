@@ -98,6 +98,7 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     let resolved = Arc::new(Resolved {
         endpoints: resolve_endpoints(&config)?,
         webhook: resolve_webhook(&config, addr)?,
+        redis: start_redis(&config)?,
     });
 
     let signals = signal_hook::iterator::Signals::new([
@@ -205,6 +206,24 @@ fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartErro
         .collect()
 }
 
+/// Starts the Redis workers when `ATLAS_REDIS_URL` is set: min(`CONNECTION_POOL_SIZE`, 4)
+/// threads, each with one connection (made on the worker, so a Redis that is down does not
+/// delay the start), I/O deadline 20 × `ATLAS_REDIS_TIMEOUT_MS` (at least 100 ms).
+fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Pool>, StartError> {
+    use crate::l2::pool::{Pool, Target};
+    let target = match config.redis_urls.as_slice() {
+        [] => return Ok(None),
+        [one] if !config.redis_cluster => Target::Node(one.clone()),
+        seeds => Target::Cluster(seeds.to_vec()),
+    };
+    let workers = config.connection_pool_size.clamp(1, 4);
+    let io_timeout = (config.redis_timeout * 20).max(Duration::from_millis(100));
+    log::info!("redis L2: {target:?}, {workers} connections");
+    Pool::start(target, workers, io_timeout)
+        .map(Some)
+        .map_err(io_err("cannot start the Redis workers"))
+}
+
 /// Resolves `ATLAS_ALERT_WEBHOOK`; names this instance `hostname:port` in its payloads.
 fn resolve_webhook(
     config: &Config,
@@ -290,13 +309,16 @@ struct ShardStart {
     resolved: Arc<Resolved>,
 }
 
-/// Addresses resolved on the main thread before the executors start (never DNS on a shard).
+/// Addresses resolved and process-wide clients started on the main thread before the
+/// executors start (never DNS or a blocking connect on a shard).
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
     /// The remote model endpoints.
     pub endpoints: Vec<ResolvedEndpoint>,
     /// Where alert changes go (`ATLAS_ALERT_WEBHOOK`).
     pub webhook: Option<WebhookTarget>,
+    /// The Redis workers of the L2 (`ATLAS_REDIS_URL`).
+    pub redis: Option<crate::l2::pool::Pool>,
 }
 
 async fn run_shard(start: ShardStart) {

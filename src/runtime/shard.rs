@@ -225,6 +225,15 @@ impl Shard {
                         health_interval: config.health_interval,
                         cpu,
                     },
+                    l2: resolved.redis.clone().map(|pool| {
+                        (
+                            pool,
+                            crate::l2::L2Options {
+                                prefix: config.redis_prefix.clone(),
+                                timeout: config.redis_timeout,
+                            },
+                        )
+                    }),
                 },
                 0x5eed_0000 + id as u64,
             )),

@@ -1,0 +1,343 @@
+//! The shared L2 cache on Redis (`ATLAS_REDIS_URL`), as seen from one shard: bounded
+//! lookups, write-behind stores, and a breaker that stops using Redis while it is unhealthy.
+//!
+//! Layout: `record` (the validated rkyv value format), `pool` (worker threads with the Redis
+//! connections), this file (the shard-side handle, its breaker and counters).
+//!
+//! Order on the owner shard: L1 → single flight → **L2** → batch queue. Only a single-flight
+//! leader looks L2 up, so a burst of identical misses costs one Redis read. A lookup waits at
+//! most `ATLAS_REDIS_TIMEOUT_MS`; a timeout, an error, a value that fails validation or holds
+//! another key is a miss and never an error for the client. A hit is inserted into L1 with
+//! its remaining lifetime and answered as `X-Atlas-Cache: hit`, `X-Atlas-Cache-Level: l2`.
+//!
+//! Stores are write-behind: queued to the workers after the client's answer is on its way
+//! (never awaited), with Redis TTL = the entry's remaining lifetime (fresh + stale window).
+//! Each stored key is listed in index sets (`{prefix}t:{tag}`, `s:{symbol}`, `u:{user}`,
+//! `o:{operation}`) so invalidations can find it in Redis.
+//!
+//! Breaker (per shard, the count-window breaker of the endpoints): 3 consecutive failures or
+//! ≥ 50 % failures over the last 20 lookups (10 at least) open it for 1 s, doubling to 30 s;
+//! then one probe lookup decides. While open, L2 is skipped (lookups and stores).
+
+pub mod pool;
+pub mod record;
+
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
+
+use futures_channel::oneshot;
+
+use atlas_shard::{
+    BreakerOptions, BreakerState, CacheKey, CircuitBreaker, MonotonicClock, SnapshotEntry,
+};
+
+use pool::{Command, Pool};
+use record::Record;
+
+/// How one shard uses the L2.
+#[derive(Debug, Clone)]
+pub struct L2Options {
+    /// Prefix of every Redis key Atlas writes.
+    pub prefix: String,
+    /// Longest wait for a lookup.
+    pub timeout: Duration,
+}
+
+/// Counters of one shard's L2 use (plain cells: shard-local).
+#[derive(Debug, Default)]
+struct Counters {
+    hits: Cell<u64>,
+    misses: Cell<u64>,
+    errors: Cell<u64>,
+    timeouts: Cell<u64>,
+    corrupt: Cell<u64>,
+    skipped: Cell<u64>,
+    stores: Cell<u64>,
+    stores_dropped: Cell<u64>,
+}
+
+/// A copy of one shard's L2 figures (`Send`), for `/metrics` and `/health/detailed`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct L2Figures {
+    /// Lookups that found a valid value.
+    pub hits: u64,
+    /// Lookups that found nothing (or an expired value).
+    pub misses: u64,
+    /// Lookups that failed (connection, server error).
+    pub errors: u64,
+    /// Lookups that took longer than the timeout.
+    pub timeouts: u64,
+    /// Values that failed validation or held another key.
+    pub corrupt: u64,
+    /// Lookups and stores skipped because the breaker was open or the queue full.
+    pub skipped: u64,
+    /// Stores queued.
+    pub stores: u64,
+    /// Stores dropped (queue full, breaker open).
+    pub stores_dropped: u64,
+    /// This shard's breaker state.
+    pub state: Option<BreakerState>,
+    /// Worker connections up (process-wide).
+    pub connected: u64,
+}
+
+impl L2Figures {
+    /// Adds another shard's counters (state and connections are kept from `self` if set).
+    pub fn merge(&mut self, o: &L2Figures) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.errors += o.errors;
+        self.timeouts += o.timeouts;
+        self.corrupt += o.corrupt;
+        self.skipped += o.skipped;
+        self.stores += o.stores;
+        self.stores_dropped += o.stores_dropped;
+        self.connected = self.connected.max(o.connected);
+        if self.state.is_none() {
+            self.state = o.state;
+        }
+    }
+}
+
+/// One shard's handle on the L2.
+pub struct L2 {
+    pool: Pool,
+    options: L2Options,
+    breaker: RefCell<CircuitBreaker<MonotonicClock>>,
+    counters: Counters,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get().saturating_add(1));
+}
+
+/// Appends `bytes` with `{`, `}`, `%` and control bytes as `%XX`.
+fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in bytes {
+        if matches!(b, b'{' | b'}' | b'%') || b < 0x20 || b == 0x7f {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// The breaker settings for Redis.
+fn breaker_options(timeout: Duration) -> BreakerOptions {
+    BreakerOptions {
+        window: 20,
+        min_calls: 10,
+        failure_rate: 0.5,
+        slow_call_rate: 1.0,
+        slow_call: timeout,
+        open_base: Duration::from_secs(1),
+        open_max: Duration::from_secs(30),
+        half_open_probes: 1,
+        consecutive_failures: 3,
+    }
+}
+
+impl L2 {
+    /// A handle on `pool` for one shard.
+    pub fn new(pool: Pool, options: L2Options, origin: Instant) -> L2 {
+        let breaker = CircuitBreaker::new(
+            breaker_options(options.timeout),
+            MonotonicClock::with_origin(origin),
+        );
+        L2 {
+            pool,
+            options,
+            breaker: RefCell::new(breaker),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The Redis key of a result: `{prefix}r:{operation}:{user length}:{user}:{canonical
+    /// input}`, readable in `redis-cli`, injective (the length frames the user), with `{`, `}`
+    /// and `%` percent-escaped so that no part of an input becomes a Redis Cluster hash tag.
+    pub fn redis_key(&self, key: &CacheKey) -> Vec<u8> {
+        let user = key.user().unwrap_or("");
+        let mut k = Vec::with_capacity(self.options.prefix.len() + 32 + key.bytes().len());
+        k.extend_from_slice(self.options.prefix.as_bytes());
+        k.extend_from_slice(b"r:");
+        k.extend_from_slice(key.operation().as_str().as_bytes());
+        k.extend_from_slice(format!(":{}:", user.len()).as_bytes());
+        escape(&mut k, user.as_bytes());
+        k.push(b':');
+        escape(&mut k, key.input());
+        k
+    }
+
+    /// The index set listing results that depend on `name` of `kind` (`t` tag, `s` symbol,
+    /// `u` user, `o` operation).
+    pub fn index_key(&self, kind: &str, name: &str) -> Vec<u8> {
+        let mut k = format!("{}{kind}:", self.options.prefix).into_bytes();
+        escape(&mut k, name.as_bytes());
+        k
+    }
+
+    /// Looks `key` up; `None` on a miss, an error, a timeout, an invalid value, or while the
+    /// breaker is open. Never fails the caller.
+    pub async fn get(&self, key: &CacheKey) -> Option<SnapshotEntry> {
+        let permit = self.breaker.borrow_mut().try_acquire();
+        if !permit.is_allowed() {
+            bump(&self.counters.skipped);
+            return None;
+        }
+        let probe = permit.is_probe();
+        let (tx, rx) = oneshot::channel();
+        let sent = self.pool.send(Command::Get {
+            key: self.redis_key(key),
+            reply: tx,
+        });
+        if sent.is_err() {
+            bump(&self.counters.skipped);
+            self.breaker.borrow_mut().on_failure(probe);
+            return None;
+        }
+        let started = Instant::now();
+        let answer = futures_lite::future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(self.options.timeout).await;
+            None
+        })
+        .await;
+        let bytes = match answer {
+            None => {
+                bump(&self.counters.timeouts);
+                self.breaker.borrow_mut().on_failure(probe);
+                return None;
+            }
+            Some(Ok(Ok(found))) => {
+                self.breaker
+                    .borrow_mut()
+                    .on_success(started.elapsed(), probe);
+                found
+            }
+            Some(Ok(Err(_)) | Err(_)) => {
+                bump(&self.counters.errors);
+                self.breaker.borrow_mut().on_failure(probe);
+                return None;
+            }
+        };
+        let Some(bytes) = bytes else {
+            bump(&self.counters.misses);
+            return None;
+        };
+        let now = crate::monitor::unix_ms_now();
+        match Record::decode(&bytes, Some(key.bytes())) {
+            Ok(r) if r.remaining_ms(now) > 0 => {
+                bump(&self.counters.hits);
+                Some(r.into_entry(now))
+            }
+            Ok(_) => {
+                bump(&self.counters.misses);
+                None
+            }
+            Err(e) => {
+                bump(&self.counters.corrupt);
+                log::debug!("redis: ignoring an invalid L2 value: {e}");
+                None
+            }
+        }
+    }
+
+    /// Queues `entry` to be written to Redis (write-behind; dropped and counted when the
+    /// queue is full or the breaker is open).
+    pub fn store(&self, key: &CacheKey, entry: &SnapshotEntry) {
+        if self.breaker.borrow().state() == BreakerState::Open {
+            bump(&self.counters.stores_dropped);
+            return;
+        }
+        let now = crate::monitor::unix_ms_now();
+        let record = Record::from_entry(entry, now);
+        let ttl_ms = record.remaining_ms(now);
+        if ttl_ms == 0 {
+            return;
+        }
+        let Ok(value) = record.encode() else {
+            bump(&self.counters.stores_dropped);
+            return;
+        };
+        let mut index = Vec::with_capacity(2 + entry.tags.len() + entry.symbols.len());
+        index.push(self.index_key("o", key.operation().as_str()));
+        if let Some(user) = key.user() {
+            index.push(self.index_key("u", user));
+        }
+        index.extend(entry.tags.iter().map(|t| self.index_key("t", t)));
+        index.extend(entry.symbols.iter().map(|s| self.index_key("s", s)));
+        let sent = self.pool.send(Command::Set {
+            key: self.redis_key(key),
+            value,
+            ttl_ms,
+            index,
+        });
+        match sent {
+            Ok(()) => bump(&self.counters.stores),
+            Err(_) => bump(&self.counters.stores_dropped),
+        }
+    }
+
+    /// Queues a command whose answer nobody waits for.
+    pub fn fire(&self, cmd: redis::Cmd) -> bool {
+        self.pool.send(Command::Fire(cmd)).is_ok()
+    }
+
+    /// The pool (for commands that need an answer).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// A copy of this shard's figures.
+    pub fn figures(&self) -> L2Figures {
+        let c = &self.counters;
+        L2Figures {
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            errors: c.errors.get(),
+            timeouts: c.timeouts.get(),
+            corrupt: c.corrupt.get(),
+            skipped: c.skipped.get(),
+            stores: c.stores.get(),
+            stores_dropped: c.stores_dropped.get(),
+            state: Some(self.breaker.borrow().state()),
+            connected: self.pool.connected() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atlas_shard::Operation;
+
+    fn l2() -> L2 {
+        let (tx, _rx) = crossbeam::channel::bounded(1);
+        L2::new(
+            Pool::for_tests(tx),
+            L2Options {
+                prefix: "atlas:v1:".into(),
+                timeout: Duration::from_millis(5),
+            },
+            Instant::now(),
+        )
+    }
+
+    #[test]
+    fn redis_keys_are_readable_framed_and_free_of_hash_tags() {
+        let l2 = l2();
+        let key = CacheKey::new(Operation::RiskAssessment, Some("u:1"), br#"{"age":35}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(l2.redis_key(&key)).unwrap(),
+            "atlas:v1:r:risk_assessment:3:u:1:%7B\"age\":35%7D"
+        );
+        // The length keeps ("u", ":x") and ("u:", "x") apart.
+        let a = CacheKey::new(Operation::RiskAssessment, Some("u"), b":x").unwrap();
+        let b = CacheKey::new(Operation::RiskAssessment, Some("u:"), b"x").unwrap();
+        assert_ne!(l2.redis_key(&a), l2.redis_key(&b));
+        assert_eq!(
+            l2.index_key("t", "fx{eur}"),
+            b"atlas:v1:t:fx%7Beur%7D".to_vec()
+        );
+    }
+}
