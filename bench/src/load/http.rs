@@ -1,7 +1,8 @@
 //! The HTTP/1.1 response parser: status line and headers by httparse, body by
 //! `Content-Length`. Like mini-redis's frame parser it separates "incomplete, read more"
 //! from "invalid", and it extracts only what the report needs (status, `X-Atlas-Cache`,
-//! `X-Atlas-Batch-Size`, whether the server closes the connection).
+//! `X-Atlas-Batch-Size`, `X-Atlas-Shard` and `X-Atlas-Owner`, whether the server closes the
+//! connection).
 //!
 //! Must not depend on sockets. Hot path: called after every read of a response.
 
@@ -62,6 +63,10 @@ pub struct Head {
     pub cache: CacheState,
     /// `X-Atlas-Batch-Size`, when present and numeric.
     pub batch_size: Option<u32>,
+    /// `X-Atlas-Shard`: the shard that accepted the connection, when present and numeric.
+    pub shard: Option<u32>,
+    /// `X-Atlas-Owner`: the shard that owns the request's cache key, when present and numeric.
+    pub owner: Option<u32>,
     /// The server will close the connection after this response.
     pub close: bool,
 }
@@ -71,6 +76,17 @@ impl Head {
     pub fn total_len(&self) -> usize {
         self.head_len + self.body_len
     }
+
+    /// Whether the request hopped from the accepting shard to another owner shard; `None`
+    /// unless the response names both shards.
+    pub fn hopped(&self) -> Option<bool> {
+        Some(self.shard? != self.owner?)
+    }
+}
+
+/// A header value as a number (surrounding whitespace allowed), `None` when it is not one.
+fn number<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
 /// The outcome of parsing the bytes received so far.
@@ -104,6 +120,8 @@ pub fn parse_head(buf: &[u8]) -> Parse {
     let mut body_len = None;
     let mut cache = CacheState::None;
     let mut batch_size = None;
+    let mut shard = None;
+    let mut owner = None;
     let mut close = http10;
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
@@ -123,9 +141,11 @@ pub fn parse_head(buf: &[u8]) -> Parse {
         } else if name.eq_ignore_ascii_case(b"x-atlas-cache") {
             cache = CacheState::parse(h.value.trim_ascii());
         } else if name.eq_ignore_ascii_case(b"x-atlas-batch-size") {
-            batch_size = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
+            batch_size = number(h.value);
+        } else if name.eq_ignore_ascii_case(b"x-atlas-shard") {
+            shard = number(h.value);
+        } else if name.eq_ignore_ascii_case(b"x-atlas-owner") {
+            owner = number(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             let v = h.value.trim_ascii();
             if v.eq_ignore_ascii_case(b"close") {
@@ -152,6 +172,8 @@ pub fn parse_head(buf: &[u8]) -> Parse {
         body_len,
         cache,
         batch_size,
+        shard,
+        owner,
         close,
     })
 }
@@ -198,6 +220,31 @@ mod tests {
         assert_eq!(h.batch_size, Some(12));
         assert!(h.close);
         assert_eq!(h.body_len, 0);
+    }
+
+    #[test]
+    fn shard_and_owner_tell_whether_a_request_hopped() {
+        let local = head(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Atlas-Shard: 1\r\nX-Atlas-Owner: 1\r\n\r\n",
+        );
+        assert_eq!(
+            (local.shard, local.owner, local.hopped()),
+            (Some(1), Some(1), Some(false))
+        );
+        let hop = head(b"HTTP/1.1 200 OK\r\nx-atlas-owner:  3 \r\nContent-Length: 0\r\nX-ATLAS-SHARD: 0\r\n\r\n");
+        assert_eq!(
+            (hop.shard, hop.owner, hop.hopped()),
+            (Some(0), Some(3), Some(true))
+        );
+        // `GET /health` names only the accepting shard; a non-Atlas server names neither; a
+        // value that is not a number counts as absent.
+        for only in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Atlas-Shard: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Atlas-Shard: 2\r\nX-Atlas-Owner: two\r\n\r\n",
+        ] {
+            assert_eq!(head(only).hopped(), None, "{}", String::from_utf8_lossy(only));
+        }
     }
 
     #[test]

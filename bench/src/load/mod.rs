@@ -1,4 +1,6 @@
-//! `atlas-bench load`: an HTTP load generator for Atlas's AI operations.
+//! `atlas-bench load`: an HTTP load generator for Atlas's AI operations (or, with `--path`,
+//! plain `GET`s of one path). `atlas-bench scale` drives it as a library through `validate`
+//! and `measure`.
 //!
 //! Layout:
 //! - `workload`: operation mix, keyspace with Zipf skew, user ids, priorities, request bytes;
@@ -7,7 +9,7 @@
 //! - `driver`: one epoll loop per thread over non-blocking sockets; closed and open loop.
 //! - `stats`: per-operation HdrHistogram latency and counters, merged at the end.
 //! - `report`: table, goals assessment, JSON.
-//! - `sys`: epoll, RLIMIT_NOFILE, getrusage, `/proc/PID/stat`.
+//! - `sys`: epoll, RLIMIT_NOFILE, getrusage, `/proc/PID/stat`, CPU affinity.
 //!
 //! Why std threads with hand-rolled epoll rather than glommio executors: the generator has to
 //! hold ten thousand connections while costing less CPU per request than the server, run on a
@@ -23,7 +25,7 @@ mod driver;
 mod http;
 mod report;
 mod stats;
-mod sys;
+pub(crate) mod sys;
 mod workload;
 
 use std::fmt::Write as _;
@@ -37,7 +39,7 @@ use serde_json::json;
 
 use driver::{Mode, Plan, Progress};
 use report::{RunInfo, Targets};
-use stats::ThreadStats;
+pub(crate) use stats::ThreadStats;
 use workload::{Workload, Zipf, MAX_ZIPF_KEYSPACE};
 
 /// `atlas-bench load` flags.
@@ -46,6 +48,10 @@ pub struct LoadArgs {
     /// Target base URL (`http://HOST:PORT`); requests go to `POST /ai/{operation}`.
     #[arg(long)]
     pub url: String,
+    /// Send `GET PATH` without a body instead of the AI operations (e.g. `/health`, to drive
+    /// Atlas and the floor server with the same HTTP work). No cache-hit goal is judged.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["operations", "keyspace", "zipf", "user_ids", "priority_mix", "target_hit_rate"])]
+    pub path: Option<String>,
     /// Operation mix with weights, e.g. `portfolio_analysis=2,risk_assessment=1`.
     #[arg(
         long,
@@ -111,7 +117,7 @@ pub struct LoadArgs {
 }
 
 /// A validated run: the plan the drivers execute plus what the report needs.
-struct Config {
+pub(crate) struct Config {
     plan: Plan,
     url: String,
     targets: Targets,
@@ -148,8 +154,16 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, authority.to_string()))
 }
 
-fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
+/// Checks every flag at once; the errors name the flag they are about.
+pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
     let mut errs = Vec::new();
+    if let Some(path) = &a.path {
+        if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            errs.push(format!(
+                "--path: `{path}` must start with / and hold no spaces or control characters"
+            ));
+        }
+    }
     let target = parse_url(&a.url).map_err(|e| errs.push(e)).ok();
     let operations = workload::parse_operations(&a.operations)
         .map_err(|e| errs.push(e.0))
@@ -236,7 +250,17 @@ fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
         return Err(errs);
     };
     let user_ids = a.user_ids.unwrap_or(a.users);
-    let workload_json = json!({
+    let workload_json = match &a.path {
+        Some(path) => json!({
+            "path": path,
+            "users": a.users,
+            "requests_per_user": a.requests,
+            "rate": a.rate,
+            "connections": a.rate.map(|_| a.connections),
+            "duration_s": a.duration,
+            "timeout_s": a.timeout,
+        }),
+        None => json!({
         "operations": operations.shares().iter()
             .map(|(o, s)| (o.name().to_string(), json!(s)))
             .collect::<serde_json::Map<_, _>>(),
@@ -251,7 +275,8 @@ fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
         "duration_s": a.duration,
         "timeout_s": a.timeout,
         "seed": a.seed,
-    });
+        }),
+    };
     Ok(Config {
         plan: Plan {
             addr,
@@ -262,6 +287,7 @@ fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
                 keys: Zipf::new(a.keyspace, a.zipf),
                 user_ids,
                 host,
+                get_path: a.path.clone(),
             },
             mode,
             duration,
@@ -272,7 +298,7 @@ fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
         targets: Targets {
             p95_ms: a.target_p95,
             success_pct: a.target_success,
-            hit_rate_pct: a.target_hit_rate,
+            hit_rate_pct: a.path.is_none().then_some(a.target_hit_rate),
         },
         json: a.json.clone(),
         server_pid: a.server_pid,
@@ -334,6 +360,60 @@ fn describe(plan: &Plan) -> String {
     }
 }
 
+/// What one run measured, for `run` and for `atlas-bench scale`.
+pub(crate) struct Measured {
+    /// Every driver thread's statistics, merged.
+    pub stats: ThreadStats,
+    /// Wall time from the first request to the last answer.
+    pub elapsed: Duration,
+    /// The generator's own CPU time over the run (user + system).
+    pub cpu: Duration,
+}
+
+/// Runs `cfg`'s plan: driver thread `t` pinned to `cpus[t % cpus.len()]` (unpinned when
+/// `cpus` is empty), progress on stderr unless `--quiet`. The caller has raised the
+/// open-file limit.
+pub(crate) fn measure(cfg: &Config, cpus: &[usize]) -> std::io::Result<Measured> {
+    let plan = &cfg.plan;
+    let cpu0 = sys::own_cpu_time();
+    let progress: Vec<Progress> = (0..plan.threads).map(|_| Progress::default()).collect();
+    let start = Instant::now();
+    let results: Vec<std::io::Result<ThreadStats>> = std::thread::scope(|s| {
+        let handles: Vec<_> = progress
+            .iter()
+            .enumerate()
+            .map(|(t, p)| {
+                let pin = (!cpus.is_empty()).then(|| cpus[t % cpus.len()]);
+                s.spawn(move || {
+                    if let Some(cpu) = pin {
+                        sys::pin_current_thread(cpu)?;
+                    }
+                    driver::run(plan, t, start, p)
+                })
+            })
+            .collect();
+        report_progress(&handles, &progress, start, cfg.quiet);
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a driver thread panicked")))
+            })
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let cpu = sys::own_cpu_time().saturating_sub(cpu0);
+    let mut stats = ThreadStats::new().map_err(|e| std::io::Error::other(e.to_string()))?;
+    for r in results {
+        stats.merge(&r?);
+    }
+    Ok(Measured {
+        stats,
+        elapsed,
+        cpu,
+    })
+}
+
 fn run(cfg: &Config, out: &mut impl Write) -> std::io::Result<Outcome> {
     let plan = &cfg.plan;
     let conns = match plan.mode {
@@ -348,34 +428,15 @@ fn run(cfg: &Config, out: &mut impl Write) -> std::io::Result<Outcome> {
         );
     }
     let server_cpu0 = cfg.server_pid.and_then(sys::process_cpu_time);
-    let cpu0 = sys::own_cpu_time();
-    let progress: Vec<Progress> = (0..plan.threads).map(|_| Progress::default()).collect();
-    let start = Instant::now();
-    let results: Vec<std::io::Result<ThreadStats>> = std::thread::scope(|s| {
-        let handles: Vec<_> = progress
-            .iter()
-            .enumerate()
-            .map(|(t, p)| s.spawn(move || driver::run(plan, t, start, p)))
-            .collect();
-        report_progress(&handles, &progress, start, cfg.quiet);
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("a driver thread panicked")))
-            })
-            .collect()
-    });
-    let elapsed = start.elapsed();
-    let cpu = sys::own_cpu_time().saturating_sub(cpu0);
+    let Measured {
+        stats,
+        elapsed,
+        cpu,
+    } = measure(cfg, &[])?;
     let server_cpu = match (cfg.server_pid.and_then(sys::process_cpu_time), server_cpu0) {
         (Some(b), Some(a)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    let mut stats = ThreadStats::new().map_err(|e| std::io::Error::other(e.to_string()))?;
-    for r in results {
-        stats.merge(&r?);
-    }
     let info = RunInfo {
         model: describe(plan),
         url: cfg.url.clone(),
@@ -385,6 +446,7 @@ fn run(cfg: &Config, out: &mut impl Write) -> std::io::Result<Outcome> {
         server_cpu,
         open_loop: matches!(plan.mode, Mode::Open { .. }),
         workload: cfg.workload_json.clone(),
+        get_path: plan.workload.get_path.clone(),
     };
     let goals = report::assess(&stats.overall(), &cfg.targets);
     report::write_text(out, &stats, &info, &goals)?;

@@ -19,8 +19,9 @@ pub struct Targets {
     pub p95_ms: f64,
     /// Success rate must be above this, in percent.
     pub success_pct: f64,
-    /// Cache hit rate must be at least this, in percent.
-    pub hit_rate_pct: f64,
+    /// Cache hit rate must be at least this, in percent; `None` when the run has no cache
+    /// to judge (`--path`).
+    pub hit_rate_pct: Option<f64>,
 }
 
 /// One goal's verdict.
@@ -47,12 +48,12 @@ impl Goal {
 }
 
 /// Judges `all` against `t`. A run without answers fails the latency goal; a run without
-/// `X-Atlas-Cache` headers fails the hit-rate goal.
+/// `X-Atlas-Cache` headers fails the hit-rate goal (judged only when `t` has a target).
 pub fn assess(all: &OpStats, t: &Targets) -> Vec<Goal> {
     let p95 = (all.responses > 0).then(|| all.latency_ms(95.0));
     let success = all.success_rate() * 100.0;
     let hit = all.hit_rate().map(|h| h * 100.0);
-    vec![
+    let mut goals = vec![
         Goal {
             name: "P95 Response Time Goal",
             target: format!("<{}ms", fmt_num(t.p95_ms)),
@@ -65,13 +66,16 @@ pub fn assess(all: &OpStats, t: &Targets) -> Vec<Goal> {
             actual: format!("{success:.2}%"),
             pass: all.attempted() > 0 && success > t.success_pct,
         },
-        Goal {
+    ];
+    if let Some(target) = t.hit_rate_pct {
+        goals.push(Goal {
             name: "Cache Hit Rate Goal",
-            target: format!(">={}%", fmt_num(t.hit_rate_pct)),
+            target: format!(">={}%", fmt_num(target)),
             actual: hit.map_or("no X-Atlas-Cache headers".into(), |h| format!("{h:.1}%")),
-            pass: hit.is_some_and(|h| h >= t.hit_rate_pct),
-        },
-    ]
+            pass: hit.is_some_and(|h| h >= target),
+        });
+    }
+    goals
 }
 
 /// A latency with the precision that matters: `287ms`, `4.1ms`, `0.35ms`.
@@ -112,6 +116,8 @@ pub struct RunInfo {
     pub open_loop: bool,
     /// The workload flags, echoed into the JSON.
     pub workload: Value,
+    /// `--path`: every request was `GET` of this path, so per-operation figures mean nothing.
+    pub get_path: Option<String>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -155,6 +161,9 @@ fn op_json(s: &OpStats, elapsed: Duration) -> Value {
         "errors": errors,
         "cache": cache,
         "hit_rate": s.hit_rate(),
+        "routed": s.routed,
+        "hops": s.hops,
+        "hop_share": s.hop_share(),
         "mean_batch_size": s.mean_batch(),
         "bytes_in": s.bytes_in,
     })
@@ -165,7 +174,7 @@ pub fn to_json(stats: &ThreadStats, info: &RunInfo, goals: &[Goal]) -> Value {
     let all = stats.overall();
     let per_op: serde_json::Map<String, Value> = Operation::ALL
         .iter()
-        .filter(|o| stats.ops[o.index()].attempted() > 0)
+        .filter(|o| info.get_path.is_none() && stats.ops[o.index()].attempted() > 0)
         .map(|o| {
             (
                 o.name().to_string(),
@@ -176,6 +185,7 @@ pub fn to_json(stats: &ThreadStats, info: &RunInfo, goals: &[Goal]) -> Value {
     let requests = all.attempted().max(1) as f64;
     json!({
         "url": info.url,
+        "path": info.get_path,
         "model": info.model,
         "open_loop": info.open_loop,
         "threads": info.threads,
@@ -219,6 +229,19 @@ fn row(out: &mut impl Write, name: &str, s: &OpStats, elapsed: Duration) -> io::
         s.mean_batch().map_or("-".into(), |b| format!("{b:.1}")),
         s.error_count() + s.unsent,
     )
+}
+
+/// `hop share: 50.0% (2 of 4 responses named both X-Atlas-Shard and X-Atlas-Owner)`.
+fn hop_line(s: &OpStats) -> String {
+    match s.hop_share() {
+        Some(h) => format!(
+            "hop share: {:.1}% ({} of {} responses named an owner shard other than the accepting one)",
+            h * 100.0,
+            s.hops,
+            s.routed
+        ),
+        None => "hop share: - (no response named both X-Atlas-Shard and X-Atlas-Owner)".into(),
+    }
 }
 
 /// Writes the human report.
@@ -265,13 +288,18 @@ pub fn write_text(
         "batch",
         "errors"
     )?;
-    for op in Operation::ALL {
-        let s = &stats.ops[op.index()];
-        if s.attempted() > 0 {
-            row(out, op.name(), s, info.elapsed)?;
+    match &info.get_path {
+        Some(path) => row(out, &format!("GET {path}"), &all, info.elapsed)?,
+        None => {
+            for op in Operation::ALL {
+                let s = &stats.ops[op.index()];
+                if s.attempted() > 0 {
+                    row(out, op.name(), s, info.elapsed)?;
+                }
+            }
+            row(out, "all", &all, info.elapsed)?;
         }
     }
-    row(out, "all", &all, info.elapsed)?;
     writeln!(out)?;
     let statuses: Vec<String> = all
         .statuses
@@ -306,6 +334,7 @@ pub fn write_text(
         .map(|c| format!("{} {}", c.name(), all.cache[*c as usize]))
         .collect();
     writeln!(out, "X-Atlas-Cache: {}", cache.join(", "))?;
+    writeln!(out, "{}", hop_line(&all))?;
     let requests = all.attempted().max(1) as f64;
     let mut cpu = format!(
         "generator CPU: {:.2} s ({:.1} µs/request)",
@@ -342,6 +371,8 @@ mod tests {
             body_len: 1,
             cache,
             batch_size: None,
+            shard: Some(0),
+            owner: Some(1),
             close: false,
         };
         for &v in ms_values {
@@ -353,7 +384,7 @@ mod tests {
     const TARGETS: Targets = Targets {
         p95_ms: 400.0,
         success_pct: 99.0,
-        hit_rate_pct: 70.0,
+        hit_rate_pct: Some(70.0),
     };
 
     #[test]
@@ -425,6 +456,7 @@ mod tests {
             server_cpu: None,
             open_loop: false,
             workload: json!({}),
+            get_path: None,
         };
         let goals = assess(&t.overall(), &TARGETS);
         let v = to_json(&t, &info, &goals);
@@ -439,5 +471,12 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("risk_assessment"));
         assert!(text.contains("PERFORMANCE GOALS ASSESSMENT"));
+        // Every test response names shard 0 and owner 1: all of them hopped.
+        assert_eq!(v["overall"]["hops"], 3);
+        assert_eq!(v["overall"]["hop_share"], 1.0);
+        assert!(
+            text.contains("hop share: 100.0% (3 of 3 responses"),
+            "{text}"
+        );
     }
 }

@@ -83,6 +83,11 @@ pub struct OpStats {
     pub unsent: u64,
     /// Bytes of response read, head and body.
     pub bytes_in: u64,
+    /// Responses naming both `X-Atlas-Shard` and `X-Atlas-Owner` (Atlas's AI operations).
+    pub routed: u64,
+    /// Of `routed`, the responses whose owner differs from the accepting shard: the request
+    /// hopped across the shard mesh.
+    pub hops: u64,
 }
 
 impl OpStats {
@@ -100,6 +105,8 @@ impl OpStats {
             batch_count: 0,
             unsent: 0,
             bytes_in: 0,
+            routed: 0,
+            hops: 0,
         })
     }
 
@@ -118,6 +125,10 @@ impl OpStats {
             self.batch_count += 1;
         }
         self.bytes_in += head.total_len() as u64;
+        if let Some(hopped) = head.hopped() {
+            self.routed += 1;
+            self.hops += u64::from(hopped);
+        }
     }
 
     /// Records a request that got no response.
@@ -156,6 +167,8 @@ impl OpStats {
         self.batch_count += other.batch_count;
         self.unsent += other.unsent;
         self.bytes_in += other.bytes_in;
+        self.routed += other.routed;
+        self.hops += other.hops;
     }
 
     /// Requests that failed without a response.
@@ -177,6 +190,11 @@ impl OpStats {
     pub fn hit_rate(&self) -> Option<f64> {
         let labelled: u64 = self.cache[..4].iter().sum();
         ratio(self.cache[cache_index(CacheState::Hit)], labelled)
+    }
+
+    /// Hops over responses that named both shards; `None` when none did.
+    pub fn hop_share(&self) -> Option<f64> {
+        ratio(self.hops, self.routed)
     }
 
     /// Mean `X-Atlas-Batch-Size` over responses a model computed; `None` when there were none.
@@ -249,6 +267,8 @@ mod tests {
             body_len: 5,
             cache,
             batch_size: batch,
+            shard: None,
+            owner: None,
             close: false,
         }
     }
@@ -297,5 +317,31 @@ mod tests {
         assert_eq!(all.attempted(), 24);
         assert_eq!(all.latency.len(), 20);
         assert_eq!(all.errors[ErrorKind::Timeout as usize], 2);
+    }
+
+    #[test]
+    fn hop_share_counts_only_responses_naming_both_shards() {
+        let routed = |shard, owner| Head {
+            shard: Some(shard),
+            owner,
+            ..head(200, CacheState::Hit, Some(0))
+        };
+        let mut s = OpStats::new().unwrap();
+        assert_eq!(s.hop_share(), None);
+        s.record_response(&routed(0, Some(0)), 100, 100);
+        s.record_response(&routed(0, Some(1)), 100, 100);
+        s.record_response(&routed(1, Some(0)), 100, 100);
+        s.record_response(&routed(1, Some(1)), 100, 100);
+        // `GET /health` (shard only) and errors without Atlas headers are not counted.
+        s.record_response(&routed(1, None), 100, 100);
+        s.record_response(&head(503, CacheState::None, None), 100, 100);
+        assert_eq!((s.routed, s.hops), (4, 2));
+        assert_eq!(s.hop_share(), Some(0.5));
+        let mut t = ThreadStats::new().unwrap();
+        t.ops[0] = s.clone();
+        t.ops[3] = s;
+        t.ops[3].record_response(&routed(2, Some(0)), 100, 100);
+        let all = t.overall();
+        assert_eq!((all.routed, all.hops), (9, 5));
     }
 }

@@ -1,5 +1,6 @@
 //! The few Linux calls std does not wrap: epoll, the open-file limit, CPU time of this process
-//! (getrusage) and of another one (`/proc/PID/stat`). Every `unsafe` block is here.
+//! (getrusage) and of another one (`/proc/PID/stat`), CPU affinity
+//! (sched_setaffinity). Every `unsafe` block of the load generator is here.
 //!
 //! Must not depend on the rest of the load generator.
 
@@ -111,6 +112,36 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
         }
     }
     Ok(lim.rlim_cur)
+}
+
+/// Restricts thread or process `pid` (0: the calling thread) to `cpus`. Allocates nothing,
+/// so it may run between fork and exec (`pre_exec`).
+pub fn set_affinity(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `c` is below CPU_SETSIZE, within the set we own.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    set_affinity(0, &[cpu]).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot pin a driver thread to CPU {cpu}: {e}"),
+        )
+    })
 }
 
 /// User and system CPU time consumed so far by this process (all threads).

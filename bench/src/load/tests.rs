@@ -42,6 +42,9 @@ enum Behaviour {
     HalfThenClose,
     /// A line that is not HTTP.
     Garbage,
+    /// `GET /health` only: a 200 naming the accepting shard, as Atlas's `/health` does; any
+    /// other request line gets a 400.
+    Health,
 }
 
 struct TestServer {
@@ -80,6 +83,7 @@ fn answer(stream: TcpStream, b: Behaviour, requests: &AtomicU64) {
     loop {
         let mut len = 0usize;
         let mut line = String::new();
+        let mut request_line = String::new();
         loop {
             line.clear();
             match r.read_line(&mut line) {
@@ -89,6 +93,9 @@ fn answer(stream: TcpStream, b: Behaviour, requests: &AtomicU64) {
             if line == "\r\n" {
                 break;
             }
+            if request_line.is_empty() {
+                request_line = line.clone();
+            }
             if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap();
             }
@@ -97,9 +104,15 @@ fn answer(stream: TcpStream, b: Behaviour, requests: &AtomicU64) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        serde_json::from_slice::<serde_json::Value>(&body).expect("the body is JSON");
+        if !matches!(b, Behaviour::Health) {
+            serde_json::from_slice::<serde_json::Value>(&body).expect("the body is JSON");
+        }
         requests.fetch_add(1, Ordering::Relaxed);
         let reply: &[u8] = match b {
+            Behaviour::Health if request_line == "GET /health HTTP/1.1\r\n" && len == 0 => {
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Atlas-Shard: 0\r\n\r\n{}"
+            }
+            Behaviour::Health => b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
             Behaviour::Hit { delay } => {
                 thread::sleep(delay);
                 b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nX-Atlas-Cache: hit\r\nX-Atlas-Batch-Size: 0\r\n\r\n{\"ok\":true}"
@@ -157,6 +170,35 @@ fn closed_loop_counts_match_the_server_and_reuse_one_connection_per_user() {
         text.contains("✅ Cache Hit Rate Goal (>=70%): 100.0% PASS"),
         "{text}"
     );
+}
+
+#[test]
+fn path_mode_sends_gets_and_judges_no_cache_goal() {
+    let server = serve(Behaviour::Health);
+    let cfg = config(
+        server.addr,
+        &["--path", "/health", "--users", "3", "--requests", "10"],
+    );
+    let (outcome, text) = run_quiet(&cfg);
+    let all = outcome.stats.overall();
+    assert_eq!(all.attempted(), 30);
+    assert_eq!(all.statuses.get(&200), Some(&30), "{text}");
+    assert_eq!(server.requests.load(Ordering::Relaxed), 30);
+    assert_eq!(all.hop_share(), None, "/health names no owner");
+    // Two goals only, both met: the run passes without any X-Atlas-Cache header.
+    assert!(outcome.pass, "{text}");
+    assert!(!text.contains("Cache Hit Rate Goal"), "{text}");
+    assert!(text.contains("GET /health "), "{text}");
+    assert!(!text.contains("portfolio_analysis"), "{text}");
+
+    // The AI-operation flags cannot be combined with --path; a path must look like one.
+    let url = format!("http://{}", server.addr);
+    assert!(
+        TestCli::try_parse_from(["x", "--url", &url, "--path", "/h", "--keyspace", "3"]).is_err()
+    );
+    let cli = TestCli::try_parse_from(["x", "--url", &url, "--path", "health", "--requests", "1"])
+        .unwrap();
+    assert!(validate(&cli.args).err().unwrap()[0].starts_with("--path"));
 }
 
 #[test]

@@ -262,6 +262,9 @@ pub struct Workload {
     pub user_ids: u64,
     /// `Host` header value.
     pub host: String,
+    /// `--path`: send `GET` to this path without a body instead of the AI operations (the
+    /// draws still happen, so statistics land in the drawn operation's slot).
+    pub get_path: Option<String>,
 }
 
 impl Workload {
@@ -294,6 +297,11 @@ impl Workload {
     /// Writes the full HTTP request for `spec` into `out` (cleared first). `body` is a
     /// scratch buffer reused between calls.
     pub fn write_request(&self, spec: &RequestSpec, out: &mut Vec<u8>, body: &mut Vec<u8>) {
+        if let Some(path) = &self.get_path {
+            out.clear();
+            let _ = write!(out, "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.host);
+            return;
+        }
         body.clear();
         // Writes into a Vec cannot fail.
         let _ = write!(
@@ -433,6 +441,7 @@ mod tests {
             keys: Zipf::new(keyspace, s),
             user_ids: 10,
             host: "127.0.0.1:1".into(),
+            get_path: None,
         }
     }
 
@@ -509,6 +518,17 @@ mod tests {
         let mut again = Vec::new();
         w.write_request(&spec, &mut again, &mut body);
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn get_mode_sends_the_path_without_a_body() {
+        let w = Workload {
+            get_path: Some("/health".into()),
+            ..workload("risk_assessment", 10, 0.0)
+        };
+        let (mut out, mut body) = (Vec::new(), Vec::new());
+        w.write_request(&w.closed_request(0, 0), &mut out, &mut body);
+        assert_eq!(out, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n");
     }
 
     #[test]
