@@ -1,6 +1,6 @@
 //! The few Linux calls std does not wrap: epoll, the open-file limit, CPU time of this process
-//! (getrusage) and of another one (`/proc/PID/stat`), CPU affinity
-//! (sched_setaffinity). Every `unsafe` block of the load generator is here.
+//! (getrusage) and of another one (`/proc/PID/stat`), CPU affinity (sched_getaffinity,
+//! sched_setaffinity). Every `unsafe` block of the load generator is here.
 //!
 //! Must not depend on the rest of the load generator.
 
@@ -114,6 +114,23 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The CPUs the calling thread may run on (at start, the process's affinity mask: taskset,
+/// cgroup cpusets), sorted.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: CPU_ISSET reads the set we own; every index is below CPU_SETSIZE.
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
 /// Restricts thread or process `pid` (0: the calling thread) to `cpus`. Allocates nothing,
 /// so it may run between fork and exec (`pre_exec`).
 pub fn set_affinity(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
@@ -189,6 +206,23 @@ mod tests {
         assert!(own_cpu_time() > Duration::ZERO);
         assert!(process_cpu_time(std::process::id()).is_some());
         assert!(process_cpu_time(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_thread_pinned_to_one_allowed_cpu_reports_only_that_cpu() {
+        let allowed = allowed_cpus().unwrap();
+        assert!(!allowed.is_empty());
+        let last = *allowed.last().unwrap();
+        let seen = std::thread::spawn(move || {
+            pin_current_thread(last).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, [last]);
+        // The spawning thread keeps its mask.
+        assert_eq!(allowed_cpus().unwrap(), allowed);
+        assert!(set_affinity(0, &[libc::CPU_SETSIZE as usize]).is_err());
     }
 
     #[test]
