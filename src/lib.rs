@@ -36,4 +36,5 @@ pub mod notify;
 pub mod oneshot;
 pub mod router;
 pub mod runtime;
+pub mod snapshot;
 pub mod status;

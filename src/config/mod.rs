@@ -149,6 +149,9 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// Prefix of every Redis key Atlas writes.
     pub redis_prefix: String,
+    /// Where shards write their L1 snapshots on shutdown and read them on start (`None`:
+    /// no warm restart).
+    pub state_dir: Option<PathBuf>,
     /// Requests in progress allowed across all shards.
     pub max_concurrent_requests: usize,
     /// End-to-end request deadline.
@@ -202,6 +205,7 @@ impl Default for Config {
             redis_cluster: false,
             redis_timeout: Duration::from_millis(5),
             redis_prefix: "atlas:v1:".to_string(),
+            state_dir: None,
             max_concurrent_requests: 10_000,
             request_timeout: Duration::from_millis(10_000),
             batch_size: 32,
@@ -356,6 +360,15 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             Err("expected up to 64 printable characters without spaces, ending in `:`".to_string())
         } else {
             Ok(v.to_string())
+        }
+    });
+    p.set(&mut c.state_dir, "ATLAS_STATE_DIR", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else if !v.starts_with('/') {
+            Err("expected an absolute directory path".to_string())
+        } else {
+            Ok(Some(PathBuf::from(v)))
         }
     });
     p.set(&mut c.alert_webhook, "ATLAS_ALERT_WEBHOOK", |v| {

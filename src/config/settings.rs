@@ -85,6 +85,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_REDIS_CLUSTER", "redis_cluster", "false", "treat a single ATLAS_REDIS_URL as a Redis Cluster seed"),
     s("ATLAS_REDIS_TIMEOUT_MS", "redis_timeout_ms", "5", "longest a lookup waits for Redis before it counts as a miss"),
     s("ATLAS_REDIS_PREFIX", "redis_prefix", "atlas:v1:", "prefix of every Redis key Atlas writes, ending in `:` (separates deployments sharing a Redis)"),
+    s("ATLAS_STATE_DIR", "state_dir", "", "absolute directory for warm-restart snapshots (shard-N.snap written on shutdown, read and removed on start; empty: off)"),
     s("ATLAS_MONITOR_HISTORY", "monitor_history", "60", "monitor windows kept for trends and GET /ai/admin/performance (60 × 5 s = 5 minutes)"),
     s("ATLAS_ADAPTIVE_THRESHOLDS", "adaptive_thresholds", "false", "learn a p95 baseline per operation and raise latency_deviation when a window exceeds 3 × it (never less sensitive than the static thresholds)"),
     s("ATLAS_ALERT_WEBHOOK", "alert_webhook", "", "http://host:port/path that receives every alert change as a JSON POST (3 tries, never blocking a shard)"),

@@ -123,11 +123,7 @@ impl Record {
     pub fn encode(&self) -> Result<Vec<u8>, RecordError> {
         let archive = rkyv::to_bytes::<rancor::Error>(self)
             .map_err(|e| RecordError::Invalid(e.to_string()))?;
-        let mut out = Vec::with_capacity(archive.len() + 8);
-        out.extend_from_slice(&archive);
-        out.extend_from_slice(&crc32fast::hash(&archive).to_le_bytes());
-        out.extend_from_slice(MAGIC);
-        Ok(out)
+        Ok(seal(&archive, MAGIC))
     }
 
     /// Validates `bytes` and reads the record; with `expect_key`, refuses any other key.
@@ -135,21 +131,7 @@ impl Record {
         if bytes.len() > MAX_RECORD_BYTES {
             return Err(RecordError::TooLarge(bytes.len()));
         }
-        let Some((archive, trailer)) = bytes.split_at_checked(bytes.len().saturating_sub(8)) else {
-            return Err(RecordError::Checksum);
-        };
-        let (crc, magic) = trailer.split_at(4.min(trailer.len()));
-        if trailer.len() != 8
-            || magic != MAGIC
-            || crc != crc32fast::hash(archive).to_le_bytes().as_slice()
-        {
-            return Err(RecordError::Checksum);
-        }
-        let bytes = archive;
-        // rkyv reads archives in place and needs them aligned; bytes from a socket or a file
-        // are not, so copy once into an aligned buffer.
-        let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
-        aligned.extend_from_slice(bytes);
+        let aligned = unseal(bytes, MAGIC)?;
         let archived = rkyv::access::<ArchivedRecord, rancor::Error>(&aligned)
             .map_err(|e| RecordError::Invalid(e.to_string()))?;
         let version = archived.version.to_native();
@@ -162,6 +144,34 @@ impl Record {
         rkyv::deserialize::<Record, rancor::Error>(archived)
             .map_err(|e| RecordError::Invalid(e.to_string()))
     }
+}
+
+/// `archive` followed by its CRC-32 (little endian) and `magic`.
+pub fn seal(archive: &[u8], magic: &[u8; 4]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(archive.len() + 8);
+    out.extend_from_slice(archive);
+    out.extend_from_slice(&crc32fast::hash(archive).to_le_bytes());
+    out.extend_from_slice(magic);
+    out
+}
+
+/// Checks the trailer [`seal`] wrote and returns the archive, copied once into an aligned
+/// buffer (rkyv reads archives in place and needs them aligned; bytes from a socket or a
+/// file are not).
+pub fn unseal(bytes: &[u8], magic: &[u8; 4]) -> Result<AlignedVec<16>, RecordError> {
+    let Some((archive, trailer)) = bytes.split_at_checked(bytes.len().saturating_sub(8)) else {
+        return Err(RecordError::Checksum);
+    };
+    let (crc, found) = trailer.split_at(4.min(trailer.len()));
+    if trailer.len() != 8
+        || found != magic
+        || crc != crc32fast::hash(archive).to_le_bytes().as_slice()
+    {
+        return Err(RecordError::Checksum);
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
+    aligned.extend_from_slice(archive);
+    Ok(aligned)
 }
 
 #[cfg(test)]

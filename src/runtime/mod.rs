@@ -27,7 +27,7 @@ use crate::ai::pool::ResolvedEndpoint;
 use crate::config::Config;
 use crate::mesh::{Handler, MeshBuilders};
 use crate::monitor::WebhookTarget;
-use shard::{Role, Shard, ShardCall, ShardReply, Shared};
+use shard::{App, Role, Shard, ShardCall, ShardReply, Shared};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,7 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
         endpoints: resolve_endpoints(&config)?,
         webhook: resolve_webhook(&config, addr)?,
         redis: start_redis(&config)?,
+        restore: Arc::new(Mutex::new(load_snapshots(&config, shards))),
     });
 
     let signals = signal_hook::iterator::Signals::new([
@@ -319,6 +320,34 @@ pub struct Resolved {
     pub webhook: Option<WebhookTarget>,
     /// The Redis workers of the L2 (`ATLAS_REDIS_URL`).
     pub redis: Option<crate::l2::pool::Pool>,
+    /// Snapshot entries for each shard to restore (taken once by the shard).
+    pub restore: Arc<Mutex<Vec<Vec<atlas_shard::SnapshotEntry>>>>,
+}
+
+impl Resolved {
+    /// Shard `id`'s snapshot entries (empty after the first call).
+    pub fn take_restore(&self, id: usize) -> Vec<atlas_shard::SnapshotEntry> {
+        self.restore
+            .lock()
+            .ok()
+            .and_then(|mut all| all.get_mut(id).map(std::mem::take))
+            .unwrap_or_default()
+    }
+}
+
+/// Reads the snapshots in `ATLAS_STATE_DIR` (creating it if missing), grouped by owner shard.
+fn load_snapshots(config: &Config, shards: usize) -> Vec<Vec<atlas_shard::SnapshotEntry>> {
+    let Some(dir) = &config.state_dir else {
+        return Vec::new();
+    };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        log::warn!(
+            "ATLAS_STATE_DIR {}: {e}; snapshots will fail, starting cold",
+            dir.display()
+        );
+        return Vec::new();
+    }
+    crate::snapshot::load_all(dir, shards, crate::monitor::unix_ms_now())
 }
 
 async fn run_shard(start: ShardStart) {
@@ -376,6 +405,28 @@ async fn run_shard(start: ShardStart) {
     accept_loop(&shard, &listener).await;
     drop(listener);
     drain(&shard).await;
+}
+
+/// Writes this shard's live L1 entries to `ATLAS_STATE_DIR` on the executor's blocking
+/// thread; a failure (read-only or full disk) is logged and shutdown goes on.
+async fn write_snapshot(shard: &Rc<Shard>) {
+    let (Some(dir), App::Gateway(engine)) = (shard.config.state_dir.clone(), &shard.app) else {
+        return;
+    };
+    let entries: Vec<atlas_shard::SnapshotEntry> = engine.cache.borrow().snapshot().collect();
+    let (id, count, started) = (shard.id, entries.len(), Instant::now());
+    let written = glommio::executor()
+        .spawn_blocking(move || {
+            crate::snapshot::write(&dir, id, &entries, crate::monitor::unix_ms_now())
+        })
+        .await;
+    match written {
+        Ok(bytes) => log::info!(
+            "snapshot: shard {id} wrote {count} entries ({bytes} bytes) in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ),
+        Err(e) => log::warn!("snapshot: shard {id} could not write its snapshot: {e}"),
+    }
 }
 
 /// Closes the shard's shutdown semaphore when the main thread writes to the notify socket.
@@ -446,6 +497,7 @@ async fn drain(shard: &Rc<Shard>) {
     while shard.counters.connections_open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    write_snapshot(shard).await;
     let left = shard.counters.connections_open.get();
     if left > 0 {
         log::warn!(

@@ -239,6 +239,14 @@ impl Shard {
             )),
             Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id, cpu)),
         };
+        if let App::Gateway(engine) = &app {
+            let entries = resolved.take_restore(id);
+            if !entries.is_empty() {
+                let offered = entries.len();
+                let stored = engine.cache.borrow_mut().restore(entries);
+                log::info!("shard {id}: restored {stored} of {offered} snapshot entries");
+            }
+        }
         Shard {
             id,
             app,
