@@ -63,6 +63,26 @@ pub enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Value, String>>,
     },
+    /// `PUBLISH channel message` (sent on its own: a cluster pipeline refuses it).
+    Publish {
+        /// The channel.
+        channel: Vec<u8>,
+        /// The message.
+        message: Vec<u8>,
+    },
+    /// Deletes results: the given keys, every member of the given index sets (and the sets),
+    /// and with `scan` every key under that prefix on every master. Answers the number of
+    /// keys deleted.
+    Invalidate {
+        /// Result keys.
+        keys: Vec<Vec<u8>>,
+        /// Index sets whose members go.
+        sets: Vec<Vec<u8>>,
+        /// A key prefix to delete entirely (`all`).
+        scan: Option<Vec<u8>>,
+        /// Where the count goes (`None`: nobody waits).
+        reply: Option<oneshot::Sender<Result<u64, String>>>,
+    },
 }
 
 /// Where Redis is.
@@ -79,6 +99,8 @@ pub enum Target {
 pub struct Pool {
     tx: Sender<Command>,
     connected: Arc<Vec<AtomicBool>>,
+    target: Target,
+    io_timeout: Duration,
 }
 
 impl Pool {
@@ -106,7 +128,31 @@ impl Pool {
                 .name(format!("atlas-redis-{i}"))
                 .spawn(move || worker.run())?;
         }
-        Ok(Pool { tx, connected })
+        Ok(Pool {
+            tx,
+            connected,
+            target,
+            io_timeout,
+        })
+    }
+
+    /// Starts a thread subscribed to `channel` that forwards every message to `forward`
+    /// (one node: the node; a cluster: its first seed, since cluster PUBLISH reaches every
+    /// node). It reconnects after failures and ends when `forward` is closed.
+    pub fn subscribe(
+        &self,
+        channel: Vec<u8>,
+        forward: futures_channel::mpsc::UnboundedSender<Vec<u8>>,
+    ) -> std::io::Result<()> {
+        let url = match &self.target {
+            Target::Node(url) => url.clone(),
+            Target::Cluster(seeds) => seeds.first().cloned().unwrap_or_default(),
+        };
+        let timeout = self.io_timeout;
+        thread::Builder::new()
+            .name("atlas-redis-sub".into())
+            .spawn(move || subscriber(&url, &channel, &forward, timeout))?;
+        Ok(())
     }
 
     /// A pool without workers whose commands go to `tx` (unit tests).
@@ -115,6 +161,8 @@ impl Pool {
         Pool {
             tx,
             connected: Arc::new(Vec::new()),
+            target: Target::Node(String::new()),
+            io_timeout: Duration::from_millis(100),
         }
     }
 
@@ -179,6 +227,166 @@ impl Worker {
             fail(round, "redis unavailable");
             return;
         }
+        // Multi-step and cluster-unsafe commands run on their own, after the pipeline.
+        let mut solo = Vec::new();
+        round.retain_mut(|c| match c {
+            Command::Publish { .. } | Command::Invalidate { .. } => {
+                solo.push(std::mem::replace(c, Command::Fire(Cmd::new())));
+                false
+            }
+            _ => true,
+        });
+        if !round.is_empty() {
+            self.pipeline(round);
+        }
+        for c in solo {
+            self.run_solo(c);
+        }
+    }
+
+    /// Runs one `Publish` or `Invalidate`.
+    fn run_solo(&mut self, c: Command) {
+        match c {
+            Command::Publish { channel, message } => {
+                let result = self.query(redis::cmd("PUBLISH").arg(channel).arg(message));
+                if let Err(e) = result {
+                    log::warn!("redis: publish failed: {e}");
+                }
+            }
+            Command::Invalidate {
+                keys,
+                sets,
+                scan,
+                reply,
+            } => {
+                let result = self.invalidate(keys, &sets, scan.as_deref());
+                if let Err(e) = &result {
+                    log::warn!("redis: invalidation failed: {e}");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            other => {
+                let mut round = vec![other];
+                self.pipeline(&mut round);
+            }
+        }
+    }
+
+    /// One command on the current connection.
+    fn query(&mut self, cmd: &Cmd) -> Result<Value, String> {
+        if self.conn.is_none() && !self.connect() {
+            return Err("redis unavailable".into());
+        }
+        let result = match &mut self.conn {
+            Some(Conn::Node(c)) => cmd.query::<Value>(c),
+            Some(Conn::Cluster(c)) => cmd.query::<Value>(&mut **c),
+            None => return Err("redis unavailable".into()),
+        };
+        result.map_err(|e| {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                self.disconnect();
+            }
+            e.to_string()
+        })
+    }
+
+    /// Deletes `keys`, the members of `sets` and the sets, and with `scan` every key under
+    /// that prefix; returns how many keys existed.
+    fn invalidate(
+        &mut self,
+        mut keys: Vec<Vec<u8>>,
+        sets: &[Vec<u8>],
+        scan: Option<&[u8]>,
+    ) -> Result<u64, String> {
+        for set in sets {
+            if let Value::Array(members) = self.query(redis::cmd("SMEMBERS").arg(set))? {
+                keys.extend(members.into_iter().filter_map(|m| match m {
+                    Value::BulkString(b) => Some(b),
+                    _ => None,
+                }));
+            }
+            keys.push(set.clone());
+        }
+        if let Some(prefix) = scan {
+            keys.extend(self.scan_all(prefix)?);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let mut removed = 0;
+        // One key per command, so a cluster pipeline can route each to its slot.
+        for chunk in keys.chunks(PIPELINE) {
+            let cmds: Vec<Cmd> = chunk
+                .iter()
+                .map(|k| redis::cmd("UNLINK").arg(k).clone())
+                .collect();
+            let answers = self.run_pipeline(cmds).map_err(|e| e.to_string())?;
+            removed += answers
+                .iter()
+                .filter(|v| matches!(v, Value::Int(1)))
+                .count() as u64;
+        }
+        // Index sets themselves are not results.
+        Ok(removed.saturating_sub(sets.len() as u64))
+    }
+
+    /// Every key starting with `prefix`, on the node or on every cluster master.
+    fn scan_all(&mut self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+        let mut pattern = prefix.to_vec();
+        pattern.push(b'*');
+        let mut out = Vec::new();
+        match &mut self.conn {
+            Some(Conn::Node(c)) => scan_node(c, &pattern, &mut out)?,
+            Some(Conn::Cluster(c)) => {
+                // SCAN is per node: connect to each master the cluster lists.
+                let nodes = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query::<String>(&mut **c)
+                    .map_err(|e| e.to_string())?;
+                for addr in masters(&nodes) {
+                    let mut node = redis::Client::open(format!("redis://{addr}"))
+                        .and_then(|cl| cl.get_connection_with_timeout(self.io_timeout))
+                        .map_err(|e| e.to_string())?;
+                    scan_node(&mut node, &pattern, &mut out)?;
+                }
+            }
+            None => return Err("redis unavailable".into()),
+        }
+        Ok(out)
+    }
+
+    fn run_pipeline(&mut self, cmds: Vec<Cmd>) -> redis::RedisResult<Vec<Value>> {
+        let result = match &mut self.conn {
+            Some(Conn::Node(conn)) => {
+                let mut p = redis::pipe();
+                for c in cmds {
+                    p.add_command(c);
+                }
+                p.query::<Vec<Value>>(conn)
+            }
+            Some(Conn::Cluster(conn)) => {
+                let mut p = redis::cluster::cluster_pipe();
+                for c in cmds {
+                    p.add_command(c);
+                }
+                p.query::<Vec<Value>>(conn)
+            }
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "redis unavailable",
+            ))),
+        };
+        if let Err(e) = &result {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                self.disconnect();
+            }
+        }
+        result
+    }
+
+    /// Sends the round as one pipeline and hands out the answers.
+    fn pipeline(&mut self, round: &mut Vec<Command>) {
         let mut cmds = Vec::with_capacity(round.len() * 2);
         for c in round.iter() {
             match c {
@@ -207,33 +415,12 @@ impl Worker {
                     }
                 }
                 Command::Fire(cmd) | Command::Query { cmd, .. } => cmds.push(cmd.clone()),
+                Command::Publish { .. } | Command::Invalidate { .. } => {}
             }
         }
-        let result = match &mut self.conn {
-            Some(Conn::Node(conn)) => {
-                let mut p = redis::pipe();
-                for c in cmds {
-                    p.add_command(c);
-                }
-                p.query::<Vec<Value>>(conn)
-            }
-            Some(Conn::Cluster(conn)) => {
-                let mut p = redis::cluster::cluster_pipe();
-                for c in cmds {
-                    p.add_command(c);
-                }
-                p.query::<Vec<Value>>(conn)
-            }
-            None => return fail(round, "redis unavailable"),
-        };
-        match result {
+        match self.run_pipeline(cmds) {
             Ok(values) => reply(round, values),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.disconnect();
-                }
-                fail(round, &e.to_string());
-            }
+            Err(e) => fail(round, &e.to_string()),
         }
     }
 
@@ -316,8 +503,102 @@ fn reply(round: &mut Vec<Command>, values: Vec<Value>) {
             Command::Query { reply, .. } => {
                 let _ = reply.send(values.next().ok_or_else(|| "missing reply".to_string()));
             }
+            Command::Publish { .. } | Command::Invalidate { .. } => {}
         }
     }
+}
+
+/// The subscriber loop: (re)connect, subscribe, forward messages until `forward` closes.
+fn subscriber(
+    url: &str,
+    channel: &[u8],
+    forward: &futures_channel::mpsc::UnboundedSender<Vec<u8>>,
+    timeout: Duration,
+) {
+    let mut logged_down = false;
+    while !forward.is_closed() {
+        let conn = redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(timeout));
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                if !logged_down {
+                    log::warn!("redis: subscriber cannot connect: {e}; retrying");
+                    logged_down = true;
+                }
+                thread::sleep(RECONNECT_EVERY);
+                continue;
+            }
+        };
+        let mut pubsub = conn.as_pubsub();
+        if let Err(e) = pubsub.subscribe(channel) {
+            log::warn!("redis: cannot subscribe: {e}");
+            thread::sleep(RECONNECT_EVERY);
+            continue;
+        }
+        // A read timeout lets the loop notice a closed `forward` without traffic.
+        let _ = pubsub.set_read_timeout(Some(Duration::from_secs(1)));
+        log::info!("redis: subscribed to invalidations");
+        logged_down = false;
+        loop {
+            match pubsub.get_message() {
+                Ok(msg) => {
+                    if forward
+                        .unbounded_send(msg.get_payload_bytes().to_vec())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(e) if e.is_timeout() => {
+                    if forward.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    log::warn!("redis: subscriber lost its connection: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Appends every key matching `pattern` on one node (cursor-based SCAN, 1000 at a time).
+fn scan_node(
+    conn: &mut redis::Connection,
+    pattern: &[u8],
+    out: &mut Vec<Vec<u8>>,
+) -> Result<(), String> {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(conn)
+            .map_err(|e| e.to_string())?;
+        out.extend(keys);
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// `host:port` of each master in `CLUSTER NODES` output.
+fn masters(nodes: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            (flags.split(',').any(|f| f == "master") && !flags.contains("fail"))
+                .then(|| addr.split('@').next().unwrap_or(addr).to_string())
+        })
+        .collect()
 }
 
 fn fail(round: &mut Vec<Command>, why: &str) {
@@ -329,7 +610,15 @@ fn fail(round: &mut Vec<Command>, why: &str) {
             Command::Query { reply, .. } => {
                 let _ = reply.send(Err(why.to_string()));
             }
-            Command::Set { .. } | Command::Fire(_) => {}
+            Command::Invalidate {
+                reply: Some(reply), ..
+            } => {
+                let _ = reply.send(Err(why.to_string()));
+            }
+            Command::Set { .. }
+            | Command::Fire(_)
+            | Command::Publish { .. }
+            | Command::Invalidate { .. } => {}
         }
     }
 }
