@@ -94,6 +94,15 @@ pub struct Job {
     pub tags: Vec<String>,
 }
 
+/// The computation in flight for one key, as its single-flight leader runs it.
+struct Leading {
+    /// The leader's priority (a follower never waits on a lower one).
+    priority: Priority,
+    /// Dependency tags declared by the followers waiting on it: the stored result carries
+    /// them too.
+    follower_tags: Vec<String>,
+}
+
 /// One request waiting in a batch queue.
 struct Pending {
     input: ModelInput,
@@ -172,8 +181,8 @@ pub struct Engine {
     /// Identical misses in flight.
     pub flights: RefCell<SingleFlight>,
     followers: RefCell<HashMap<WaiterId, oneshot::Sender<Outcome>>>,
-    /// Priority of each single-flight leader's computation, by key bytes.
-    leaders: RefCell<HashMap<Box<[u8]>, Priority>>,
+    /// Each single-flight leader's computation, by key bytes.
+    leaders: RefCell<HashMap<Box<[u8]>, Leading>>,
     /// Batch queues of this shard.
     queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
     configs: CacheConfigs,
@@ -292,6 +301,9 @@ impl Engine {
         } else {
             Lookup::Miss
         };
+        if matches!(lookup, Lookup::Fresh(_) | Lookup::Stale(_)) {
+            self.keep_tags(&job.key, &job.tags);
+        }
         let fallback = match lookup {
             Lookup::Fresh(hit) => {
                 if hit.refresh_ahead && self.warming {
@@ -303,7 +315,8 @@ impl Engine {
                 self.spawn_refresh(job);
                 return Ok(served_from_cache(hit.body, CacheStatus::Stale));
             }
-            Lookup::StaleIfError(hit) => Some(hit.body),
+            // Kept with the key and tags, which the computation consumes, in case it is served.
+            Lookup::StaleIfError(hit) => Some((hit.body, job.key.clone(), job.tags.clone())),
             Lookup::Miss => None,
         };
         let outcome = if job.mode != CacheMode::Default {
@@ -328,6 +341,9 @@ impl Engine {
                     self.compute_and_store(job).await
                 }
                 Join::Follower(waiter) => {
+                    if let Some(leading) = self.leaders.borrow_mut().get_mut(job.key.bytes()) {
+                        leading.follower_tags.extend(job.tags);
+                    }
                     let (tx, rx) = oneshot::channel();
                     self.followers.borrow_mut().insert(waiter, tx);
                     rx.await
@@ -338,7 +354,10 @@ impl Engine {
             }
         };
         match (outcome, fallback) {
-            (Err(_), Some(body)) => Ok(served_from_cache(body, CacheStatus::Stale)),
+            (Err(_), Some((body, key, tags))) => {
+                self.keep_tags(&key, &tags);
+                Ok(served_from_cache(body, CacheStatus::Stale))
+            }
             (outcome, _) => outcome,
         }
     }
@@ -346,9 +365,13 @@ impl Engine {
     /// Computes `job` as the single-flight leader, then wakes every follower with the result.
     async fn lead(self: Rc<Self>, job: Job) -> Outcome {
         let key = job.key.clone();
-        self.leaders
-            .borrow_mut()
-            .insert(key.bytes().into(), job.priority);
+        self.leaders.borrow_mut().insert(
+            key.bytes().into(),
+            Leading {
+                priority: job.priority,
+                follower_tags: Vec::new(),
+            },
+        );
         let outcome = self.compute_and_store(job).await;
         self.leaders.borrow_mut().remove(key.bytes());
         let waiters = self.flights.borrow_mut().complete(&key);
@@ -367,8 +390,7 @@ impl Engine {
         self.leaders
             .borrow()
             .get(key.bytes())
-            .copied()
-            .unwrap_or(Priority::High)
+            .map_or(Priority::High, |l| l.priority)
     }
 
     /// Recomputes a cached result in the background at low priority, unless an identical
@@ -439,6 +461,21 @@ impl Engine {
         })
     }
 
+    /// Keeps the dependency tags a request declared on the entry that served it (see
+    /// [`Engine::store`] for the rule).
+    fn keep_tags(&self, key: &CacheKey, tags: &[String]) {
+        if !tags.is_empty() {
+            self.cache.borrow_mut().add_tags(key, tags);
+        }
+    }
+
+    /// Stores a computed result. Dependency tags are kept per entry, not per request: the
+    /// entry carries the union of the tags declared by the request that computed it, by every
+    /// follower that waited on that computation, by every request it has served since
+    /// (`keep_tags`), and by the entry it replaces under the same key (a refresh keeps what
+    /// the earlier result's requests declared), plus the model's own dependencies. An
+    /// invalidation of any of them removes the result for everyone; an entry loses its tags
+    /// only by leaving the cache.
     fn store(
         &self,
         key: &CacheKey,
@@ -449,6 +486,12 @@ impl Engine {
     ) {
         let out = &computed.output;
         tags.extend(out.dependencies.iter().cloned());
+        if let Some(leading) = self.leaders.borrow().get(key.bytes()) {
+            tags.extend(leading.follower_tags.iter().cloned());
+        }
+        tags.extend(self.cache.borrow().tags_of(key));
+        tags.sort_unstable();
+        tags.dedup();
         let mut meta = EntryMeta::from_config(
             self.configs.get(op),
             out.confidence as f32,
