@@ -17,10 +17,13 @@ use serde::Serialize;
 
 use atlas_shard::{
     Batch, BatchOptions, BatchQueues, Cache, CacheConfigs, CacheKey, CacheOptions, Clock,
-    DropReason, EntryMeta, FlightOptions, Join, Lookup, MonotonicClock, Operation, Poll, Priority,
-    PushError, QueueKey, SingleFlight, Timestamp, WaiterId,
+    ContextOptions, ContextStore, DropReason, EntryMeta, FlightOptions, Join, Lookup,
+    MonotonicClock, Operation, Poll, Priority, PushError, QueueKey, SingleFlight, Timestamp,
+    WaiterId,
 };
 
+use super::context::SharedContext;
+use super::invalidation::{self, Invalidation, Kind};
 use super::pool::{EndpointPool, PoolError, PoolOptions};
 use super::request::{model_error, CacheMode};
 use crate::error::ApiError;
@@ -140,6 +143,14 @@ pub struct EngineFigures {
     pub queued: u64,
     /// This shard's view of each endpoint.
     pub endpoints: Vec<super::pool::EndpointInfo>,
+    /// L1 entries removed by invalidations, by [`Kind`].
+    pub invalidated: [u64; Kind::COUNT],
+    /// Stored user contexts.
+    pub context_entries: u64,
+    /// Bytes accounted to stored user contexts.
+    pub context_bytes: u64,
+    /// Context store counters.
+    pub contexts: atlas_shard::ContextCounters,
 }
 
 impl EngineFigures {
@@ -153,6 +164,12 @@ impl EngineFigures {
         self.cache_bytes += o.cache_bytes;
         self.flights.merge(&o.flights);
         self.queued += o.queued;
+        for (a, b) in self.invalidated.iter_mut().zip(o.invalidated) {
+            *a += b;
+        }
+        self.context_entries += o.context_entries;
+        self.context_bytes += o.context_bytes;
+        self.contexts.merge(&o.contexts);
     }
 }
 
@@ -165,6 +182,8 @@ pub struct EngineCounters {
     pub batches: Cell<u64>,
     /// Background refreshes started (stale-while-revalidate and refresh-ahead).
     pub refreshes: Cell<u64>,
+    /// L1 entries removed by invalidations, by [`Kind`].
+    pub invalidated: [Cell<u64>; Kind::COUNT],
 }
 
 fn bump(c: &Cell<u64>, by: u64) {
@@ -193,6 +212,8 @@ pub struct Engine {
     /// Wakes the dispatcher.
     wake: Notify,
     warming: bool,
+    /// Stored user contexts of the users this shard owns (`/ai/context/{user_id}`).
+    pub contexts: RefCell<ContextStore<MonotonicClock, SharedContext>>,
     /// Counters for `/health/detailed`.
     pub counters: EngineCounters,
 }
@@ -206,6 +227,8 @@ pub struct EngineOptions {
     pub batch: BatchOptions,
     /// Refresh hot entries before expiry.
     pub warming: bool,
+    /// This shard's context store: TTL and byte budget.
+    pub contexts: ContextOptions,
 }
 
 /// Everything an engine is built from.
@@ -238,6 +261,7 @@ impl Engine {
             busy: Cell::new(0),
             wake: Notify::default(),
             warming: opts.warming,
+            contexts: RefCell::new(ContextStore::new(opts.contexts, clock)),
             counters: EngineCounters::default(),
         });
         glommio::spawn_local(Rc::clone(&engine).dispatch_loop()).detach();
@@ -257,6 +281,7 @@ impl Engine {
             glommio::timer::sleep(SWEEP_EVERY).await;
             self.cache.borrow_mut().sweep(SWEEP_SCAN, &mut ignored);
             ignored.clear();
+            self.contexts.borrow_mut().sweep();
         }
     }
 
@@ -278,7 +303,27 @@ impl Engine {
             flights: *self.flights.borrow().counters(),
             queued: self.queued() as u64,
             endpoints: self.pool.snapshot(),
+            invalidated: self.counters.invalidated.each_ref().map(Cell::get),
+            context_entries: self.contexts.borrow().len() as u64,
+            context_bytes: self.contexts.borrow().bytes_used() as u64,
+            contexts: *self.contexts.borrow().counters(),
         }
+    }
+
+    /// Applies an invalidation to this shard and returns how many entries it removed: the one
+    /// place where a shard drops results on request (API, events, context changes, and later
+    /// messages from other instances).
+    ///
+    /// Seam for the Redis tier: today the L1 cache. With L2, this shard's pending write-behind
+    /// stores that `inv` selects are dropped here too, so that a write queued before the
+    /// invalidation cannot put the result back into Redis after it. Deleting from Redis itself
+    /// happens once per invalidation in [`invalidation::everywhere`], not per shard.
+    pub fn invalidate(&self, inv: &Invalidation) -> u64 {
+        let removed = invalidation::apply(&mut self.cache.borrow_mut(), inv);
+        for (cell, n) in self.counters.invalidated.iter().zip(removed.0) {
+            bump(cell, n);
+        }
+        removed.total()
     }
 
     /// Requests waiting in the batch queues.
