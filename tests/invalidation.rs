@@ -302,6 +302,40 @@ fn dependencies_declared_by_a_hit_or_a_waiting_request_are_kept() {
         &heavy_portfolio("u-flight", &[]),
     );
     assert_eq!(again.header("X-Atlas-Cache"), Some("miss"));
+
+    // An invalidation that runs while a result it names is being computed keeps that result
+    // out of the cache: the computation read its input before the invalidation.
+    let computing = {
+        let mut c = server.connect();
+        thread::spawn(move || {
+            post(
+                &mut c,
+                "/ai/portfolio_analysis",
+                &heavy_portfolio("u-race", &[]),
+            )
+        })
+    };
+    wait_in_flight(&server, 1);
+    let v = invalidate(&mut c, json!({"user_id": "u-race"}), 2);
+    assert_eq!(v["removed"], 0, "nothing stored yet");
+    let computed = computing.join().unwrap();
+    assert_eq!(computed.header("X-Atlas-Cache"), Some("miss"));
+    let after = post(
+        &mut c,
+        "/ai/portfolio_analysis",
+        &heavy_portfolio("u-race", &[]),
+    );
+    assert_eq!(after.header("X-Atlas-Cache"), Some("miss"), "not stored");
+    let last = post(
+        &mut c,
+        "/ai/portfolio_analysis",
+        &heavy_portfolio("u-race", &[]),
+    );
+    assert_eq!(
+        last.header("X-Atlas-Cache"),
+        Some("hit"),
+        "stored as usual after"
+    );
 }
 
 #[test]

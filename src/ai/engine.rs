@@ -212,6 +212,8 @@ pub struct Engine {
     /// Wakes the dispatcher.
     wake: Notify,
     warming: bool,
+    /// The invalidations applied last (see [`invalidation::Recent`]).
+    recent: RefCell<invalidation::Recent>,
     /// Stored user contexts of the users this shard owns (`/ai/context/{user_id}`).
     pub contexts: RefCell<ContextStore<MonotonicClock, SharedContext>>,
     /// Counters for `/health/detailed`.
@@ -261,6 +263,7 @@ impl Engine {
             busy: Cell::new(0),
             wake: Notify::default(),
             warming: opts.warming,
+            recent: RefCell::new(invalidation::Recent::default()),
             contexts: RefCell::new(ContextStore::new(opts.contexts, clock)),
             counters: EngineCounters::default(),
         });
@@ -319,6 +322,7 @@ impl Engine {
     /// invalidation cannot put the result back into Redis after it. Deleting from Redis itself
     /// happens once per invalidation in [`invalidation::everywhere`], not per shard.
     pub fn invalidate(&self, inv: &Invalidation) -> u64 {
+        self.recent.borrow_mut().record(inv);
         let removed = invalidation::apply(&mut self.cache.borrow_mut(), inv);
         for (cell, n) in self.counters.invalidated.iter().zip(removed.0) {
             bump(cell, n);
@@ -463,6 +467,7 @@ impl Engine {
     /// Queues the job for the model, waits for its result, stores it (unless `no_store`).
     async fn compute_and_store(self: &Rc<Self>, job: Job) -> Outcome {
         let op = job.key.operation();
+        let mark = self.recent.borrow().mark();
         let (tx, rx) = oneshot::channel();
         let deadline = self.timestamp(job.deadline);
         let pending = Pending {
@@ -494,7 +499,7 @@ impl Engine {
             .await
             .unwrap_or_else(|| Err(internal("the batch was dropped")))?;
         if job.mode.stores() {
-            self.store(&job.key, op, &computed, job.max_age, job.tags);
+            self.store(&job.key, op, &computed, job.max_age, job.tags, mark);
         }
         Ok(Served {
             body: computed.body,
@@ -521,6 +526,9 @@ impl Engine {
     /// the earlier result's requests declared), plus the model's own dependencies. An
     /// invalidation of any of them removes the result for everyone; an entry loses its tags
     /// only by leaving the cache.
+    ///
+    /// A result that an invalidation applied since `mark` (taken when its computation
+    /// started) selects is not stored: the invalidation ran while it was being computed.
     fn store(
         &self,
         key: &CacheKey,
@@ -528,6 +536,7 @@ impl Engine {
         computed: &Computed,
         max_age: Option<Duration>,
         mut tags: Vec<String>,
+        mark: u64,
     ) {
         let out = &computed.output;
         tags.extend(out.dependencies.iter().cloned());
@@ -537,6 +546,13 @@ impl Engine {
         tags.extend(self.cache.borrow().tags_of(key));
         tags.sort_unstable();
         tags.dedup();
+        if self
+            .recent
+            .borrow()
+            .selects_since(mark, key, &tags, &out.symbols)
+        {
+            return;
+        }
         let mut meta = EntryMeta::from_config(
             self.configs.get(op),
             out.confidence as f32,

@@ -17,6 +17,7 @@
 //! `Invalidation` is plain `Send` data and round-trips through JSON (serde), so the same value
 //! crosses the mesh today and the pub/sub channel later.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,22 @@ impl Invalidation {
             && self.operations.is_empty()
     }
 
+    /// Whether it selects a result stored under `key` with these dependency `tags` and
+    /// market `symbols`.
+    pub fn selects(&self, key: &CacheKey, tags: &[String], symbols: &[String]) -> bool {
+        self.all
+            || self
+                .keys
+                .iter()
+                .any(|k| k.cache_key().is_ok_and(|k| k == *key))
+            || self.tags.iter().any(|t| tags.contains(t))
+            || self.symbols.iter().any(|s| symbols.contains(s))
+            || key
+                .user()
+                .is_some_and(|u| self.users.iter().any(|x| x == u))
+            || self.operations.contains(&key.operation())
+    }
+
     /// The kinds of selector it uses.
     pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
         Kind::ALL.into_iter().filter(|k| match k {
@@ -206,6 +223,58 @@ pub fn apply<C: Clock>(cache: &mut Cache<C>, inv: &Invalidation) -> Removed {
         count(Kind::Operation, cache.invalidate_operation(op));
     }
     removed
+}
+
+/// How many of the latest invalidations [`Recent`] remembers.
+const RECENT: usize = 64;
+
+/// The invalidations one shard applied last, numbered, so that a computation that was in
+/// flight while one ran can tell whether the invalidation named its result: such a result is
+/// answered but not stored (its input was read before the invalidation).
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// Invalidations applied since start.
+    applied: u64,
+    /// The last [`RECENT`] of them, with their numbers, oldest first.
+    log: VecDeque<(u64, Invalidation)>,
+}
+
+impl Recent {
+    /// A mark to take before a computation starts.
+    pub fn mark(&self) -> u64 {
+        self.applied
+    }
+
+    /// Records an applied invalidation.
+    pub fn record(&mut self, inv: &Invalidation) {
+        self.applied += 1;
+        self.log.push_back((self.applied, inv.clone()));
+        if self.log.len() > RECENT {
+            self.log.pop_front();
+        }
+    }
+
+    /// Whether an invalidation applied after `mark` selects a result under `key` with these
+    /// tags and symbols; also true when more were applied since than are remembered.
+    pub fn selects_since(
+        &self,
+        mark: u64,
+        key: &CacheKey,
+        tags: &[String],
+        symbols: &[String],
+    ) -> bool {
+        if self.applied == mark {
+            return false;
+        }
+        match self.log.front() {
+            Some(&(oldest, _)) if oldest <= mark + 1 => self
+                .log
+                .iter()
+                .filter(|(n, _)| *n > mark)
+                .any(|(_, inv)| inv.selects(key, tags, symbols)),
+            _ => true,
+        }
+    }
 }
 
 /// What an invalidation did across this process's shards.
@@ -551,6 +620,57 @@ mod tests {
         assert!(serde_json::from_str::<Invalidation>(r#"{"operations":["nope"]}"#).is_err());
         fn is_send<T: Send>() {}
         is_send::<Invalidation>();
+    }
+
+    #[test]
+    fn a_result_computed_across_an_invalidation_that_names_it_is_not_stored() {
+        let key = CacheKey::new(Operation::RiskAssessment, Some("u1"), b"{}").unwrap();
+        let (tags, symbols) = (vec!["t".to_string()], vec!["AAPL".to_string()]);
+        let mut recent = Recent::default();
+        let mark = recent.mark();
+        assert!(!recent.selects_since(mark, &key, &tags, &symbols));
+        recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        assert!(!recent.selects_since(mark, &key, &tags, &symbols));
+        recent.record(&Invalidation {
+            users: vec!["u1".into()],
+            ..Invalidation::default()
+        });
+        assert!(recent.selects_since(mark, &key, &tags, &symbols));
+        let later = recent.mark();
+        assert!(!recent.selects_since(later, &key, &tags, &symbols));
+        for selector in [
+            Invalidation::of_tags(tags.clone()),
+            Invalidation {
+                symbols: symbols.clone(),
+                ..Invalidation::default()
+            },
+            Invalidation {
+                operations: vec![Operation::RiskAssessment],
+                ..Invalidation::default()
+            },
+            Invalidation {
+                keys: vec![KeyRef {
+                    operation: Operation::RiskAssessment,
+                    user_id: "u1".into(),
+                    canonical_input: "{}".into(),
+                }],
+                ..Invalidation::default()
+            },
+            Invalidation {
+                all: true,
+                ..Invalidation::default()
+            },
+        ] {
+            assert!(selector.selects(&key, &tags, &symbols), "{selector:?}");
+        }
+        // The last RECENT are remembered; past that, the answer is "maybe": do not store.
+        for _ in 0..RECENT {
+            recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        }
+        assert!(!recent.selects_since(later, &key, &tags, &symbols));
+        recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        assert!(recent.selects_since(later, &key, &tags, &symbols));
+        assert!(!recent.selects_since(recent.mark(), &key, &tags, &symbols));
     }
 
     #[test]
