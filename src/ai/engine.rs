@@ -5,6 +5,9 @@
 //! synchronous `atlas-shard` structures and maps their ids to shard-local oneshot slots. A
 //! dispatcher task polls the batch queues whenever something changes (a push, a batch done, a
 //! window or deadline reached) and runs each batch on the endpoint in its own task.
+//!
+//! It also holds the stored contexts of the users this shard owns (`ai::context`), and
+//! applies invalidations to its cache ([`Engine::invalidate`], a seam for the Redis tier).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};

@@ -70,12 +70,14 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
     let (parsed, context_version) = match prepared {
         Prepared::Ready(p) => (p, None),
         Prepared::NeedsContext(draft) => {
-            let merged = match context::fetch(shard, &draft.user, deadline).await {
-                Ok(ctx) => draft
-                    .finish(Some(&ctx.value.fields))
-                    .map(|p| (p, Some(ctx.version))),
-                Err(e) => Err(e),
-            };
+            let merged = context::fetch(shard, &draft.user, deadline)
+                .await
+                .and_then(|ctx| {
+                    let version = ctx.version;
+                    draft
+                        .finish(Some(&ctx.value.fields))
+                        .map(|p| (p, Some(version)))
+                });
             match merged {
                 Ok(m) => m,
                 Err(e) => {
