@@ -249,10 +249,23 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         make: impl Fn() -> Q,
         limit: std::time::Duration,
     ) -> Vec<Result<R, MeshError>> {
-        let tasks: Vec<_> = (0..self.shards)
-            .map(|k| {
+        let calls = (0..self.shards).map(|k| (k, make())).collect();
+        self.call_each(calls, limit).await
+    }
+
+    /// Runs each `(shard, call)` on its shard, concurrently, and returns the answers in the
+    /// order given; a call not answered within `limit` gives `Err(MeshError::Timeout)` while
+    /// the others' answers are kept. For "run on some shards", where each gets its own call
+    /// (an invalidation sends each key only to its owner).
+    pub async fn call_each(
+        self: &Rc<Self>,
+        calls: Vec<(usize, Q)>,
+        limit: std::time::Duration,
+    ) -> Vec<Result<R, MeshError>> {
+        let tasks: Vec<_> = calls
+            .into_iter()
+            .map(|(k, call)| {
                 let mesh = Rc::clone(self);
-                let call = make();
                 glommio::spawn_local(async move {
                     futures_lite::future::or(mesh.call(k, call), async move {
                         glommio::timer::sleep(limit).await;

@@ -12,6 +12,7 @@ use atlas_shard::{BatchStats, Operation};
 
 use crate::ai::engine::CacheStatus;
 use crate::ai::engine::EngineFigures;
+use crate::ai::invalidation::{Invalidation, Kind};
 use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
 /// Upper bounds (seconds) of the request-duration buckets: sub-millisecond hits to
@@ -88,6 +89,10 @@ pub struct RequestMetrics {
     /// Answers a model computed for this request, by operation (mean batch size and queue
     /// time as requests saw them, for `/ai/admin/performance`).
     pub model: [ModelFigures; Operation::COUNT],
+    /// Invalidations this shard accepted (API, events, context changes), by selector kind.
+    pub invalidations: [u64; Kind::COUNT],
+    /// Events accepted, by type (the built-in and configured types only: bounded).
+    pub events: Vec<(String, u64)>,
 }
 
 /// Sums over the answers a model computed.
@@ -150,9 +155,27 @@ impl RequestMetrics {
         m.queue_s += queue_s;
     }
 
+    /// Records an invalidation this shard accepted: one for each kind of selector it uses.
+    pub fn record_invalidation(&mut self, inv: &Invalidation) {
+        for kind in inv.kinds() {
+            self.invalidations[kind.index()] += 1;
+        }
+    }
+
+    /// Records an accepted event of type `event`.
+    pub fn record_event(&mut self, event: &str) {
+        add_event(&mut self.events, event, 1);
+    }
+
     fn merge(&mut self, o: &RequestMetrics) {
         for (a, b) in self.model.iter_mut().zip(o.model.iter()) {
             a.add(b);
+        }
+        for (a, b) in self.invalidations.iter_mut().zip(o.invalidations) {
+            *a += b;
+        }
+        for (event, n) in &o.events {
+            add_event(&mut self.events, event, *n);
         }
         for (a, b) in self.duration.iter_mut().zip(o.duration.iter()) {
             for (x, y) in a.iter_mut().zip(b.iter()) {
@@ -172,6 +195,13 @@ impl RequestMetrics {
                 None => self.status.push((op, status, n)),
             }
         }
+    }
+}
+
+fn add_event(events: &mut Vec<(String, u64)>, event: &str, n: u64) {
+    match events.iter_mut().find(|(e, _)| e == event) {
+        Some(entry) => entry.1 += n,
+        None => events.push((event.to_string(), n)),
     }
 }
 
@@ -422,6 +452,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
         &total.queue_time,
         1e-6,
     );
+    invalidations(w, &total);
     endpoints(w, shards);
     l2(w, shards);
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
@@ -536,6 +567,72 @@ fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
         "Redis worker connections up.",
         t.connected as f64,
     );
+}
+
+fn invalidations(w: &mut String, total: &MetricsSnapshot) {
+    head(
+        w,
+        "ai_invalidations_total",
+        "counter",
+        "Invalidations accepted (API, events, context changes), by selector kind.",
+    );
+    for kind in Kind::ALL {
+        let n = total.requests.invalidations[kind.index()];
+        let _ = writeln!(
+            w,
+            "ai_invalidations_total{{kind=\"{}\"}} {n}",
+            kind.as_str()
+        );
+    }
+    head(
+        w,
+        "ai_invalidated_entries_total",
+        "counter",
+        "L1 entries removed by invalidations, by the selector kind that removed them.",
+    );
+    for kind in Kind::ALL {
+        let n = total.engine.invalidated[kind.index()];
+        let _ = writeln!(
+            w,
+            "ai_invalidated_entries_total{{kind=\"{}\"}} {n}",
+            kind.as_str()
+        );
+    }
+    head(w, "ai_events_total", "counter", "Events accepted, by type.");
+    let mut events = total.requests.events.clone();
+    events.sort();
+    for (event, n) in events {
+        let _ = writeln!(w, "ai_events_total{{type=\"{event}\"}} {n}");
+    }
+    gauge(
+        w,
+        "ai_context_entries",
+        "Stored user contexts.",
+        total.engine.context_entries as f64,
+    );
+    gauge(
+        w,
+        "ai_context_bytes",
+        "Bytes accounted to stored user contexts.",
+        total.engine.context_bytes as f64,
+    );
+    head(
+        w,
+        "ai_context_operations_total",
+        "counter",
+        "Stored-context outcomes: write, hit, miss, delete, evict, expire.",
+    );
+    let c = &total.engine.contexts;
+    for (result, n) in [
+        ("write", c.writes),
+        ("hit", c.hits),
+        ("miss", c.misses),
+        ("delete", c.deletes),
+        ("evict", c.evictions),
+        ("expire", c.expirations),
+    ] {
+        let _ = writeln!(w, "ai_context_operations_total{{result=\"{result}\"}} {n}");
+    }
 }
 
 fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use atlas_shard::Operation;
 
+pub use crate::ai::context::Method as ContextMethod;
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
 use crate::runtime::shard::{App, Shard, ShardCall, ShardReply};
@@ -36,6 +37,27 @@ pub enum Route {
     Metrics,
     /// `GET /ai/admin/performance`: the monitor's performance document (from shard 0).
     Performance,
+    /// `POST /ai/cache/invalidate`: drop cached results on every shard.
+    Invalidate,
+    /// `POST /ai/events`: domain events mapped to invalidations.
+    Events,
+    /// `PUT|GET|HEAD|DELETE /ai/context/{user_id}`: a user's stored context (the handler
+    /// reads the user id from the path).
+    Context(ContextMethod),
+}
+
+/// Who may call a route once authentication lands (the security issue enforces it; until then
+/// every route is open, as README says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: liveness, readiness, the API description; and, for now, the operator views
+    /// `/health/detailed` and `/metrics` and the model tier's protocol, which are kept off
+    /// public networks instead.
+    Public,
+    /// The user the request names (in its body or path), or an admin.
+    User,
+    /// Admins only: whole-cache operations and the performance document.
+    Admin,
 }
 
 impl Route {
@@ -44,8 +66,36 @@ impl Route {
     pub fn is_slow(self) -> bool {
         matches!(
             self,
-            Route::Ai(_) | Route::Batch | Route::Detailed | Route::Metrics | Route::Performance
+            Route::Ai(_)
+                | Route::Batch
+                | Route::Detailed
+                | Route::Metrics
+                | Route::Performance
+                | Route::Invalidate
+                | Route::Events
+                | Route::Context(_)
         )
+    }
+
+    /// Who may call this route.
+    pub fn access(self) -> Access {
+        match self {
+            Route::Invalidate | Route::Events | Route::Performance => Access::Admin,
+            Route::Ai(_) | Route::Context(_) => Access::User,
+            Route::Health
+            | Route::Ready
+            | Route::Detailed
+            | Route::OpenApi
+            | Route::Batch
+            | Route::Info
+            | Route::Metrics => Access::Public,
+        }
+    }
+
+    /// Whether only admins may call this route (`POST /ai/cache/invalidate`, `POST
+    /// /ai/events`, `GET /ai/admin/performance`).
+    pub fn requires_admin(self) -> bool {
+        self.access() == Access::Admin
     }
 }
 
@@ -74,6 +124,23 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
         App::Gateway(_) => match path {
             "/openapi.json" => read_only(Route::OpenApi),
             "/ai/admin/performance" => read_only(Route::Performance),
+            "/ai/cache/invalidate" => post_only(Route::Invalidate),
+            "/ai/events" => post_only(Route::Events),
+            _ if path.starts_with("/ai/context/") => {
+                let user = &path["/ai/context/".len()..];
+                if user.is_empty() || user.contains('/') {
+                    return Err(ApiError::not_found(path));
+                }
+                match method {
+                    Method::Get | Method::Head => Ok(Route::Context(ContextMethod::Get)),
+                    Method::Put => Ok(Route::Context(ContextMethod::Put)),
+                    Method::Delete => Ok(Route::Context(ContextMethod::Delete)),
+                    _ => Err(ApiError::method_not_allowed(
+                        method_str,
+                        "GET, HEAD, PUT, DELETE",
+                    )),
+                }
+            }
             _ => match path.strip_prefix("/ai/") {
                 Some(name) => {
                     let op = Operation::from_name(name).ok_or_else(|| unknown_operation(name))?;
@@ -113,6 +180,9 @@ pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Respo
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
+        Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,
+        Route::Events => crate::ai::events::handle(shard, request).await,
+        Route::Context(method) => crate::ai::context::handle(shard, method, request).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),
@@ -337,6 +407,10 @@ mod tests {
                         cache_bytes: 1 << 20,
                         batch: atlas_shard::BatchOptions::default(),
                         warming: false,
+                        contexts: atlas_shard::ContextOptions {
+                            ttl: std::time::Duration::from_secs(60),
+                            max_bytes: 1 << 20,
+                        },
                     },
                     pool: crate::ai::pool::PoolOptions {
                         embedded: true,
@@ -375,6 +449,31 @@ mod tests {
             assert_eq!((e.status, e.code), (Status::NotFound, "unknown_operation"));
             let e = resolve(&gw, Method::Get, "/ai/risk_assessment", "GET").unwrap_err();
             assert_eq!(e.allow, Some("POST"));
+            let invalidate = resolve(&gw, Method::Post, "/ai/cache/invalidate", "POST");
+            assert_eq!(invalidate, Ok(Route::Invalidate));
+            assert!(Route::Invalidate.requires_admin() && Route::Events.requires_admin());
+            assert_eq!(
+                resolve(&gw, Method::Post, "/ai/events", "POST"),
+                Ok(Route::Events)
+            );
+            let e = resolve(&gw, Method::Get, "/ai/events", "GET").unwrap_err();
+            assert_eq!(e.allow, Some("POST"));
+            for (m, name, want) in [
+                (Method::Put, "PUT", ContextMethod::Put),
+                (Method::Get, "GET", ContextMethod::Get),
+                (Method::Head, "HEAD", ContextMethod::Get),
+                (Method::Delete, "DELETE", ContextMethod::Delete),
+            ] {
+                let route = resolve(&gw, m, "/ai/context/u-1", name).unwrap();
+                assert_eq!(route, Route::Context(want));
+                assert_eq!(route.access(), Access::User);
+            }
+            let e = resolve(&gw, Method::Post, "/ai/context/u-1", "POST").unwrap_err();
+            assert_eq!(e.allow, Some("GET, HEAD, PUT, DELETE"));
+            for path in ["/ai/context/", "/ai/context/a/b"] {
+                let e = resolve(&gw, Method::Get, path, "GET").unwrap_err();
+                assert_eq!(e.code, "not_found", "{path}");
+            }
             assert_eq!(
                 resolve(&gw, Method::Post, "/v1/batch", "POST")
                     .unwrap_err()

@@ -290,22 +290,7 @@ impl<C: Clock> Cache<C> {
             self.counters.too_large += 1;
             return Err(InsertError::TooLarge { charge, max });
         }
-        let mut evicted = 0;
-        while self.used + charge > self.opts.max_bytes {
-            let slots = &self.slots;
-            let hash_of = |s: u32| {
-                slots
-                    .get(s as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |e| hash_key_bytes(e.key()))
-            };
-            let Some(victim) = self.policy.evict(hash_of) else {
-                break;
-            };
-            self.remove_slot(victim);
-            evicted += 1;
-        }
-        self.counters.evictions += evicted as u64;
+        let evicted = self.evict_for(charge);
         let mut buf = Vec::with_capacity(key.bytes().len() + body.len());
         buf.extend_from_slice(key.bytes());
         buf.extend_from_slice(body);
@@ -341,6 +326,87 @@ impl<C: Clock> Cache<C> {
         Ok(evicted)
     }
 
+    /// Evicts entries in policy order until `need` more bytes fit in the budget (or nothing is
+    /// left to evict). Returns how many were evicted.
+    fn evict_for(&mut self, need: usize) -> usize {
+        let mut evicted = 0;
+        while self.used + need > self.opts.max_bytes {
+            let slots = &self.slots;
+            let hash_of = |s: u32| {
+                slots
+                    .get(s as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |e| hash_key_bytes(e.key()))
+            };
+            let Some(victim) = self.policy.evict(hash_of) else {
+                break;
+            };
+            self.remove_slot(victim);
+            evicted += 1;
+        }
+        self.counters.evictions += evicted as u64;
+        evicted
+    }
+
+    /// The live slot holding exactly `key`, if any.
+    fn slot_of(&self, key: &CacheKey) -> Option<u32> {
+        let &slot = self.map.get(&key.hash())?;
+        let e = self.slots.get(slot as usize)?.as_ref()?;
+        (e.key() == key.bytes()).then_some(slot)
+    }
+
+    /// Adds to the entry under `key` every tag of `tags` it does not declare yet, so that a
+    /// request served a result that was stored for another request keeps its own declared
+    /// dependencies: invalidating any of them later removes the entry.
+    ///
+    /// The entry keeps its body, age, hits and place in the eviction order; it is charged for
+    /// the new tags like an insert would be, and other entries may be evicted to keep the
+    /// budget. An entry that would grow past the per-entry limit is removed instead (counted
+    /// as too large), because serving it without the dependency would be wrong. Returns how
+    /// many tags were added (0 without an entry under `key`).
+    pub fn add_tags<S: AsRef<str>>(&mut self, key: &CacheKey, tags: &[S]) -> usize {
+        let Some(slot) = self.slot_of(key) else {
+            return 0;
+        };
+        let (mut added, mut extra) = (0, 0);
+        for tag in tags {
+            let tag = tag.as_ref();
+            if self.index.add_member(slot, DepKind::Tag, tag) {
+                added += 1;
+                extra += 2 * tag.len() + Index::BYTES_PER_DEP;
+            }
+        }
+        if added == 0 {
+            return 0;
+        }
+        let max = self
+            .opts
+            .max_entry_bytes
+            .min(self.opts.max_bytes)
+            .min(u32::MAX as usize);
+        let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let charge = e.charge as usize + extra;
+        if charge > max {
+            // `remove_slot` releases the old charge and every index membership, new ones too.
+            self.remove_slot(slot);
+            self.counters.too_large += 1;
+            return 0;
+        }
+        e.charge = charge as u32;
+        self.used += extra;
+        // Make room for what was just charged (this entry may itself be the victim).
+        self.evict_for(0);
+        added
+    }
+
+    /// The dependency tags the entry under `key` declares (empty without one).
+    pub fn tags_of(&self, key: &CacheKey) -> Vec<String> {
+        self.slot_of(key)
+            .map_or_else(Vec::new, |slot| self.index.deps_of(slot, DepKind::Tag))
+    }
+
     /// Removes the entry in `slot` from the map, the policy, the indexes and the budget.
     fn remove_slot(&mut self, slot: u32) -> bool {
         let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
@@ -371,13 +437,10 @@ impl<C: Clock> Cache<C> {
 
     /// Removes the entry under `key`, if any.
     pub fn invalidate_key(&mut self, key: &CacheKey) -> bool {
-        let Some(&slot) = self.map.get(&key.hash()) else {
+        let Some(slot) = self.slot_of(key) else {
             return false;
         };
-        let same = self.slots[slot as usize]
-            .as_ref()
-            .is_some_and(|e| e.key() == key.bytes());
-        if same && self.remove_slot(slot) {
+        if self.remove_slot(slot) {
             self.counters.invalidations += 1;
             return true;
         }

@@ -183,7 +183,9 @@ impl Index {
         }
     }
 
-    fn add_member(&mut self, slot: u32, kind: DepKind, name: &str) {
+    /// Adds one tag or symbol to the entry in `slot` (already indexed by `add`). Returns
+    /// whether it was new to the entry.
+    pub(crate) fn add_member(&mut self, slot: u32, kind: DepKind, name: &str) -> bool {
         let names = &mut self.deps[kind as usize];
         let dep = names.intern(name);
         // Deduplicate within the entry.
@@ -191,7 +193,7 @@ impl Index {
         while m != NIL {
             let mem = self.members[m as usize];
             if mem.kind == kind && mem.dep == dep {
-                return;
+                return false;
             }
             m = mem.next_of_slot;
         }
@@ -220,6 +222,7 @@ impl Index {
         head.first = id;
         head.len += 1;
         self.slots[slot as usize].deps = id;
+        true
     }
 
     /// Removes `slot` from every index. Must be called exactly once per `add`.

@@ -124,10 +124,7 @@ impl CacheKey {
 
     /// The shard that owns this key among `shards` shards (`hash % shards`; 0 if `shards` is 0).
     pub fn shard(&self, shards: usize) -> usize {
-        if shards == 0 {
-            return 0;
-        }
-        (self.hash % shards as u64) as usize
+        shard_of_hash(self.hash, shards)
     }
 
     /// The operation the key belongs to.
@@ -147,6 +144,21 @@ impl CacheKey {
     pub fn input(&self) -> &[u8] {
         parse(&self.bytes).map(|p| p.2).unwrap_or(&[])
     }
+}
+
+/// `hash % shards`, 0 if `shards` is 0.
+fn shard_of_hash(hash: u64, shards: usize) -> usize {
+    if shards == 0 {
+        return 0;
+    }
+    (hash % shards as u64) as usize
+}
+
+/// The shard that owns data keyed by `name` alone, such as a user's stored context: the key
+/// hash of its bytes modulo `shards` (0 if `shards` is 0). Stable within a process, like
+/// [`CacheKey::shard`].
+pub fn shard_of(name: &[u8], shards: usize) -> usize {
+    shard_of_hash(hash_key_bytes(name), shards)
 }
 
 /// Splits key bytes into operation, user scope and input.

@@ -10,6 +10,7 @@
 //! | [`key`] | [`CacheKey`]: canonical key bytes, their 64-bit hash, the owning shard |
 //! | [`entry`] | what crosses the cache boundary: [`EntryMeta`], [`Lookup`], [`Hit`], [`SnapshotEntry`] |
 //! | [`cache`] | [`Cache`]: the L1 result cache under a byte budget |
+//! | [`context`] | [`ContextStore`]: stored user contexts with versions and a TTL, under a byte budget |
 //! | [`policy`] | eviction order ([`PolicyKind`]: LRU or S3-FIFO) |
 //! | `index` | reverse indexes (user, operation, tag, symbol → entries), crate-private |
 //! | [`singleflight`] | [`SingleFlight`]: identical misses share one computation |
@@ -30,6 +31,7 @@ pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod entry;
 mod index;
 pub mod key;
@@ -46,6 +48,7 @@ pub use breaker::{BreakerCounters, BreakerOptions, BreakerState, CircuitBreaker,
 pub use cache::{Cache, CacheOptions, ENTRY_OVERHEAD};
 pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
 pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, RESULT_CACHE_TTL};
+pub use context::{Context, ContextCounters, ContextError, ContextOptions, ContextStore, Written};
 pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
 pub use key::{CacheKey, KeyError};
 pub use policy::PolicyKind;

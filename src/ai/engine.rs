@@ -5,6 +5,9 @@
 //! synchronous `atlas-shard` structures and maps their ids to shard-local oneshot slots. A
 //! dispatcher task polls the batch queues whenever something changes (a push, a batch done, a
 //! window or deadline reached) and runs each batch on the endpoint in its own task.
+//!
+//! It also holds the stored contexts of the users this shard owns (`ai::context`), and
+//! applies invalidations to its cache ([`Engine::invalidate`], a seam for the Redis tier).
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -17,10 +20,13 @@ use serde::Serialize;
 
 use atlas_shard::{
     Batch, BatchOptions, BatchQueues, Cache, CacheConfigs, CacheKey, CacheOptions, Clock,
-    DropReason, EntryMeta, FlightOptions, Join, Lookup, MonotonicClock, Operation, Poll, Priority,
-    PushError, QueueKey, SingleFlight, Timestamp, WaiterId,
+    ContextOptions, ContextStore, DropReason, EntryMeta, FlightOptions, Join, Lookup,
+    MonotonicClock, Operation, Poll, Priority, PushError, QueueKey, SingleFlight, Timestamp,
+    WaiterId,
 };
 
+use super::context::SharedContext;
+use super::invalidation::{self, Invalidation, Kind};
 use super::pool::{EndpointPool, PoolError, PoolOptions};
 use super::request::{model_error, CacheMode};
 use crate::error::ApiError;
@@ -97,6 +103,15 @@ pub struct Job {
     pub tags: Vec<String>,
 }
 
+/// The computation in flight for one key, as its single-flight leader runs it.
+struct Leading {
+    /// The leader's priority (a follower never waits on a lower one).
+    priority: Priority,
+    /// Dependency tags declared by the followers waiting on it: the stored result carries
+    /// them too.
+    follower_tags: Vec<String>,
+}
+
 /// One request waiting in a batch queue.
 struct Pending {
     input: ModelInput,
@@ -136,6 +151,14 @@ pub struct EngineFigures {
     pub endpoints: Vec<super::pool::EndpointInfo>,
     /// This shard's L2 figures (`None` without Redis).
     pub l2: Option<crate::l2::L2Figures>,
+    /// L1 entries removed by invalidations, by [`Kind`].
+    pub invalidated: [u64; Kind::COUNT],
+    /// Stored user contexts.
+    pub context_entries: u64,
+    /// Bytes accounted to stored user contexts.
+    pub context_bytes: u64,
+    /// Context store counters.
+    pub contexts: atlas_shard::ContextCounters,
 }
 
 impl EngineFigures {
@@ -154,6 +177,12 @@ impl EngineFigures {
             (None, Some(b)) => self.l2 = Some(b.clone()),
             _ => {}
         }
+        for (a, b) in self.invalidated.iter_mut().zip(o.invalidated) {
+            *a += b;
+        }
+        self.context_entries += o.context_entries;
+        self.context_bytes += o.context_bytes;
+        self.contexts.merge(&o.contexts);
     }
 }
 
@@ -166,6 +195,8 @@ pub struct EngineCounters {
     pub batches: Cell<u64>,
     /// Background refreshes started (stale-while-revalidate and refresh-ahead).
     pub refreshes: Cell<u64>,
+    /// L1 entries removed by invalidations, by [`Kind`].
+    pub invalidated: [Cell<u64>; Kind::COUNT],
 }
 
 fn bump(c: &Cell<u64>, by: u64) {
@@ -182,8 +213,8 @@ pub struct Engine {
     /// Identical misses in flight.
     pub flights: RefCell<SingleFlight>,
     followers: RefCell<HashMap<WaiterId, oneshot::Sender<Outcome>>>,
-    /// Priority of each single-flight leader's computation, by key bytes.
-    leaders: RefCell<HashMap<Box<[u8]>, Priority>>,
+    /// Each single-flight leader's computation, by key bytes.
+    leaders: RefCell<HashMap<Box<[u8]>, Leading>>,
     /// Batch queues of this shard.
     queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
     configs: CacheConfigs,
@@ -194,6 +225,10 @@ pub struct Engine {
     /// Wakes the dispatcher.
     wake: Notify,
     warming: bool,
+    /// The invalidations applied last (see [`invalidation::Recent`]).
+    recent: RefCell<invalidation::Recent>,
+    /// Stored user contexts of the users this shard owns (`/ai/context/{user_id}`).
+    pub contexts: RefCell<ContextStore<MonotonicClock, SharedContext>>,
     /// Counters for `/health/detailed`.
     pub counters: EngineCounters,
     /// The shared L2 on Redis, when configured.
@@ -209,6 +244,8 @@ pub struct EngineOptions {
     pub batch: BatchOptions,
     /// Refresh hot entries before expiry.
     pub warming: bool,
+    /// This shard's context store: TTL and byte budget.
+    pub contexts: ContextOptions,
 }
 
 /// Everything an engine is built from.
@@ -243,6 +280,8 @@ impl Engine {
             busy: Cell::new(0),
             wake: Notify::default(),
             warming: opts.warming,
+            recent: RefCell::new(invalidation::Recent::default()),
+            contexts: RefCell::new(ContextStore::new(opts.contexts, clock)),
             counters: EngineCounters::default(),
             l2: setup
                 .l2
@@ -266,6 +305,7 @@ impl Engine {
             glommio::timer::sleep(SWEEP_EVERY).await;
             self.cache.borrow_mut().sweep(SWEEP_SCAN, &mut ignored);
             ignored.clear();
+            self.contexts.borrow_mut().sweep();
         }
     }
 
@@ -288,7 +328,28 @@ impl Engine {
             queued: self.queued() as u64,
             endpoints: self.pool.snapshot(),
             l2: self.l2.as_ref().map(|l2| l2.figures()),
+            invalidated: self.counters.invalidated.each_ref().map(Cell::get),
+            context_entries: self.contexts.borrow().len() as u64,
+            context_bytes: self.contexts.borrow().bytes_used() as u64,
+            contexts: *self.contexts.borrow().counters(),
         }
+    }
+
+    /// Applies an invalidation to this shard and returns how many entries it removed: the one
+    /// place where a shard drops results on request (API, events, context changes, and later
+    /// messages from other instances).
+    ///
+    /// Seam for the Redis tier: today the L1 cache. With L2, this shard's pending write-behind
+    /// stores that `inv` selects are dropped here too, so that a write queued before the
+    /// invalidation cannot put the result back into Redis after it. Deleting from Redis itself
+    /// happens once per invalidation in [`invalidation::everywhere`], not per shard.
+    pub fn invalidate(&self, inv: &Invalidation) -> u64 {
+        self.recent.borrow_mut().record(inv);
+        let removed = invalidation::apply(&mut self.cache.borrow_mut(), inv);
+        for (cell, n) in self.counters.invalidated.iter().zip(removed.0) {
+            bump(cell, n);
+        }
+        removed.total()
     }
 
     /// Requests waiting in the batch queues.
@@ -311,6 +372,9 @@ impl Engine {
         } else {
             Lookup::Miss
         };
+        if matches!(lookup, Lookup::Fresh(_) | Lookup::Stale(_)) {
+            self.keep_tags(&job.key, &job.tags);
+        }
         let fallback = match lookup {
             Lookup::Fresh(hit) => {
                 if hit.refresh_ahead && self.warming {
@@ -322,7 +386,8 @@ impl Engine {
                 self.spawn_refresh(job);
                 return Ok(served_from_cache(hit.body, CacheStatus::Stale));
             }
-            Lookup::StaleIfError(hit) => Some(hit.body),
+            // Kept with the key and tags, which the computation consumes, in case it is served.
+            Lookup::StaleIfError(hit) => Some((hit.body, job.key.clone(), job.tags.clone())),
             Lookup::Miss => None,
         };
         let outcome = if job.mode != CacheMode::Default {
@@ -347,6 +412,9 @@ impl Engine {
                     self.compute_and_store(job).await
                 }
                 Join::Follower(waiter) => {
+                    if let Some(leading) = self.leaders.borrow_mut().get_mut(job.key.bytes()) {
+                        leading.follower_tags.extend(job.tags);
+                    }
                     let (tx, rx) = oneshot::channel();
                     self.followers.borrow_mut().insert(waiter, tx);
                     rx.await
@@ -357,7 +425,10 @@ impl Engine {
             }
         };
         match (outcome, fallback) {
-            (Err(_), Some(body)) => Ok(served_from_cache(body, CacheStatus::Stale)),
+            (Err(_), Some((body, key, tags))) => {
+                self.keep_tags(&key, &tags);
+                Ok(served_from_cache(body, CacheStatus::Stale))
+            }
             (outcome, _) => outcome,
         }
     }
@@ -366,9 +437,13 @@ impl Engine {
     /// computing it), then wakes every follower with the result.
     async fn lead(self: Rc<Self>, job: Job) -> Outcome {
         let key = job.key.clone();
-        self.leaders
-            .borrow_mut()
-            .insert(key.bytes().into(), job.priority);
+        self.leaders.borrow_mut().insert(
+            key.bytes().into(),
+            Leading {
+                priority: job.priority,
+                follower_tags: Vec::new(),
+            },
+        );
         let outcome = match self.l2_lookup(&job).await {
             Some(served) => Ok(served),
             None => self.compute_and_store(job).await,
@@ -390,8 +465,7 @@ impl Engine {
         self.leaders
             .borrow()
             .get(key.bytes())
-            .copied()
-            .unwrap_or(Priority::High)
+            .map_or(Priority::High, |l| l.priority)
     }
 
     /// Recomputes a cached result in the background at low priority, unless an identical
@@ -438,6 +512,7 @@ impl Engine {
     /// Queues the job for the model, waits for its result, stores it (unless `no_store`).
     async fn compute_and_store(self: &Rc<Self>, job: Job) -> Outcome {
         let op = job.key.operation();
+        let mark = self.recent.borrow().mark();
         let (tx, rx) = oneshot::channel();
         let deadline = self.timestamp(job.deadline);
         let pending = Pending {
@@ -469,7 +544,7 @@ impl Engine {
             .await
             .unwrap_or_else(|| Err(internal("the batch was dropped")))?;
         if job.mode.stores() {
-            self.store(&job.key, op, &computed, job.max_age, job.tags);
+            self.store(&job.key, op, &computed, job.max_age, job.tags, mark);
         }
         Ok(Served {
             body: computed.body,
@@ -482,6 +557,24 @@ impl Engine {
         })
     }
 
+    /// Keeps the dependency tags a request declared on the entry that served it (see
+    /// [`Engine::store`] for the rule).
+    fn keep_tags(&self, key: &CacheKey, tags: &[String]) {
+        if !tags.is_empty() {
+            self.cache.borrow_mut().add_tags(key, tags);
+        }
+    }
+
+    /// Stores a computed result. Dependency tags are kept per entry, not per request: the
+    /// entry carries the union of the tags declared by the request that computed it, by every
+    /// follower that waited on that computation, by every request it has served since
+    /// (`keep_tags`), and by the entry it replaces under the same key (a refresh keeps what
+    /// the earlier result's requests declared), plus the model's own dependencies. An
+    /// invalidation of any of them removes the result for everyone; an entry loses its tags
+    /// only by leaving the cache.
+    ///
+    /// A result that an invalidation applied since `mark` (taken when its computation
+    /// started) selects is not stored: the invalidation ran while it was being computed.
     fn store(
         &self,
         key: &CacheKey,
@@ -489,9 +582,23 @@ impl Engine {
         computed: &Computed,
         max_age: Option<Duration>,
         mut tags: Vec<String>,
+        mark: u64,
     ) {
         let out = &computed.output;
         tags.extend(out.dependencies.iter().cloned());
+        if let Some(leading) = self.leaders.borrow().get(key.bytes()) {
+            tags.extend(leading.follower_tags.iter().cloned());
+        }
+        tags.extend(self.cache.borrow().tags_of(key));
+        tags.sort_unstable();
+        tags.dedup();
+        if self
+            .recent
+            .borrow()
+            .selects_since(mark, key, &tags, &out.symbols)
+        {
+            return;
+        }
         let mut meta = EntryMeta::from_config(
             self.configs.get(op),
             out.confidence as f32,

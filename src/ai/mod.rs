@@ -1,12 +1,17 @@
 //! The AI operations, `POST /ai/{operation}`, on the accepting shard: parse and validate
-//! ([`request`]), compute the cache key (operation + canonical input + user, [`canonical`]),
-//! send the job to the owning shard over the mesh, and turn the owner's answer into a response
-//! whose body is the exact cached bytes and whose metadata travels in headers.
+//! ([`request`]), merge the user's stored context when asked ([`context`]), compute the cache
+//! key (operation + canonical input + user, [`canonical`]), send the job to the owning shard
+//! over the mesh, and turn the owner's answer into a response whose body is the exact cached
+//! bytes and whose metadata travels in headers.
 //!
-//! The owner side lives in [`engine`]. This module never touches the cache or the queues.
+//! The owner side lives in [`engine`]. Invalidation (`/ai/cache/invalidate`, `/ai/events`) is
+//! in [`invalidation`] and [`events`]. This module never touches the cache or the queues.
 
 pub mod canonical;
+pub mod context;
 pub mod engine;
+pub mod events;
+pub mod invalidation;
 pub mod pool;
 pub mod request;
 
@@ -33,20 +38,54 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
                 .record(op, status.code(), None, total_s, 0.0);
         }
     };
-    let parsed = match request::parse(op, request) {
-        Ok(p) => p,
+    // Without `use_context` the input is checked before admission, as it always was; with
+    // it, after admission and the one mesh call that reads the context.
+    let prepared = match request::parse(op, request) {
+        Ok(draft) if draft.use_context => Prepared::NeedsContext(draft),
+        Ok(draft) => match draft.finish(None) {
+            Ok(p) => Prepared::Ready(p),
+            Err(e) => {
+                record(e.status);
+                return e.to_response();
+            }
+        },
         Err(e) => {
             record(e.status);
             return e.to_response();
         }
     };
-    let Some(_in_flight) = shard.admit(parsed.priority) else {
+    let priority = match &prepared {
+        Prepared::Ready(p) => p.priority,
+        Prepared::NeedsContext(d) => d.priority,
+    };
+    let Some(_in_flight) = shard.admit(priority) else {
         record(Status::ServiceUnavailable);
         return engine::overloaded(
             "too many requests in progress (MAX_CONCURRENT_REQUESTS); retry later",
         )
         .to_response()
         .header("Retry-After", "1");
+    };
+    let deadline = started + shard.config.request_timeout;
+    let (parsed, context_version) = match prepared {
+        Prepared::Ready(p) => (p, None),
+        Prepared::NeedsContext(draft) => {
+            let merged = context::fetch(shard, &draft.user, deadline)
+                .await
+                .and_then(|ctx| {
+                    let version = ctx.version;
+                    draft
+                        .finish(Some(&ctx.value.fields))
+                        .map(|p| (p, Some(version)))
+                });
+            match merged {
+                Ok(m) => m,
+                Err(e) => {
+                    record(e.status);
+                    return e.to_response();
+                }
+            }
+        }
     };
     let key = match CacheKey::new(op, Some(&parsed.user), &parsed.canonical) {
         Ok(k) => k,
@@ -61,7 +100,6 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
         }
     };
     let owner = key.shard(shard.mesh.shards());
-    let deadline = started + shard.config.request_timeout;
     let job = Job {
         key,
         input: parsed.input,
@@ -122,9 +160,19 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             metrics.record_model(op, batch_size, queue_s);
         }
     }
-    response
+    let response = response
         .header("X-Atlas-Owner", owner.to_string())
-        .header("X-Atlas-Total-Ms", format!("{total_ms:.3}"))
+        .header("X-Atlas-Total-Ms", format!("{total_ms:.3}"));
+    match context_version {
+        Some(v) => response.header("X-Atlas-Context-Version", v.to_string()),
+        None => response,
+    }
+}
+
+/// A parsed request, complete or waiting for the user's stored context.
+enum Prepared {
+    Ready(request::AiRequest),
+    NeedsContext(request::Draft),
 }
 
 fn success(served: Served) -> Response {

@@ -1,13 +1,20 @@
 //! The `/ai/{operation}` request: the JSON envelope, its cache controls and priority (from the
 //! body or the `Cache-Control` / `X-Priority` headers), validated on the accepting shard.
 //!
+//! Parsing is two steps because a request with `use_context` only has its input once the
+//! user's stored context is merged in: [`parse`] reads the envelope into a [`Draft`], and
+//! [`Draft::finish`] merges the context (if any) and validates the input.
+//!
 //! Every problem becomes a 400 naming the field path (`input.holdings[2].prices`), a 415 for
-//! a non-JSON body, or a 422 for input that is well-formed but impossible. No I/O here.
+//! a non-JSON body, or a 422 for input that is well-formed but impossible. Also home of the
+//! body and name checks the other `/ai/*` routes share ([`parse_body`], [`check_user`],
+//! [`check_name`]). No I/O here.
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use atlas_shard::{Operation, Priority};
 
@@ -16,7 +23,7 @@ use crate::http::{Request, Status};
 use crate::models::{self, ModelError, ModelInput};
 
 /// Longest accepted `user_id`.
-const MAX_USER_LEN: usize = 256;
+pub const MAX_USER_LEN: usize = 256;
 /// Most `dependencies` tags on one request, and the longest tag.
 const MAX_TAGS: usize = 64;
 const MAX_TAG_LEN: usize = 256;
@@ -69,21 +76,49 @@ pub struct AiRequest {
     /// Oldest cached result the client accepts, and the longest TTL a fresh result may get
     /// (`cache.ttl_s` or `Cache-Control: max-age`). Only ever shortens the configured TTL.
     pub max_age: Option<Duration>,
-    /// Dependency tags the result declares (`user:u-42:transactions`).
+    /// Dependency tags the result declares (`user:u-42:transactions`; `context:<user>` when
+    /// the user's context was merged in).
     pub dependencies: Vec<String>,
+}
+
+/// A request whose envelope is valid but whose input is not checked yet: with `use_context`
+/// the input is only complete once the user's context is merged in.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    /// The operation.
+    pub op: Operation,
+    /// The user the result belongs to.
+    pub user: String,
+    /// `input` as sent (absent is allowed only with `use_context`).
+    input: Option<Value>,
+    /// Whether the user's stored context is merged into `input`.
+    pub use_context: bool,
+    /// Scheduling priority.
+    pub priority: Priority,
+    mode: CacheMode,
+    max_age: Option<Duration>,
+    dependencies: Vec<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Envelope {
     user_id: String,
-    input: Value,
+    /// `null` is kept as a value (and refused as not an object), not taken as absent.
+    #[serde(default, deserialize_with = "present")]
+    input: Option<Value>,
     #[serde(default)]
     priority: Option<String>,
     #[serde(default)]
     cache: Option<CacheOptions>,
     #[serde(default)]
     dependencies: Vec<String>,
+    #[serde(default)]
+    use_context: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -114,8 +149,10 @@ pub fn model_error(e: ModelError) -> ApiError {
     }
 }
 
-/// Parses and validates the request for `op`.
-pub fn parse(op: Operation, request: &Request) -> Result<AiRequest, ApiError> {
+/// Reads a JSON body into `T`: 415 for a non-JSON media type, 400 `invalid_json` for bad
+/// syntax or trailing bytes, 400 `invalid_request` naming the field path for a missing,
+/// unknown or ill-typed field.
+pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> {
     if let Some(ct) = request.header("content-type") {
         let ct = std::str::from_utf8(ct).unwrap_or("");
         if !json_compatible(ct) {
@@ -130,7 +167,7 @@ pub fn parse(op: Operation, request: &Request) -> Result<AiRequest, ApiError> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(&request.body);
-    let envelope: Envelope = match serde_path_to_error::deserialize(&mut de) {
+    let value: T = match serde_path_to_error::deserialize(&mut de) {
         Ok(e) => e,
         Err(e) => {
             let path = e.path().to_string();
@@ -155,22 +192,43 @@ pub fn parse(op: Operation, request: &Request) -> Result<AiRequest, ApiError> {
             "body has trailing characters after the JSON value",
         ));
     }
+    Ok(value)
+}
 
-    let user = envelope.user_id;
+/// Checks a user id the way every route does: 1 to 256 bytes, no control characters.
+/// `path` names the field in the error (`user_id`, `keys[2].user_id`).
+pub fn check_user(user: &str, path: &str) -> Result<(), ApiError> {
     if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
         return Err(invalid(format!(
-            "user_id: must be 1 to {MAX_USER_LEN} characters without control characters"
+            "{path}: must be 1 to {MAX_USER_LEN} characters without control characters"
         )));
     }
+    Ok(())
+}
+
+/// Checks a tag or symbol name: 1 to `max` bytes, no control characters.
+pub fn check_name(name: &str, max: usize, path: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{path}: must be 1 to {max} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses and validates the envelope of a request for `op` (not yet its input).
+pub fn parse(op: Operation, request: &Request) -> Result<Draft, ApiError> {
+    let envelope: Envelope = parse_body(request)?;
+    let user = envelope.user_id;
+    check_user(&user, "user_id")?;
     if envelope.dependencies.len() > MAX_TAGS {
         return Err(invalid(format!("dependencies: at most {MAX_TAGS} tags")));
     }
     for (i, tag) in envelope.dependencies.iter().enumerate() {
-        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.chars().any(char::is_control) {
-            return Err(invalid(format!(
-                "dependencies[{i}]: must be 1 to {MAX_TAG_LEN} characters without control characters"
-            )));
-        }
+        check_name(tag, MAX_TAG_LEN, &format!("dependencies[{i}]"))?;
+    }
+    if envelope.input.is_none() && !envelope.use_context {
+        return Err(invalid("missing field `input`"));
     }
 
     let priority = priority(envelope.priority.as_deref(), request)?;
@@ -194,17 +252,50 @@ pub fn parse(op: Operation, request: &Request) -> Result<AiRequest, ApiError> {
         mode = mode.max(CacheMode::NoStore);
     }
 
-    let input = models::parse_input(op, &envelope.input).map_err(model_error)?;
-    Ok(AiRequest {
+    Ok(Draft {
         op,
         user,
-        canonical: super::canonical::to_vec(&envelope.input),
-        input,
+        input: envelope.input,
+        use_context: envelope.use_context,
         priority,
         mode,
         max_age,
         dependencies: envelope.dependencies,
     })
+}
+
+impl Draft {
+    /// Merges the user's stored context into the input (when the request asked for it; see
+    /// [`super::context::merge`]), then validates the input and builds the request. A result
+    /// computed from a context depends on it: it carries the tag `context:<user_id>`.
+    pub fn finish(self, context: Option<&Map<String, Value>>) -> Result<AiRequest, ApiError> {
+        let mut dependencies = self.dependencies;
+        let input = match (self.input, context) {
+            (input, Some(context)) => {
+                let mut fields = match input {
+                    None => Map::new(),
+                    Some(Value::Object(fields)) => fields,
+                    Some(_) => return Err(invalid("input: must be a JSON object")),
+                };
+                super::context::merge(self.op, &mut fields, context);
+                dependencies.push(super::context::tag(&self.user));
+                Value::Object(fields)
+            }
+            (Some(input), None) => input,
+            (None, None) => return Err(invalid("missing field `input`")),
+        };
+        let typed = models::parse_input(self.op, &input).map_err(model_error)?;
+        Ok(AiRequest {
+            op: self.op,
+            user: self.user,
+            canonical: super::canonical::to_vec(&input),
+            input: typed,
+            priority: self.priority,
+            mode: self.mode,
+            max_age: self.max_age,
+            dependencies,
+        })
+    }
 }
 
 /// Media types whose body is read as JSON: `application/json` and `*/*+json`, plus

@@ -6,6 +6,7 @@
 //! Must not depend on the runtime or on sockets.
 
 pub mod endpoints;
+pub mod events;
 pub mod settings;
 pub mod url;
 
@@ -162,6 +163,12 @@ pub struct Config {
     pub batch_timeout: Duration,
     /// Stored user context lifetime.
     pub context_cache_ttl: Duration,
+    /// Largest stored user context, in bytes.
+    pub context_max_bytes: usize,
+    /// Budget of the stored user contexts across all shards, in bytes.
+    pub context_store_bytes: usize,
+    /// Event types `POST /ai/events` maps to dependency tags.
+    pub event_tags: Vec<events::EventTags>,
     /// Fallback result TTL.
     pub result_cache_ttl: Duration,
     /// Refresh hot entries before expiry.
@@ -211,6 +218,9 @@ impl Default for Config {
             batch_size: 32,
             batch_timeout: Duration::from_millis(50),
             context_cache_ttl: Duration::from_secs(3600),
+            context_max_bytes: 64 * 1024,
+            context_store_bytes: 64 * 1024 * 1024,
+            event_tags: Vec::new(),
             result_cache_ttl: Duration::from_secs(300),
             enable_cache_warming: true,
             enable_connection_pooling: true,
@@ -393,6 +403,15 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
     p.set(&mut c.context_cache_ttl, "CONTEXT_CACHE_TTL", |v| {
         secs(v, 1, 31_536_000)
     });
+    p.set(&mut c.context_max_bytes, "ATLAS_CONTEXT_MAX_BYTES", |v| {
+        usize_in(v, 2, 1 << 24)
+    });
+    p.set(
+        &mut c.context_store_bytes,
+        "ATLAS_CONTEXT_STORE_BYTES",
+        |v| usize_in(v, 1 << 16, 1 << 40),
+    );
+    p.set(&mut c.event_tags, "ATLAS_EVENT_TAGS", events::parse);
     p.set(&mut c.result_cache_ttl, "RESULT_CACHE_TTL", |v| {
         secs(v, 1, 31_536_000)
     });

@@ -122,6 +122,37 @@ pub fn parse_input(op: Operation, input: &Value) -> Result<ModelInput, ModelErro
     }
 }
 
+/// The top-level fields of `op`'s `input`: the fields a stored user context may supply to a
+/// request of that operation (see `ai::context::merge`). Kept equal to the input types'
+/// fields by a test.
+pub fn input_fields(op: Operation) -> &'static [&'static str] {
+    match op {
+        Operation::PortfolioAnalysis => &[
+            "holdings",
+            "benchmark_prices",
+            "risk_free_rate",
+            "periods_per_year",
+        ],
+        Operation::BudgetOptimization => &[
+            "monthly_income",
+            "expenses",
+            "debts",
+            "goals",
+            "debt_payment_budget",
+        ],
+        Operation::RiskAssessment => &[
+            "age",
+            "horizon_years",
+            "income_stability",
+            "loss_tolerance",
+            "experience",
+            "holdings",
+            "periods_per_year",
+        ],
+        Operation::CashflowForecast => &["history", "horizon", "season_length"],
+    }
+}
+
 /// Runs the model for a validated input. Deterministic: the same input gives the same
 /// output, bit for bit.
 pub fn compute(input: &ModelInput) -> Result<ModelOutput, ModelError> {
@@ -258,6 +289,60 @@ mod tests {
         assert_eq!(out.symbols, vec!["AAPL", "MSFT"]);
         assert!((0.0..=1.0).contains(&out.confidence) && out.volatility >= 0.0);
         assert!(out.result["beta"].is_null());
+    }
+
+    /// The field names serde's derive gives a struct (it passes them to
+    /// `deserialize_struct`).
+    fn serde_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+        use serde::de::{Error as _, Visitor};
+        use serde::forward_to_deserialize_any;
+        type E = serde::de::value::Error;
+        struct Introspect<'a>(&'a mut &'static [&'static str]);
+        impl<'de> serde::Deserializer<'de> for Introspect<'_> {
+            type Error = E;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, E> {
+                Err(E::custom("not a struct"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, E> {
+                *self.0 = fields;
+                Err(E::custom("introspected"))
+            }
+            forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = T::deserialize(Introspect(&mut fields));
+        fields
+    }
+
+    #[test]
+    fn input_fields_are_the_input_types_fields() {
+        let sorted = |f: &[&'static str]| {
+            let mut v = f.to_vec();
+            v.sort_unstable();
+            v
+        };
+        let cases = [
+            (
+                Operation::PortfolioAnalysis,
+                serde_fields::<PortfolioInput>(),
+            ),
+            (Operation::BudgetOptimization, serde_fields::<BudgetInput>()),
+            (Operation::RiskAssessment, serde_fields::<RiskInput>()),
+            (Operation::CashflowForecast, serde_fields::<CashflowInput>()),
+        ];
+        for (op, fields) in cases {
+            assert!(!fields.is_empty(), "{op:?}");
+            assert_eq!(sorted(input_fields(op)), sorted(fields), "{op:?}");
+        }
     }
 
     #[test]

@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use std::time::Instant;
 
-use atlas_shard::{BatchOptions, Priority};
+use atlas_shard::{BatchOptions, ContextOptions, Priority};
 use glommio::sync::Semaphore;
 
+use crate::ai::context::{ContextCall, ContextReply};
 use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Outcome};
+use crate::ai::invalidation::Invalidation;
 use crate::ai::pool::PoolOptions;
 use crate::config::Config;
 use crate::http::Limits;
@@ -72,6 +74,10 @@ pub enum ShardCall {
     Metrics,
     /// Build the performance document (shard 0, which runs the monitor).
     Performance,
+    /// Drop the cached results this invalidation selects (its keys are this shard's).
+    Invalidate(Box<Invalidation>),
+    /// Read or change a stored user context this shard owns.
+    Context(Box<ContextCall>),
 }
 
 /// Answers to [`ShardCall`]s.
@@ -85,6 +91,10 @@ pub enum ShardReply {
     Metrics(Box<MetricsSnapshot>),
     /// Answer to `Performance`: the JSON text, `None` where no monitor runs.
     Performance(Option<String>),
+    /// Answer to `Invalidate`: entries removed.
+    Invalidated(u64),
+    /// Answer to `Context`.
+    Context(ContextReply),
 }
 
 /// A snapshot of one shard's counters.
@@ -213,6 +223,10 @@ impl Shard {
                             request_timeout: config.request_timeout,
                         },
                         warming: config.enable_cache_warming,
+                        contexts: ContextOptions {
+                            ttl: config.context_cache_ttl,
+                            max_bytes: config.context_store_bytes / shards,
+                        },
                     },
                     pool: PoolOptions {
                         embedded: config.embedded,
@@ -287,6 +301,11 @@ impl Shard {
                     .as_ref()
                     .map(|m| crate::monitor::report::performance(m).to_string()),
             ),
+            ShardCall::Invalidate(inv) => ShardReply::Invalidated(match &self.app {
+                App::Gateway(engine) => engine.invalidate(&inv),
+                App::Model(_) => 0,
+            }),
+            ShardCall::Context(call) => crate::ai::context::on_shard(&self, *call),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(

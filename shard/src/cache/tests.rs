@@ -214,6 +214,52 @@ fn invalidation_by_tag_symbol_user_operation_key() {
 }
 
 #[test]
+fn added_tags_are_charged_indexed_and_invalidate() {
+    let (mut c, clock) = cache(1 << 20, PolicyKind::S3Fifo);
+    let k = key(Some("42"), "a");
+    c.insert(&k, body("a"), &meta(100, 0, 0).with_tags(["first"]))
+        .unwrap();
+    let before = c.bytes_used();
+    clock.advance_ms(5_000);
+    assert_eq!(c.add_tags(&k, &["first", "second", "second"]), 1);
+    assert_eq!(
+        c.bytes_used() - before,
+        2 * "second".len() + Index::BYTES_PER_DEP
+    );
+    assert_eq!(c.tags_of(&k), vec!["first", "second"]);
+    // Age and hits are kept: the entry was not re-inserted.
+    let Lookup::Fresh(h) = c.get(&k) else {
+        panic!()
+    };
+    assert_eq!((h.age, h.hits), (Duration::from_secs(5), 1));
+    assert_eq!(c.add_tags(&k, &["second"]), 0);
+    assert_eq!(c.add_tags(&key(Some("42"), "absent"), &["x"]), 0);
+    c.check_invariants();
+    assert_eq!(c.invalidate_tag("second"), 1);
+    assert!(c.is_empty());
+    assert_eq!(c.bytes_used(), 0);
+    c.check_invariants();
+}
+
+#[test]
+fn adding_tags_past_the_entry_limit_removes_the_entry() {
+    let clock = ManualClock::new();
+    let opts = CacheOptions {
+        max_entry_bytes: 1_000,
+        ..CacheOptions::with_max_bytes(1 << 20)
+    };
+    let mut c = Cache::new(opts, clock);
+    let k = key(None, "a");
+    c.insert(&k, body("a"), &meta(100, 0, 0)).unwrap();
+    let long = "t".repeat(600);
+    assert_eq!(c.add_tags(&k, &[long.as_str()]), 0);
+    assert_eq!(c.get(&k), Lookup::Miss);
+    assert_eq!(c.counters().too_large, 1);
+    assert_eq!(c.bytes_used(), 0);
+    c.check_invariants();
+}
+
+#[test]
 fn refresh_ahead_reports_hot_entries_near_expiry_once() {
     let (mut c, clock) = cache(1 << 20, PolicyKind::S3Fifo);
     let hot = key(None, "hot");
@@ -361,6 +407,7 @@ enum Op {
     Operation,
     Key(u8),
     Sweep(u8),
+    AddTags(u8, Vec<u8>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -377,6 +424,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Operation),
         1 => any::<u8>().prop_map(Op::Key),
         1 => (1u8..50).prop_map(Op::Sweep),
+        1 => (any::<u8>(), proptest::collection::vec(0u8..6, 0..3))
+            .prop_map(|(k, tags)| Op::AddTags(k, tags)),
     ]
 }
 
@@ -480,6 +529,16 @@ proptest! {
                     model.remove(&k);
                 }
                 Op::Sweep(n) => { c.sweep(usize::from(n), &mut Vec::new()); }
+                Op::AddTags(k, tags) => {
+                    let user = users.get(&k).copied().unwrap_or(0);
+                    let names: Vec<String> = tags.iter().map(|t| format!("t{t}")).collect();
+                    c.add_tags(&pkey(k, user), &names);
+                    // The entry may have been evicted to make room: the model only requires
+                    // that a live entry now carries the tags.
+                    if let Some(e) = model.get_mut(&k) {
+                        e.tags.extend(tags);
+                    }
+                }
             }
             prop_assert!(c.bytes_used() <= budget);
             c.check_invariants();

@@ -1,0 +1,427 @@
+//! Context memory: a user's stored financial context (`PUT|GET|DELETE /ai/context/{user_id}`),
+//! kept on the shard that owns the user, and its use by AI requests with `"use_context": true`.
+//!
+//! Ownership: a user's context lives on shard `ahash(user id) % shards`, with the fixed seeds
+//! of the cache keys (`atlas_shard::key::shard_of`). The store itself is
+//! `atlas_shard::ContextStore` inside that shard's engine (TTL `CONTEXT_CACHE_TTL`, byte budget
+//! `ATLAS_CONTEXT_STORE_BYTES / shards`). Every change of a context (write or delete)
+//! invalidates, on every shard, the results computed with it: they carry the dependency tag
+//! `context:<user_id>` ([`tag`]).
+//!
+//! The merge ([`merge`]) is shallow and per operation: a top-level field of the context is
+//! copied into the request's `input` when the operation's input has that field and the
+//! request does not set it itself (the request's own fields win); other context fields are
+//! left out. The merged input is what is validated, keyed and computed.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use atlas_shard::{Context, ContextError, Operation, Written};
+
+use super::engine::Engine;
+use super::invalidation::{self, Invalidation};
+use super::request::{check_user, parse_body};
+use crate::error::{json_string, ApiError};
+use crate::http::{Request, Response, Status};
+use crate::runtime::shard::{App, Shard, ShardCall, ShardReply, BROADCAST_LIMIT};
+
+/// A stored context: its canonical JSON text (what `GET` returns) and the parsed object (what
+/// requests merge). Shared between the owner shard's store and the requests that read it.
+#[derive(Debug)]
+pub struct ContextValue {
+    /// Canonical JSON of the object (sorted keys, no whitespace).
+    pub json: Bytes,
+    /// The object's fields.
+    pub fields: Map<String, Value>,
+}
+
+/// How a stored context is held: immutable and shared, so a read is a reference-count
+/// increment.
+pub type SharedContext = Arc<ContextValue>;
+
+/// A context operation, run on the shard that owns the user.
+#[derive(Debug)]
+pub enum ContextCall {
+    /// Store (replace) a user's context.
+    Put {
+        /// The user.
+        user: String,
+        /// The context.
+        value: SharedContext,
+    },
+    /// Read a user's context.
+    Get {
+        /// The user.
+        user: String,
+    },
+    /// Remove a user's context.
+    Delete {
+        /// The user.
+        user: String,
+    },
+}
+
+/// The answer to a [`ContextCall`].
+#[derive(Debug)]
+pub enum ContextReply {
+    /// Answer to `Put`.
+    Put(Result<Written, ContextError>),
+    /// Answer to `Get`: the live context, if any.
+    Get(Option<Context<SharedContext>>),
+    /// Answer to `Delete`: the version removed, if a live context was there.
+    Delete(Option<u64>),
+}
+
+/// Runs a context call on the owner shard's engine.
+pub fn answer(engine: &Engine, call: ContextCall) -> ContextReply {
+    let mut store = engine.contexts.borrow_mut();
+    match call {
+        ContextCall::Put { user, value } => {
+            let bytes = value.json.len();
+            ContextReply::Put(store.put(&user, value, bytes))
+        }
+        ContextCall::Get { user } => ContextReply::Get(store.get(&user)),
+        ContextCall::Delete { user } => ContextReply::Delete(store.remove(&user)),
+    }
+}
+
+/// The dependency tag of every result computed with `user`'s context.
+pub fn tag(user: &str) -> String {
+    format!("context:{user}")
+}
+
+/// The shard that owns `user`'s context among `shards`.
+pub fn owner(user: &str, shards: usize) -> usize {
+    atlas_shard::key::shard_of(user.as_bytes(), shards)
+}
+
+/// Copies into `input` each top-level field of `context` that `op`'s input accepts and
+/// `input` does not set (a shallow merge where the request's own fields win). Returns how
+/// many fields came from the context.
+pub fn merge(op: Operation, input: &mut Map<String, Value>, context: &Map<String, Value>) -> usize {
+    let mut merged = 0;
+    for &field in crate::models::input_fields(op) {
+        if input.contains_key(field) {
+            continue;
+        }
+        if let Some(value) = context.get(field) {
+            input.insert(field.to_string(), value.clone());
+            merged += 1;
+        }
+    }
+    merged
+}
+
+fn not_found(user: &str) -> ApiError {
+    ApiError::new(
+        Status::NotFound,
+        "context_not_found",
+        format!(
+            "no stored context for user `{}` (store one with PUT /ai/context/{{user_id}})",
+            crate::error::truncate(user, 64)
+        ),
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        Status::ServiceUnavailable,
+        "shard_unavailable",
+        format!("the shard that owns the context did not answer: {e}"),
+    )
+}
+
+/// Runs `call` on the shard that owns `user`, waiting at most `until` (and never longer than
+/// the broadcast limit).
+async fn call_owner(
+    shard: &Rc<Shard>,
+    user: &str,
+    call: ContextCall,
+    until: Instant,
+) -> Result<ContextReply, ApiError> {
+    let target = owner(user, shard.mesh.shards());
+    let limit = until
+        .saturating_duration_since(Instant::now())
+        .min(BROADCAST_LIMIT);
+    let reply = futures_lite::future::or(
+        async {
+            Some(
+                shard
+                    .mesh
+                    .call(target, ShardCall::Context(Box::new(call)))
+                    .await,
+            )
+        },
+        async {
+            glommio::timer::sleep(limit).await;
+            None
+        },
+    )
+    .await;
+    match reply {
+        Some(Ok(ShardReply::Context(r))) => Ok(r),
+        Some(Ok(_)) => Err(unavailable("unexpected reply")),
+        Some(Err(e)) => Err(unavailable(e)),
+        None => Err(unavailable("timed out")),
+    }
+}
+
+/// Reads `user`'s context for a request with `use_context` (one mesh call to the owner).
+/// 404 `context_not_found` when there is none.
+pub async fn fetch(
+    shard: &Rc<Shard>,
+    user: &str,
+    until: Instant,
+) -> Result<Context<SharedContext>, ApiError> {
+    let call = ContextCall::Get {
+        user: user.to_string(),
+    };
+    match call_owner(shard, user, call, until).await? {
+        ContextReply::Get(Some(context)) => Ok(context),
+        _ => Err(not_found(user)),
+    }
+}
+
+/// The method of a context route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET` (and `HEAD`): read.
+    Get,
+    /// `PUT`: store or replace.
+    Put,
+    /// `DELETE`: remove.
+    Delete,
+}
+
+/// The user id in `/ai/context/{user_id}`: percent-decoded UTF-8, validated like an AI
+/// request's `user_id`.
+pub fn user_from_path(path: &str) -> Result<String, ApiError> {
+    let segment = path.strip_prefix("/ai/context/").unwrap_or("");
+    let bad = || {
+        ApiError::new(
+            Status::BadRequest,
+            "invalid_request",
+            "user_id: the path segment must be percent-encoded UTF-8",
+        )
+    };
+    let raw = segment.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            bytes.push(raw[i]);
+            i += 1;
+        }
+    }
+    let user = String::from_utf8(bytes).map_err(|_| bad())?;
+    check_user(&user, "user_id")?;
+    Ok(user)
+}
+
+/// Handles `PUT|GET|DELETE /ai/context/{user_id}`.
+pub async fn handle(shard: &Rc<Shard>, method: Method, request: &Request) -> Response {
+    match run(shard, method, request).await {
+        Ok(response) => response,
+        Err(e) => e.to_response(),
+    }
+}
+
+async fn run(shard: &Rc<Shard>, method: Method, request: &Request) -> Result<Response, ApiError> {
+    let user = user_from_path(request.path())?;
+    let until = Instant::now() + shard.config.request_timeout;
+    match method {
+        Method::Get => {
+            let context = fetch(shard, &user, until).await?;
+            Ok(Response::json(Status::Ok, get_body(&user, &context)))
+        }
+        Method::Put => {
+            let value = parse_context(request, shard.config.context_max_bytes)?;
+            let call = ContextCall::Put {
+                user: user.clone(),
+                value: Arc::new(value),
+            };
+            let written = match call_owner(shard, &user, call, until).await? {
+                ContextReply::Put(Ok(written)) => written,
+                ContextReply::Put(Err(e)) => return Err(too_large(e.to_string())),
+                _ => return Err(unavailable("unexpected reply")),
+            };
+            let report = invalidate(shard, &user).await;
+            let mut body = report.fields();
+            body.insert("user_id".into(), json!(user));
+            body.insert("version".into(), json!(written.version));
+            body.insert(
+                "expires_in_s".into(),
+                json!(written.expires_in.as_secs_f64().ceil() as u64),
+            );
+            Ok(Response::json(Status::Ok, Value::Object(body).to_string()))
+        }
+        Method::Delete => {
+            let call = ContextCall::Delete { user: user.clone() };
+            let version = match call_owner(shard, &user, call, until).await? {
+                ContextReply::Delete(version) => version,
+                _ => return Err(unavailable("unexpected reply")),
+            };
+            let report = invalidate(shard, &user).await;
+            let mut body = report.fields();
+            body.insert("user_id".into(), json!(user));
+            body.insert("deleted".into(), json!(version.is_some()));
+            body.insert("version".into(), json!(version));
+            Ok(Response::json(Status::Ok, Value::Object(body).to_string()))
+        }
+    }
+}
+
+/// Removes, on every shard, the results computed with `user`'s context.
+async fn invalidate(shard: &Rc<Shard>, user: &str) -> invalidation::Report {
+    invalidation::everywhere(shard, Invalidation::of_tags(vec![tag(user)])).await
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::new(Status::PayloadTooLarge, "context_too_large", message)
+}
+
+/// Reads a `PUT` body: a JSON object of at most `max_bytes` bytes as sent.
+fn parse_context(request: &Request, max_bytes: usize) -> Result<ContextValue, ApiError> {
+    if request.body.len() > max_bytes {
+        return Err(too_large(format!(
+            "a context is at most {max_bytes} bytes (ATLAS_CONTEXT_MAX_BYTES); this one is {}",
+            request.body.len()
+        )));
+    }
+    match parse_body::<Value>(request)? {
+        Value::Object(fields) => {
+            let json = super::canonical::to_vec(&Value::Object(fields.clone()));
+            Ok(ContextValue {
+                json: Bytes::from(json),
+                fields,
+            })
+        }
+        _ => Err(ApiError::new(
+            Status::BadRequest,
+            "invalid_request",
+            "the body must be a JSON object (the context)",
+        )),
+    }
+}
+
+/// `{"user_id": ..., "context": {...}, "version": N, "expires_in_s": S}`, with the stored
+/// bytes copied in as they are.
+fn get_body(user: &str, context: &Context<SharedContext>) -> Bytes {
+    let mut out = Vec::with_capacity(context.value.json.len() + user.len() + 64);
+    out.extend_from_slice(b"{\"user_id\":");
+    json_string(&mut out, user);
+    out.extend_from_slice(b",\"context\":");
+    out.extend_from_slice(&context.value.json);
+    out.extend_from_slice(
+        format!(
+            ",\"version\":{},\"expires_in_s\":{}}}",
+            context.version,
+            context.expires_in.as_secs_f64().ceil() as u64
+        )
+        .as_bytes(),
+    );
+    Bytes::from(out)
+}
+
+/// Runs a context call addressed to this shard.
+pub fn on_shard(shard: &Shard, call: ContextCall) -> ShardReply {
+    match &shard.app {
+        App::Gateway(engine) => ShardReply::Context(answer(engine, call)),
+        App::Model(_) => ShardReply::Context(ContextReply::Get(None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn merge_is_shallow_the_request_wins_and_only_the_operations_fields_come_in() {
+        let context = map(json!({
+            "monthly_income": 5000, "expenses": [{"category": "rent"}], "age": 35,
+            "holdings": [{"symbol": "AAPL"}], "accounts": ["checking"]
+        }));
+        let mut input = map(json!({"monthly_income": 6000, "goals": []}));
+        assert_eq!(
+            merge(Operation::BudgetOptimization, &mut input, &context),
+            1
+        );
+        assert_eq!(
+            Value::Object(input),
+            json!({"monthly_income": 6000, "goals": [], "expenses": [{"category": "rent"}]})
+        );
+        let mut input = Map::new();
+        assert_eq!(merge(Operation::RiskAssessment, &mut input, &context), 2);
+        assert_eq!(
+            Value::Object(input),
+            json!({"age": 35, "holdings": [{"symbol": "AAPL"}]})
+        );
+        let mut input = Map::new();
+        assert_eq!(merge(Operation::CashflowForecast, &mut input, &context), 0);
+    }
+
+    #[test]
+    fn user_ids_in_paths_are_percent_decoded_and_checked() {
+        assert_eq!(user_from_path("/ai/context/u-42").unwrap(), "u-42");
+        assert_eq!(user_from_path("/ai/context/a%2Fb%20c").unwrap(), "a/b c");
+        assert_eq!(user_from_path("/ai/context/%C3%A9").unwrap(), "é");
+        for bad in [
+            "/ai/context/",
+            "/ai/context/%",
+            "/ai/context/%zz",
+            "/ai/context/%ff",
+            "/ai/context/a%00",
+        ] {
+            let e = user_from_path(bad).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (Status::BadRequest, "invalid_request"),
+                "{bad}"
+            );
+        }
+        let long = format!("/ai/context/{}", "x".repeat(257));
+        assert!(user_from_path(&long).is_err());
+    }
+
+    #[test]
+    fn owner_is_stable_and_spreads() {
+        let owners: std::collections::HashSet<usize> =
+            (0..64).map(|i| owner(&format!("u-{i}"), 4)).collect();
+        assert_eq!(owners.len(), 4);
+        assert_eq!(owner("u-1", 4), owner("u-1", 4));
+        assert_eq!(owner("u-1", 1), 0);
+    }
+
+    #[test]
+    fn the_get_body_is_json() {
+        let context = Context {
+            value: Arc::new(ContextValue {
+                json: Bytes::from_static(br#"{"a":1}"#),
+                fields: Map::new(),
+            }),
+            version: 3,
+            expires_in: std::time::Duration::from_millis(1500),
+        };
+        let v: Value = serde_json::from_slice(&get_body("u\"1", &context)).unwrap();
+        assert_eq!(
+            v,
+            json!({"user_id": "u\"1", "context": {"a": 1}, "version": 3, "expires_in_s": 2})
+        );
+    }
+}

@@ -1,0 +1,734 @@
+//! Cache invalidation: the [`Invalidation`] value (what to remove), applying one to a shard's
+//! L1 cache ([`apply`]), sending one to every shard of this process ([`on_every_shard`], keys
+//! only to their owners) and the route `POST /ai/cache/invalidate` ([`handle`]).
+//!
+//! `POST /ai/events` and context updates build an `Invalidation` too, and all three go
+//! through [`everywhere`], so there are exactly two seams for the Redis tier (issue 8):
+//!
+//! - **Per shard**, [`crate::ai::engine::Engine::invalidate`]: what one shard drops. Today its
+//!   L1 entries; with L2, also the shard's pending write-behind stores that the invalidation
+//!   matches, so a queued write cannot bring a removed result back into Redis.
+//! - **Per instance**, [`everywhere`]: an invalidation that starts here. Today the L1
+//!   broadcast; with L2, the deletion from Redis (once per invalidation, not per shard: Redis
+//!   is shared) and the publication of the `Invalidation` as JSON on the pub/sub channel. A
+//!   message received from that channel was already applied to Redis by its sender: the
+//!   subscriber calls [`on_every_shard`] only, never `everywhere` (that would echo it).
+//!
+//! `Invalidation` is plain `Send` data and round-trips through JSON (serde), so the same value
+//! crosses the mesh today and the pub/sub channel later.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use atlas_shard::{Cache, CacheKey, Clock, KeyError, Operation};
+
+use super::request::{check_name, check_user, parse_body};
+use crate::error::ApiError;
+use crate::http::{Request, Response, Status};
+use crate::runtime::shard::{Shard, ShardCall, ShardReply, BROADCAST_LIMIT};
+
+/// Most names in one selector list (`dependencies`, `symbols`, `keys`).
+const MAX_LIST: usize = 1024;
+/// Longest tag or symbol named in an invalidation; longer than a request's own tags so that
+/// `context:<user_id>` can be named for any valid user id.
+pub const MAX_NAME_LEN: usize = 512;
+
+/// How an invalidation selects entries: a closed set, in the order they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Everything (`all: true`).
+    All,
+    /// Exact cache keys.
+    Key,
+    /// Dependency tags.
+    Tag,
+    /// Market symbols.
+    Symbol,
+    /// Every result of a user.
+    User,
+    /// Every result of an operation.
+    Operation,
+}
+
+impl Kind {
+    /// Number of kinds.
+    pub const COUNT: usize = 6;
+    /// Every kind, in application order.
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::All,
+        Kind::Key,
+        Kind::Tag,
+        Kind::Symbol,
+        Kind::User,
+        Kind::Operation,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::All => "all",
+            Kind::Key => "key",
+            Kind::Tag => "tag",
+            Kind::Symbol => "symbol",
+            Kind::User => "user",
+            Kind::Operation => "operation",
+        }
+    }
+
+    /// Position in [`Kind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One exact cache key, as (operation, user, canonical input): what a key of `POST
+/// /ai/cache/invalidate` becomes after canonicalisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// The operation.
+    #[serde(with = "operation_name")]
+    pub operation: Operation,
+    /// The user scope.
+    pub user_id: String,
+    /// The canonical JSON text of the input (see `ai::canonical`).
+    pub canonical_input: String,
+}
+
+impl KeyRef {
+    /// The cache key this names.
+    pub fn cache_key(&self) -> Result<CacheKey, KeyError> {
+        CacheKey::new(
+            self.operation,
+            Some(&self.user_id),
+            self.canonical_input.as_bytes(),
+        )
+    }
+}
+
+/// What to remove from the caches. Selectors add up: an entry is removed when any of them
+/// selects it. Plain `Send` data, serialised as JSON for the Redis pub/sub channel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invalidation {
+    /// Remove everything.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all: bool,
+    /// Exact keys (each applied on its owner shard only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyRef>,
+    /// Results that declared any of these dependency tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Results computed from any of these market symbols.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<String>,
+    /// Every result of these users.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Every result of these operations.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        with = "operation_names"
+    )]
+    pub operations: Vec<Operation>,
+}
+
+impl Invalidation {
+    /// An invalidation of dependency tags.
+    pub fn of_tags(tags: Vec<String>) -> Self {
+        Invalidation {
+            tags,
+            ..Invalidation::default()
+        }
+    }
+
+    /// Whether it selects nothing.
+    pub fn is_empty(&self) -> bool {
+        !self.all
+            && self.keys.is_empty()
+            && self.tags.is_empty()
+            && self.symbols.is_empty()
+            && self.users.is_empty()
+            && self.operations.is_empty()
+    }
+
+    /// Whether it selects a result stored under `key` with these dependency `tags` and
+    /// market `symbols`.
+    pub fn selects(&self, key: &CacheKey, tags: &[String], symbols: &[String]) -> bool {
+        self.all
+            || self
+                .keys
+                .iter()
+                .any(|k| k.cache_key().is_ok_and(|k| k == *key))
+            || self.tags.iter().any(|t| tags.contains(t))
+            || self.symbols.iter().any(|s| symbols.contains(s))
+            || key
+                .user()
+                .is_some_and(|u| self.users.iter().any(|x| x == u))
+            || self.operations.contains(&key.operation())
+    }
+
+    /// The kinds of selector it uses.
+    pub fn kinds(&self) -> impl Iterator<Item = Kind> + '_ {
+        Kind::ALL.into_iter().filter(|k| match k {
+            Kind::All => self.all,
+            Kind::Key => !self.keys.is_empty(),
+            Kind::Tag => !self.tags.is_empty(),
+            Kind::Symbol => !self.symbols.is_empty(),
+            Kind::User => !self.users.is_empty(),
+            Kind::Operation => !self.operations.is_empty(),
+        })
+    }
+}
+
+/// Entries removed, by the kind of selector that removed them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed(pub [u64; Kind::COUNT]);
+
+impl Removed {
+    /// Entries removed in all.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+/// Removes from `cache` every entry `inv` selects. Selectors are applied in [`Kind::ALL`]
+/// order; an entry selected several ways is removed (and counted) once, under the first.
+/// Keys that are not this shard's are simply not found.
+pub fn apply<C: Clock>(cache: &mut Cache<C>, inv: &Invalidation) -> Removed {
+    let mut removed = Removed::default();
+    let mut count = |kind: Kind, n: usize| removed.0[kind.index()] += n as u64;
+    if inv.all {
+        count(Kind::All, cache.clear());
+        return removed;
+    }
+    for key in &inv.keys {
+        if let Ok(key) = key.cache_key() {
+            count(Kind::Key, usize::from(cache.invalidate_key(&key)));
+        }
+    }
+    for tag in &inv.tags {
+        count(Kind::Tag, cache.invalidate_tag(tag));
+    }
+    count(Kind::Symbol, cache.invalidate_symbols(&inv.symbols));
+    for user in &inv.users {
+        count(Kind::User, cache.invalidate_user(user));
+    }
+    for &op in &inv.operations {
+        count(Kind::Operation, cache.invalidate_operation(op));
+    }
+    removed
+}
+
+/// How many of the latest invalidations [`Recent`] remembers.
+const RECENT: usize = 64;
+
+/// The invalidations one shard applied last, numbered, so that a computation that was in
+/// flight while one ran can tell whether the invalidation named its result: such a result is
+/// answered but not stored (its input was read before the invalidation).
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// Invalidations applied since start.
+    applied: u64,
+    /// The last [`RECENT`] of them, with their numbers, oldest first.
+    log: VecDeque<(u64, Invalidation)>,
+}
+
+impl Recent {
+    /// A mark to take before a computation starts.
+    pub fn mark(&self) -> u64 {
+        self.applied
+    }
+
+    /// Records an applied invalidation.
+    pub fn record(&mut self, inv: &Invalidation) {
+        self.applied += 1;
+        self.log.push_back((self.applied, inv.clone()));
+        if self.log.len() > RECENT {
+            self.log.pop_front();
+        }
+    }
+
+    /// Whether an invalidation applied after `mark` selects a result under `key` with these
+    /// tags and symbols; also true when more were applied since than are remembered.
+    pub fn selects_since(
+        &self,
+        mark: u64,
+        key: &CacheKey,
+        tags: &[String],
+        symbols: &[String],
+    ) -> bool {
+        if self.applied == mark {
+            return false;
+        }
+        match self.log.front() {
+            Some(&(oldest, _)) if oldest <= mark + 1 => self
+                .log
+                .iter()
+                .filter(|(n, _)| *n > mark)
+                .any(|(_, inv)| inv.selects(key, tags, symbols)),
+            _ => true,
+        }
+    }
+}
+
+/// What an invalidation did across this process's shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Entries removed in all.
+    pub removed: u64,
+    /// Entries removed per shard, in shard order; `None` for a shard that did not answer.
+    pub shards: Vec<Option<u64>>,
+    /// Shards that did not answer within the broadcast limit (the invalidation may still be
+    /// applied there when it gets to it).
+    pub unreachable: Vec<usize>,
+}
+
+impl Report {
+    /// `removed`, `shards` and `unreachable` as JSON fields, for callers to add their own.
+    pub fn fields(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("removed".into(), json!(self.removed));
+        m.insert("shards".into(), json!(self.shards));
+        m.insert("unreachable".into(), json!(self.unreachable));
+        m
+    }
+}
+
+/// Applies an invalidation that starts on this instance (an API call, an event, a context
+/// change) everywhere it must go, and counts it in the metrics of the shard that accepted it.
+///
+/// Seam for the Redis tier: this is where the L2 deletion and the pub/sub publication of
+/// `inv` go (see the module documentation). Today: the L1 caches of this process.
+pub async fn everywhere(shard: &Rc<Shard>, inv: Invalidation) -> Report {
+    if shard.config.enable_prometheus {
+        shard.metrics.borrow_mut().record_invalidation(&inv);
+    }
+    on_every_shard(shard, inv).await
+}
+
+/// Applies `inv` to the L1 cache of every shard of this process: each key goes to its owner
+/// only, every other selector to every shard; a shard left with nothing to do is not called.
+/// Shards that do not answer within [`BROADCAST_LIMIT`] are reported, not waited for.
+pub async fn on_every_shard(shard: &Rc<Shard>, mut inv: Invalidation) -> Report {
+    let n = shard.mesh.shards();
+    let mut keys: Vec<Vec<KeyRef>> = vec![Vec::new(); n];
+    for key in std::mem::take(&mut inv.keys) {
+        if let Ok(k) = key.cache_key() {
+            keys[k.shard(n)].push(key);
+        }
+    }
+    let broad = !inv.is_empty();
+    let calls: Vec<(usize, ShardCall)> = keys
+        .into_iter()
+        .enumerate()
+        .filter(|(_, keys)| broad || !keys.is_empty())
+        .map(|(k, keys)| {
+            let call = Invalidation {
+                keys,
+                ..inv.clone()
+            };
+            (k, ShardCall::Invalidate(Box::new(call)))
+        })
+        .collect();
+    let called: Vec<usize> = calls.iter().map(|(k, _)| *k).collect();
+    let replies = shard.mesh.call_each(calls, BROADCAST_LIMIT).await;
+    let mut report = Report {
+        shards: vec![Some(0); n],
+        ..Report::default()
+    };
+    for (k, reply) in called.into_iter().zip(replies) {
+        match reply {
+            Ok(ShardReply::Invalidated(removed)) => {
+                report.removed += removed;
+                report.shards[k] = Some(removed);
+            }
+            Ok(_) | Err(_) => {
+                report.shards[k] = None;
+                report.unreachable.push(k);
+            }
+        }
+    }
+    report
+}
+
+/// The body of `POST /ai/cache/invalidate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    dependencies: Vec<String>,
+    #[serde(default)]
+    symbols: Vec<String>,
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    keys: Vec<KeyBody>,
+    #[serde(default)]
+    all: bool,
+}
+
+/// One key of the body, named the way an AI request names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    operation: String,
+    user_id: String,
+    input: Value,
+}
+
+fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(Status::BadRequest, "invalid_request", message)
+}
+
+/// The operation named `name` at `path`, or a 400 listing the known ones.
+pub fn operation(name: &str, path: &str) -> Result<Operation, ApiError> {
+    Operation::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+        invalid(format!(
+            "{path}: unknown operation `{}`; known: {}",
+            crate::error::truncate(name, 64),
+            known.join(", ")
+        ))
+    })
+}
+
+/// Checks a list of tags or symbols at `path`.
+pub fn check_names(names: &[String], path: &str) -> Result<(), ApiError> {
+    if names.len() > MAX_LIST {
+        return Err(invalid(format!("{path}: at most {MAX_LIST} names")));
+    }
+    for (i, name) in names.iter().enumerate() {
+        check_name(name, MAX_NAME_LEN, &format!("{path}[{i}]"))?;
+    }
+    Ok(())
+}
+
+/// Validates the body and turns it into an invalidation.
+fn from_body(body: Body) -> Result<Invalidation, ApiError> {
+    check_names(&body.dependencies, "dependencies")?;
+    check_names(&body.symbols, "symbols")?;
+    if let Some(user) = &body.user_id {
+        check_user(user, "user_id")?;
+    }
+    let operations = match &body.operation {
+        Some(name) => vec![operation(name, "operation")?],
+        None => Vec::new(),
+    };
+    if body.keys.len() > MAX_LIST {
+        return Err(invalid(format!("keys: at most {MAX_LIST} keys")));
+    }
+    let mut keys = Vec::with_capacity(body.keys.len());
+    for (i, key) in body.keys.into_iter().enumerate() {
+        let op = operation(&key.operation, &format!("keys[{i}].operation"))?;
+        check_user(&key.user_id, &format!("keys[{i}].user_id"))?;
+        if !key.input.is_object() {
+            return Err(invalid(format!("keys[{i}].input: must be a JSON object")));
+        }
+        keys.push(KeyRef {
+            operation: op,
+            user_id: key.user_id,
+            canonical_input: String::from_utf8_lossy(&super::canonical::to_vec(&key.input))
+                .into_owned(),
+        });
+    }
+    let inv = Invalidation {
+        all: body.all,
+        keys,
+        tags: body.dependencies,
+        symbols: body.symbols,
+        users: body.user_id.into_iter().collect(),
+        operations,
+    };
+    if inv.all && inv.kinds().count() > 1 {
+        return Err(invalid(
+            "all: `all: true` removes everything and cannot be combined with other selectors",
+        ));
+    }
+    if inv.is_empty() {
+        return Err(ApiError::new(
+            Status::BadRequest,
+            "empty_invalidation",
+            "name at least one of dependencies, symbols, user_id, operation, keys, or all: true",
+        ));
+    }
+    Ok(inv)
+}
+
+/// Handles `POST /ai/cache/invalidate`.
+pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
+    let inv = match parse_body::<Body>(request).and_then(from_body) {
+        Ok(inv) => inv,
+        Err(e) => return e.to_response(),
+    };
+    let report = everywhere(shard, inv).await;
+    Response::json(Status::Ok, Value::Object(report.fields()).to_string())
+}
+
+/// Serde for one [`Operation`] as its name.
+mod operation_name {
+    use atlas_shard::Operation;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(op: &Operation, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(op.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Operation, D::Error> {
+        let name = String::deserialize(d)?;
+        Operation::from_name(&name)
+            .ok_or_else(|| D::Error::custom(format!("unknown operation `{name}`")))
+    }
+}
+
+/// Serde for a list of [`Operation`]s as their names.
+mod operation_names {
+    use atlas_shard::Operation;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ops: &[Operation], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(ops.iter().map(|o| o.as_str()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Operation>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|name| {
+                Operation::from_name(name)
+                    .ok_or_else(|| D::Error::custom(format!("unknown operation `{name}`")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atlas_shard::{CacheOptions, EntryMeta, Lookup, ManualClock};
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn body(v: Value) -> Result<Invalidation, ApiError> {
+        serde_json::from_value::<Body>(v)
+            .map_err(|e| invalid(e.to_string()))
+            .and_then(from_body)
+    }
+
+    #[test]
+    fn bodies_become_invalidations() {
+        let inv = body(json!({
+            "dependencies": ["user:42:transactions"], "symbols": ["AAPL"], "user_id": "u-1",
+            "operation": "risk_assessment",
+            "keys": [{"operation": "cashflow_forecast", "user_id": "u-2",
+                      "input": {"horizon": 2, "history": [1e2, 110.0]}}]
+        }))
+        .unwrap();
+        assert_eq!(inv.tags, ["user:42:transactions"]);
+        assert_eq!(inv.symbols, ["AAPL"]);
+        assert_eq!(inv.users, ["u-1"]);
+        assert_eq!(inv.operations, [Operation::RiskAssessment]);
+        assert_eq!(
+            inv.keys,
+            [KeyRef {
+                operation: Operation::CashflowForecast,
+                user_id: "u-2".into(),
+                // Canonicalised exactly like an AI request's input.
+                canonical_input: r#"{"history":[100,110],"horizon":2}"#.into(),
+            }]
+        );
+        let kinds: Vec<&str> = inv.kinds().map(Kind::as_str).collect();
+        assert_eq!(kinds, ["key", "tag", "symbol", "user", "operation"]);
+        assert!(body(json!({"all": true})).unwrap().all);
+    }
+
+    #[test]
+    fn bad_bodies_are_refused_with_a_clear_code() {
+        let cases = [
+            (json!({}), "empty_invalidation", ""),
+            (
+                json!({"all": false, "dependencies": []}),
+                "empty_invalidation",
+                "",
+            ),
+            (
+                json!({"all": true, "user_id": "u"}),
+                "invalid_request",
+                "all",
+            ),
+            (json!({"user_id": ""}), "invalid_request", "user_id"),
+            (
+                json!({"operation": "astrology"}),
+                "invalid_request",
+                "operation",
+            ),
+            (
+                json!({"dependencies": ["ok", ""]}),
+                "invalid_request",
+                "dependencies[1]",
+            ),
+            (
+                json!({"keys": [{"operation": "risk_assessment", "user_id": "u", "input": []}]}),
+                "invalid_request",
+                "keys[0].input",
+            ),
+            (
+                json!({"keys": [{"operation": "nope", "user_id": "u", "input": {}}]}),
+                "invalid_request",
+                "keys[0].operation",
+            ),
+            (json!({"tags": ["x"]}), "invalid_request", "tags"),
+            (json!({"symbols": "AAPL"}), "invalid_request", ""),
+        ];
+        for (v, code, mention) in cases {
+            let e = body(v.clone()).unwrap_err();
+            assert_eq!((e.status, e.code), (Status::BadRequest, code), "{v}");
+            assert!(e.message.contains(mention), "{v}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn invalidations_round_trip_through_json() {
+        let inv = Invalidation {
+            all: false,
+            keys: vec![KeyRef {
+                operation: Operation::PortfolioAnalysis,
+                user_id: "u".into(),
+                canonical_input: "{}".into(),
+            }],
+            tags: vec!["context:u".into()],
+            symbols: vec!["AAPL".into()],
+            users: vec!["u".into()],
+            operations: vec![Operation::BudgetOptimization],
+        };
+        let text = serde_json::to_string(&inv).unwrap();
+        assert!(
+            text.contains(r#""operations":["budget_optimization"]"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Invalidation>(&text).unwrap(), inv);
+        assert_eq!(
+            serde_json::to_string(&Invalidation::of_tags(vec!["t".into()])).unwrap(),
+            r#"{"tags":["t"]}"#
+        );
+        assert!(serde_json::from_str::<Invalidation>(r#"{"operations":["nope"]}"#).is_err());
+        fn is_send<T: Send>() {}
+        is_send::<Invalidation>();
+    }
+
+    #[test]
+    fn a_result_computed_across_an_invalidation_that_names_it_is_not_stored() {
+        let key = CacheKey::new(Operation::RiskAssessment, Some("u1"), b"{}").unwrap();
+        let (tags, symbols) = (vec!["t".to_string()], vec!["AAPL".to_string()]);
+        let mut recent = Recent::default();
+        let mark = recent.mark();
+        assert!(!recent.selects_since(mark, &key, &tags, &symbols));
+        recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        assert!(!recent.selects_since(mark, &key, &tags, &symbols));
+        recent.record(&Invalidation {
+            users: vec!["u1".into()],
+            ..Invalidation::default()
+        });
+        assert!(recent.selects_since(mark, &key, &tags, &symbols));
+        let later = recent.mark();
+        assert!(!recent.selects_since(later, &key, &tags, &symbols));
+        for selector in [
+            Invalidation::of_tags(tags.clone()),
+            Invalidation {
+                symbols: symbols.clone(),
+                ..Invalidation::default()
+            },
+            Invalidation {
+                operations: vec![Operation::RiskAssessment],
+                ..Invalidation::default()
+            },
+            Invalidation {
+                keys: vec![KeyRef {
+                    operation: Operation::RiskAssessment,
+                    user_id: "u1".into(),
+                    canonical_input: "{}".into(),
+                }],
+                ..Invalidation::default()
+            },
+            Invalidation {
+                all: true,
+                ..Invalidation::default()
+            },
+        ] {
+            assert!(selector.selects(&key, &tags, &symbols), "{selector:?}");
+        }
+        // The last RECENT are remembered; past that, the answer is "maybe": do not store.
+        for _ in 0..RECENT {
+            recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        }
+        assert!(!recent.selects_since(later, &key, &tags, &symbols));
+        recent.record(&Invalidation::of_tags(vec!["other".into()]));
+        assert!(recent.selects_since(later, &key, &tags, &symbols));
+        assert!(!recent.selects_since(recent.mark(), &key, &tags, &symbols));
+    }
+
+    #[test]
+    fn apply_removes_exactly_the_selected_entries_once() {
+        let mut cache =
+            atlas_shard::Cache::new(CacheOptions::with_max_bytes(1 << 20), ManualClock::new());
+        let meta = EntryMeta {
+            ttl: Duration::from_secs(60),
+            ..EntryMeta::default()
+        };
+        let key = |op, user: &str, input: &str| CacheKey::new(op, Some(user), input.as_bytes());
+        let a = key(Operation::RiskAssessment, "u1", "{\"a\":1}").unwrap();
+        let b = key(Operation::RiskAssessment, "u2", "{}").unwrap();
+        let c = key(Operation::CashflowForecast, "u2", "{}").unwrap();
+        let d = key(Operation::PortfolioAnalysis, "u3", "{}").unwrap();
+        let insert = |cache: &mut atlas_shard::Cache<ManualClock>, k: &CacheKey, m: &EntryMeta| {
+            cache.insert(k, Bytes::from_static(b"x"), m).unwrap();
+        };
+        insert(&mut cache, &a, &meta.clone().with_tags(["t"]));
+        insert(&mut cache, &b, &meta.clone().with_tags(["t"]));
+        insert(&mut cache, &c, &meta);
+        insert(&mut cache, &d, &meta.clone().with_symbols(["AAPL"]));
+        let inv = Invalidation {
+            keys: vec![KeyRef {
+                operation: Operation::RiskAssessment,
+                user_id: "u1".into(),
+                canonical_input: "{\"a\":1}".into(),
+            }],
+            tags: vec!["t".into()],
+            users: vec!["u2".into()],
+            ..Invalidation::default()
+        };
+        let removed = apply(&mut cache, &inv);
+        // a by key (not again by tag), b by tag (not again by user), c by user.
+        assert_eq!(removed.0, [0, 1, 1, 0, 1, 0]);
+        assert_eq!(removed.total(), 3);
+        assert!(matches!(cache.get(&d), Lookup::Fresh(_)));
+        let removed = apply(
+            &mut cache,
+            &Invalidation {
+                symbols: vec!["AAPL".into()],
+                ..Invalidation::default()
+            },
+        );
+        assert_eq!(removed.0[Kind::Symbol.index()], 1);
+        insert(&mut cache, &a, &meta);
+        insert(&mut cache, &b, &meta);
+        let ops = Invalidation {
+            operations: vec![Operation::RiskAssessment],
+            ..Invalidation::default()
+        };
+        assert_eq!(apply(&mut cache, &ops).0[Kind::Operation.index()], 2);
+        insert(&mut cache, &c, &meta);
+        let all = Invalidation {
+            all: true,
+            ..Invalidation::default()
+        };
+        assert_eq!(apply(&mut cache, &all).0, [1, 0, 0, 0, 0, 0]);
+        assert!(cache.is_empty());
+    }
+}
