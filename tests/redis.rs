@@ -227,3 +227,192 @@ fn cluster_mode_spreads_results_across_slots_and_serves_them_to_another_instance
     let d = b.connect().get("/health/detailed").json();
     assert_eq!(d["redis"]["mode"], "cluster");
 }
+
+fn post_to(c: &mut Client, path: &str, body: &str) -> Response {
+    c.send(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.read_response(false)
+}
+
+fn tagged(user: &str, tag: &str) -> String {
+    format!(
+        r#"{{"user_id":"{user}","dependencies":["{tag}"],"input":{{"age":44,"horizon_years":15,"income_stability":3,"loss_tolerance":3,"experience":2}}}}"#
+    )
+}
+
+/// Polls `body` on `c` until it is a miss (the L1 copy is gone), within `limit`.
+fn becomes_miss(c: &mut Client, body: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        // A probe that hits leaves the entry in place; only a miss recomputes.
+        let r = post(c, body);
+        if r.header("X-Atlas-Cache") == Some("miss") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "still {:?}",
+            r.header("X-Atlas-Cache")
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_invalidation_on_one_instance_removes_the_result_on_the_other_and_in_redis() {
+    let redis = Redis::start();
+    let a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    let body = tagged("inv-1", "market:rates");
+    let keep = tagged("inv-2", "market:fx");
+    for x in [&body, &keep] {
+        assert_eq!(post(&mut ca, x).header("X-Atlas-Cache"), Some("miss"));
+    }
+    wait_until(Duration::from_secs(5), "two stores", || {
+        result_keys(&redis) == 2
+    });
+    for x in [&body, &keep] {
+        assert_eq!(post(&mut cb, x).header("X-Atlas-Cache-Level"), Some("l2"));
+        assert_eq!(post(&mut cb, x).header("X-Atlas-Cache-Level"), Some("l1"));
+    }
+    // Give B's subscriber time to be in place (it subscribes at start).
+    thread::sleep(Duration::from_millis(200));
+    let r = post_to(
+        &mut ca,
+        "/ai/cache/invalidate",
+        r#"{"dependencies":["market:rates"]}"#,
+    );
+    assert_eq!(r.status, 200);
+    let report = r.json();
+    assert_eq!(report["removed"], 1, "{report}");
+    assert_eq!(report["l2"]["removed"], 1, "{report}");
+    assert_eq!(
+        result_keys(&redis),
+        1,
+        "only the other result is left in Redis"
+    );
+    let took = becomes_miss(&mut cb, &body, Duration::from_secs(2));
+    assert!(
+        took < Duration::from_millis(100),
+        "B dropped its copy after {took:?}"
+    );
+    assert_eq!(
+        post(&mut cb, &keep).header("X-Atlas-Cache-Level"),
+        Some("l1")
+    );
+
+    // An event on B reaches A the same way.
+    let by_user = risk("inv-3", 61);
+    assert_eq!(
+        post(&mut ca, &by_user).header("X-Atlas-Cache"),
+        Some("miss")
+    );
+    let r = post_to(
+        &mut cb,
+        "/ai/events",
+        r#"{"type":"user_profile_update","user_id":"inv-3"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let took = becomes_miss(&mut ca, &by_user, Duration::from_secs(2));
+    assert!(
+        took < Duration::from_millis(100),
+        "A dropped its copy after {took:?}"
+    );
+}
+
+#[test]
+fn invalidate_all_clears_redis_everywhere_in_a_cluster() {
+    let cluster = Cluster::start();
+    let urls = cluster.urls();
+    let a = gateway(&urls, &[]);
+    let mut ca = a.connect();
+    for i in 0..12 {
+        assert_eq!(
+            post(&mut ca, &risk(&format!("all-{i}"), 30 + i)).status,
+            200
+        );
+    }
+    wait_until(Duration::from_secs(10), "12 stores", || {
+        cluster.nodes.iter().map(result_keys).sum::<usize>() == 12
+    });
+    let r = post_to(&mut ca, "/ai/cache/invalidate", r#"{"all":true}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["l2"]["removed"], 12, "{}", r.json());
+    assert_eq!(cluster.nodes.iter().map(result_keys).sum::<usize>(), 0);
+}
+
+fn send(c: &mut Client, method: &str, path: &str, body: &str) -> Response {
+    c.send(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.read_response(false)
+}
+
+#[test]
+fn a_context_stored_on_one_instance_is_used_updated_and_deleted_on_the_other() {
+    let redis = Redis::start();
+    let a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    thread::sleep(Duration::from_millis(200)); // subscribers in place
+    let context =
+        r#"{"age":30,"horizon_years":25,"income_stability":4,"loss_tolerance":4,"experience":1}"#;
+    let r = send(&mut ca, "PUT", "/ai/context/ctx-u", context);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["context_l2"]["stored"], true);
+    // B has no local copy: it reads A's from Redis.
+    let got = send(&mut cb, "GET", "/ai/context/ctx-u", "");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["context"]["experience"], 1);
+    let with = r#"{"user_id":"ctx-u","use_context":true}"#;
+    let first = send(&mut cb, "POST", "/ai/risk_assessment", with);
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert_eq!(first.header("X-Atlas-Cache"), Some("miss"));
+    assert_eq!(
+        send(&mut cb, "POST", "/ai/risk_assessment", with).header("X-Atlas-Cache"),
+        Some("hit")
+    );
+    // An update on A invalidates what B computed with the old context, and B sees the new one.
+    let newer =
+        r#"{"age":61,"horizon_years":5,"income_stability":2,"loss_tolerance":1,"experience":1}"#;
+    assert_eq!(send(&mut ca, "PUT", "/ai/context/ctx-u", newer).status, 200);
+    let started = Instant::now();
+    loop {
+        let r = send(&mut cb, "POST", "/ai/risk_assessment", with);
+        if r.header("X-Atlas-Cache") == Some("miss") {
+            assert_ne!(r.body, first.body, "computed from the new context");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "B kept the old result"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        send(&mut cb, "GET", "/ai/context/ctx-u", "").json()["context"]["age"],
+        61
+    );
+    // A delete on A is a delete everywhere.
+    let d = send(&mut ca, "DELETE", "/ai/context/ctx-u", "");
+    assert_eq!(d.json()["deleted"], true);
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(send(&mut cb, "GET", "/ai/context/ctx-u", "").status, 404);
+    let none = send(&mut cb, "POST", "/ai/risk_assessment", with);
+    assert_eq!(none.status, 404);
+}

@@ -170,7 +170,8 @@ async fn call_owner(
     }
 }
 
-/// Reads `user`'s context for a request with `use_context` (one mesh call to the owner).
+/// Reads `user`'s context for a request with `use_context` (one mesh call to the owner;
+/// with Redis, a context another instance stored is read from there when the owner has none).
 /// 404 `context_not_found` when there is none.
 pub async fn fetch(
     shard: &Rc<Shard>,
@@ -182,7 +183,58 @@ pub async fn fetch(
     };
     match call_owner(shard, user, call, until).await? {
         ContextReply::Get(Some(context)) => Ok(context),
-        _ => Err(not_found(user)),
+        _ => match l2_of(shard) {
+            Some(l2) => from_l2(&l2, user).await.ok_or_else(|| not_found(user)),
+            None => Err(not_found(user)),
+        },
+    }
+}
+
+/// The shard's L2 handle, when Redis is configured.
+fn l2_of(shard: &Shard) -> Option<Rc<crate::l2::L2>> {
+    match &shard.app {
+        App::Gateway(engine) => engine.l2.clone(),
+        App::Model(_) => None,
+    }
+}
+
+/// A context stored in Redis by any instance: `{"version","expires_unix_ms","context"}`.
+/// Not kept locally (so an update on another instance is seen at once); an invalid value is
+/// logged and treated as absent.
+async fn from_l2(l2: &crate::l2::L2, user: &str) -> Option<Context<SharedContext>> {
+    let bytes = l2.get_bytes(l2.context_key(user)).await?;
+    let now = crate::monitor::unix_ms_now();
+    let parsed: Option<(u64, u64, Map<String, Value>)> =
+        serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+            let version = v.get("version")?.as_u64()?;
+            let expires = v.get("expires_unix_ms")?.as_u64()?;
+            let fields = v.get("context")?.as_object()?.clone();
+            Some((version, expires, fields))
+        });
+    let Some((version, expires, fields)) = parsed else {
+        log::warn!("redis: ignoring an invalid stored context");
+        return None;
+    };
+    let json = super::canonical::to_vec(&Value::Object(fields.clone()));
+    (expires > now).then(|| Context {
+        value: Arc::new(ContextValue {
+            json: Bytes::from(json),
+            fields,
+        }),
+        version,
+        expires_in: std::time::Duration::from_millis(expires - now),
+    })
+}
+
+/// Drops this instance's copy of `user`'s context (another instance changed it; Redis holds
+/// the new one).
+pub async fn forget(shard: &Rc<Shard>, user: &str) {
+    let call = ContextCall::Delete {
+        user: user.to_string(),
+    };
+    let until = Instant::now() + BROADCAST_LIMIT;
+    if let Err(e) = call_owner(shard, user, call, until).await {
+        log::warn!("context: cannot drop the local copy of a changed context: {e:?}");
     }
 }
 
@@ -249,13 +301,32 @@ async fn run(shard: &Rc<Shard>, method: Method, request: &Request) -> Result<Res
                 user: user.clone(),
                 value: Arc::new(value),
             };
+            let json = match &call {
+                ContextCall::Put { value, .. } => value.json.clone(),
+                _ => Bytes::new(),
+            };
             let written = match call_owner(shard, &user, call, until).await? {
                 ContextReply::Put(Ok(written)) => written,
                 ContextReply::Put(Err(e)) => return Err(too_large(e.to_string())),
                 _ => return Err(unavailable("unexpected reply")),
             };
+            // Redis first, then the invalidation: a peer that drops its copy on the message
+            // finds the new context there.
+            let stored = match l2_of(shard) {
+                Some(l2) => Some(store_in_l2(&l2, &user, &json, &written).await),
+                None => None,
+            };
             let report = invalidate(shard, &user).await;
             let mut body = report.fields();
+            if let Some(stored) = stored {
+                body.insert(
+                    "context_l2".into(),
+                    match stored {
+                        Ok(()) => json!({"stored": true}),
+                        Err(e) => json!({"stored": false, "error": e}),
+                    },
+                );
+            }
             body.insert("user_id".into(), json!(user));
             body.insert("version".into(), json!(written.version));
             body.insert(
@@ -270,14 +341,45 @@ async fn run(shard: &Rc<Shard>, method: Method, request: &Request) -> Result<Res
                 ContextReply::Delete(version) => version,
                 _ => return Err(unavailable("unexpected reply")),
             };
+            let in_l2 = match l2_of(shard) {
+                Some(l2) => l2
+                    .unlink(l2.context_key(&user), invalidation::L2_LIMIT)
+                    .await
+                    .map_err(|e| log::warn!("context: cannot delete from Redis: {e}"))
+                    .unwrap_or(false),
+                None => false,
+            };
             let report = invalidate(shard, &user).await;
             let mut body = report.fields();
             body.insert("user_id".into(), json!(user));
-            body.insert("deleted".into(), json!(version.is_some()));
+            body.insert("deleted".into(), json!(version.is_some() || in_l2));
             body.insert("version".into(), json!(version));
             Ok(Response::json(Status::Ok, Value::Object(body).to_string()))
         }
     }
+}
+
+/// Writes a context to Redis with its TTL, for the other instances.
+async fn store_in_l2(
+    l2: &crate::l2::L2,
+    user: &str,
+    json: &Bytes,
+    written: &Written,
+) -> Result<(), String> {
+    let ttl_ms = written.expires_in.as_millis() as u64;
+    let mut value = Vec::with_capacity(json.len() + 64);
+    value.extend_from_slice(
+        format!(
+            "{{\"version\":{},\"expires_unix_ms\":{},\"context\":",
+            written.version,
+            crate::monitor::unix_ms_now() + ttl_ms
+        )
+        .as_bytes(),
+    );
+    value.extend_from_slice(json);
+    value.push(b'}');
+    l2.set_bytes(l2.context_key(user), value, ttl_ms, invalidation::L2_LIMIT)
+        .await
 }
 
 /// Removes, on every shard, the results computed with `user`'s context.

@@ -3,19 +3,22 @@
 //! only to their owners) and the route `POST /ai/cache/invalidate` ([`handle`]).
 //!
 //! `POST /ai/events` and context updates build an `Invalidation` too, and all three go
-//! through [`everywhere`], so there are exactly two seams for the Redis tier (issue 8):
+//! through [`everywhere`]:
 //!
-//! - **Per shard**, [`crate::ai::engine::Engine::invalidate`]: what one shard drops. Today its
-//!   L1 entries; with L2, also the shard's pending write-behind stores that the invalidation
-//!   matches, so a queued write cannot bring a removed result back into Redis.
-//! - **Per instance**, [`everywhere`]: an invalidation that starts here. Today the L1
-//!   broadcast; with L2, the deletion from Redis (once per invalidation, not per shard: Redis
-//!   is shared) and the publication of the `Invalidation` as JSON on the pub/sub channel. A
-//!   message received from that channel was already applied to Redis by its sender: the
-//!   subscriber calls [`on_every_shard`] only, never `everywhere` (that would echo it).
+//! - **Per shard**, [`crate::ai::engine::Engine::invalidate`]: what one shard drops (its L1
+//!   entries; a result computed across the invalidation is answered but not stored, in L1 or
+//!   L2).
+//! - **Per instance**, [`everywhere`]: an invalidation that starts here. The L1 broadcast;
+//!   with Redis, the deletion from Redis (once per invalidation, not per shard: Redis is
+//!   shared, through the index sets every stored result is listed in), then the publication
+//!   of the `Invalidation` as JSON on `{prefix}invalidate`. Other instances receive it in
+//!   [`follow_other_instances`] and apply it with [`on_every_shard`] only (their Redis work
+//!   was done by the sender; re-applying it would echo).
+//! - A subscription that was lost and made again may have missed messages: the instance
+//!   then clears its L1 everywhere (entries refill from L2, which the senders cleaned).
 //!
 //! `Invalidation` is plain `Send` data and round-trips through JSON (serde), so the same value
-//! crosses the mesh today and the pub/sub channel later.
+//! crosses the mesh and the pub/sub channel.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -287,6 +290,8 @@ pub struct Report {
     /// Shards that did not answer within the broadcast limit (the invalidation may still be
     /// applied there when it gets to it).
     pub unreachable: Vec<usize>,
+    /// With Redis: results deleted there, or why that failed.
+    pub l2: Option<Result<u64, String>>,
 }
 
 impl Report {
@@ -296,6 +301,15 @@ impl Report {
         m.insert("removed".into(), json!(self.removed));
         m.insert("shards".into(), json!(self.shards));
         m.insert("unreachable".into(), json!(self.unreachable));
+        match &self.l2 {
+            Some(Ok(n)) => {
+                m.insert("l2".into(), json!({"removed": n}));
+            }
+            Some(Err(e)) => {
+                m.insert("l2".into(), json!({"error": e}));
+            }
+            None => {}
+        }
         m
     }
 }
@@ -303,13 +317,85 @@ impl Report {
 /// Applies an invalidation that starts on this instance (an API call, an event, a context
 /// change) everywhere it must go, and counts it in the metrics of the shard that accepted it.
 ///
-/// Seam for the Redis tier: this is where the L2 deletion and the pub/sub publication of
-/// `inv` go (see the module documentation). Today: the L1 caches of this process.
+/// The L1 caches of this process, then with Redis the results stored there (waiting at most
+/// [`L2_LIMIT`]) and a message to the other instances.
 pub async fn everywhere(shard: &Rc<Shard>, inv: Invalidation) -> Report {
     if shard.config.enable_prometheus {
         shard.metrics.borrow_mut().record_invalidation(&inv);
     }
-    on_every_shard(shard, inv).await
+    let l2 = match &shard.app {
+        crate::runtime::shard::App::Gateway(engine) => engine.l2.clone(),
+        crate::runtime::shard::App::Model(_) => None,
+    };
+    let mut report = on_every_shard(shard, inv.clone()).await;
+    if let Some(l2) = l2 {
+        let keys = inv
+            .keys
+            .iter()
+            .filter_map(|k| k.cache_key().ok())
+            .map(|k| l2.redis_key(&k))
+            .collect();
+        let mut sets: Vec<Vec<u8>> = Vec::new();
+        sets.extend(inv.tags.iter().map(|t| l2.index_key("t", t)));
+        sets.extend(inv.symbols.iter().map(|t| l2.index_key("s", t)));
+        sets.extend(inv.users.iter().map(|t| l2.index_key("u", t)));
+        sets.extend(inv.operations.iter().map(|o| l2.index_key("o", o.as_str())));
+        report.l2 = Some(l2.delete(keys, sets, inv.all, L2_LIMIT).await);
+        let message = json!({"origin": l2.pool().instance(), "invalidation": inv});
+        l2.publish(message.to_string().into_bytes());
+    }
+    report
+}
+
+/// Longest an invalidation waits for Redis to delete what it names.
+pub const L2_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies the invalidations other instances publish, on shard 0, until the process ends.
+pub async fn follow_other_instances(
+    shard: Rc<Shard>,
+    mut messages: futures_channel::mpsc::UnboundedReceiver<Vec<u8>>,
+    me: u64,
+) {
+    use futures_lite::StreamExt;
+    while let Some(bytes) = messages.next().await {
+        if bytes == crate::l2::pool::RESYNC {
+            log::warn!("redis: resubscribed after a gap; clearing L1 (it refills from L2)");
+            let all = Invalidation {
+                all: true,
+                ..Invalidation::default()
+            };
+            on_every_shard(&shard, all).await;
+            continue;
+        }
+        #[derive(Deserialize)]
+        struct Message {
+            origin: u64,
+            invalidation: Invalidation,
+        }
+        match serde_json::from_slice::<Message>(&bytes) {
+            Ok(m) if m.origin == me => {}
+            Ok(m) => {
+                // A peer changed these users' contexts: drop the local copies (the new one is
+                // in Redis).
+                let users: Vec<String> = m
+                    .invalidation
+                    .tags
+                    .iter()
+                    .filter_map(|t| t.strip_prefix("context:"))
+                    .map(str::to_string)
+                    .collect();
+                for user in users {
+                    super::context::forget(&shard, &user).await;
+                }
+                let report = on_every_shard(&shard, m.invalidation).await;
+                log::debug!(
+                    "redis: applied a peer's invalidation: {} removed",
+                    report.removed
+                );
+            }
+            Err(e) => log::warn!("redis: ignoring a malformed invalidation message: {e}"),
+        }
+    }
 }
 
 /// Applies `inv` to the L1 cache of every shard of this process: each key goes to its owner

@@ -177,9 +177,84 @@ impl L2 {
         k
     }
 
+    /// The Redis key of `user`'s stored context.
+    pub fn context_key(&self, user: &str) -> Vec<u8> {
+        self.index_key("c", user)
+    }
+
     /// Looks `key` up; `None` on a miss, an error, a timeout, an invalid value, or while the
     /// breaker is open. Never fails the caller.
     pub async fn get(&self, key: &CacheKey) -> Option<SnapshotEntry> {
+        let bytes = self.get_bytes(self.redis_key(key)).await?;
+        let now = crate::monitor::unix_ms_now();
+        match Record::decode(&bytes, Some(key.bytes())) {
+            Ok(r) if r.remaining_ms(now) > 0 => {
+                bump(&self.counters.hits);
+                Some(r.into_entry(now))
+            }
+            Ok(_) => {
+                bump(&self.counters.misses);
+                None
+            }
+            Err(e) => {
+                bump(&self.counters.corrupt);
+                log::debug!("redis: ignoring an invalid L2 value: {e}");
+                None
+            }
+        }
+    }
+
+    /// Runs one command and waits at most `limit` for its answer.
+    pub async fn query(&self, cmd: redis::Cmd, limit: Duration) -> Result<redis::Value, String> {
+        let (tx, rx) = oneshot::channel();
+        self.pool
+            .send(Command::Query { cmd, reply: tx })
+            .map_err(|_| "the Redis queue is full".to_string())?;
+        let answer = futures_lite::future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(limit).await;
+            None
+        })
+        .await;
+        match answer {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err("the Redis worker went away".into()),
+            None => Err(format!(
+                "Redis did not answer within {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+
+    /// `SET key value PX ttl_ms`, waiting at most `limit`.
+    pub async fn set_bytes(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_ms: u64,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms.max(1));
+        match self.query(cmd, limit).await? {
+            redis::Value::Okay | redis::Value::SimpleString(_) => Ok(()),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// `UNLINK key`, waiting at most `limit`: whether the key existed.
+    pub async fn unlink(&self, key: Vec<u8>, limit: Duration) -> Result<bool, String> {
+        let mut cmd = redis::cmd("UNLINK");
+        cmd.arg(key);
+        match self.query(cmd, limit).await? {
+            redis::Value::Int(n) => Ok(n > 0),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    /// `GET key` through the breaker, waiting at most the lookup timeout: the bytes, or
+    /// `None` on a miss, an error or a timeout (counted; a found value is not yet counted:
+    /// the caller validates it).
+    pub async fn get_bytes(&self, key: Vec<u8>) -> Option<Vec<u8>> {
         let permit = self.breaker.borrow_mut().try_acquire();
         if !permit.is_allowed() {
             bump(&self.counters.skipped);
@@ -187,10 +262,7 @@ impl L2 {
         }
         let probe = permit.is_probe();
         let (tx, rx) = oneshot::channel();
-        let sent = self.pool.send(Command::Get {
-            key: self.redis_key(key),
-            reply: tx,
-        });
+        let sent = self.pool.send(Command::Get { key, reply: tx });
         if sent.is_err() {
             bump(&self.counters.skipped);
             self.breaker.borrow_mut().on_failure(probe);
@@ -220,26 +292,10 @@ impl L2 {
                 return None;
             }
         };
-        let Some(bytes) = bytes else {
+        if bytes.is_none() {
             bump(&self.counters.misses);
-            return None;
-        };
-        let now = crate::monitor::unix_ms_now();
-        match Record::decode(&bytes, Some(key.bytes())) {
-            Ok(r) if r.remaining_ms(now) > 0 => {
-                bump(&self.counters.hits);
-                Some(r.into_entry(now))
-            }
-            Ok(_) => {
-                bump(&self.counters.misses);
-                None
-            }
-            Err(e) => {
-                bump(&self.counters.corrupt);
-                log::debug!("redis: ignoring an invalid L2 value: {e}");
-                None
-            }
         }
+        bytes
     }
 
     /// Queues `entry` to be written to Redis (write-behind; dropped and counted when the
@@ -281,6 +337,59 @@ impl L2 {
     /// Queues a command whose answer nobody waits for.
     pub fn fire(&self, cmd: redis::Cmd) -> bool {
         self.pool.send(Command::Fire(cmd)).is_ok()
+    }
+
+    /// Deletes results from Redis: `keys`, every result listed in the index sets `sets`
+    /// (see [`L2::index_key`]), and with `all` everything under the prefix. Waits at most
+    /// `limit`; answers the number of results deleted.
+    pub async fn delete(
+        &self,
+        keys: Vec<Vec<u8>>,
+        sets: Vec<Vec<u8>>,
+        all: bool,
+        limit: Duration,
+    ) -> Result<u64, String> {
+        let (tx, rx) = oneshot::channel();
+        let scan = all.then(|| self.options.prefix.as_bytes().to_vec());
+        self.pool
+            .send(Command::Invalidate {
+                keys,
+                sets,
+                scan,
+                results: format!("{}r:", self.options.prefix).into_bytes(),
+                reply: Some(tx),
+            })
+            .map_err(|_| "the Redis queue is full".to_string())?;
+        let answer = futures_lite::future::or(async { Some(rx.await) }, async {
+            glommio::timer::sleep(limit).await;
+            None
+        })
+        .await;
+        match answer {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err("the Redis worker went away".into()),
+            None => Err(format!(
+                "Redis did not answer within {} ms",
+                limit.as_millis()
+            )),
+        }
+    }
+
+    /// The pub/sub channel invalidations travel on (`{prefix}invalidate`).
+    pub fn channel(&self) -> Vec<u8> {
+        format!("{}invalidate", self.options.prefix).into_bytes()
+    }
+
+    /// Publishes `message` on [`L2::channel`] (queued; dropped and logged when the queue is
+    /// full).
+    pub fn publish(&self, message: Vec<u8>) {
+        let sent = self.pool.send(Command::Publish {
+            channel: self.channel(),
+            message,
+        });
+        if sent.is_err() {
+            log::warn!("redis: queue full, an invalidation was not published");
+        }
     }
 
     /// The pool (for commands that need an answer).

@@ -80,6 +80,8 @@ pub enum Command {
         sets: Vec<Vec<u8>>,
         /// A key prefix to delete entirely (`all`).
         scan: Option<Vec<u8>>,
+        /// The prefix of result keys: only those are counted (index sets are not results).
+        results: Vec<u8>,
         /// Where the count goes (`None`: nobody waits).
         reply: Option<oneshot::Sender<Result<u64, String>>>,
     },
@@ -101,6 +103,8 @@ pub struct Pool {
     connected: Arc<Vec<AtomicBool>>,
     target: Target,
     io_timeout: Duration,
+    /// This process's identity in published messages (so it ignores its own).
+    instance: u64,
 }
 
 impl Pool {
@@ -133,7 +137,13 @@ impl Pool {
             connected,
             target,
             io_timeout,
+            instance: instance_id(),
         })
+    }
+
+    /// This process's identity in published messages.
+    pub fn instance(&self) -> u64 {
+        self.instance
     }
 
     /// Starts a thread subscribed to `channel` that forwards every message to `forward`
@@ -163,6 +173,7 @@ impl Pool {
             connected: Arc::new(Vec::new()),
             target: Target::Node(String::new()),
             io_timeout: Duration::from_millis(100),
+            instance: 1,
         }
     }
 
@@ -257,9 +268,10 @@ impl Worker {
                 keys,
                 sets,
                 scan,
+                results,
                 reply,
             } => {
-                let result = self.invalidate(keys, &sets, scan.as_deref());
+                let result = self.invalidate(keys, &sets, scan.as_deref(), &results);
                 if let Err(e) = &result {
                     log::warn!("redis: invalidation failed: {e}");
                 }
@@ -299,6 +311,7 @@ impl Worker {
         mut keys: Vec<Vec<u8>>,
         sets: &[Vec<u8>],
         scan: Option<&[u8]>,
+        results: &[u8],
     ) -> Result<u64, String> {
         for set in sets {
             if let Value::Array(members) = self.query(redis::cmd("SMEMBERS").arg(set))? {
@@ -322,13 +335,13 @@ impl Worker {
                 .map(|k| redis::cmd("UNLINK").arg(k).clone())
                 .collect();
             let answers = self.run_pipeline(cmds).map_err(|e| e.to_string())?;
-            removed += answers
+            removed += chunk
                 .iter()
-                .filter(|v| matches!(v, Value::Int(1)))
+                .zip(answers.iter())
+                .filter(|(k, v)| k.starts_with(results) && matches!(v, Value::Int(1)))
                 .count() as u64;
         }
-        // Index sets themselves are not results.
-        Ok(removed.saturating_sub(sets.len() as u64))
+        Ok(removed)
     }
 
     /// Every key starting with `prefix`, on the node or on every cluster master.
@@ -508,6 +521,18 @@ fn reply(round: &mut Vec<Command>, values: Vec<Value>) {
     }
 }
 
+/// A process identity unlikely to repeat: the start time in nanoseconds mixed with the pid.
+fn instance_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32).rotate_left(17)
+}
+
+/// The first message forwarded after a subscription was lost and made again: messages
+/// published in between were missed.
+pub const RESYNC: &[u8] = b"\0resync";
+
 /// The subscriber loop: (re)connect, subscribe, forward messages until `forward` closes.
 fn subscriber(
     url: &str,
@@ -516,6 +541,7 @@ fn subscriber(
     timeout: Duration,
 ) {
     let mut logged_down = false;
+    let mut subscribed_before = false;
     while !forward.is_closed() {
         let conn = redis::Client::open(url).and_then(|c| c.get_connection_with_timeout(timeout));
         let mut conn = match conn {
@@ -539,6 +565,10 @@ fn subscriber(
         let _ = pubsub.set_read_timeout(Some(Duration::from_secs(1)));
         log::info!("redis: subscribed to invalidations");
         logged_down = false;
+        if subscribed_before && forward.unbounded_send(RESYNC.to_vec()).is_err() {
+            return;
+        }
+        subscribed_before = true;
         loop {
             match pubsub.get_message() {
                 Ok(msg) => {

@@ -398,6 +398,7 @@ async fn run_shard(start: ShardStart) {
     if let Some(monitor) = &shard.monitor {
         glommio::spawn_local(Rc::clone(monitor).run(Rc::clone(&shard))).detach();
     }
+    follow_peers(&shard);
     log::debug!("shard {} on cpu {:?} accepting", shard.id, shard.cpu);
     let _ = ready.send(Ok(shard.id));
     drop(ready);
@@ -405,6 +406,29 @@ async fn run_shard(start: ShardStart) {
     accept_loop(&shard, &listener).await;
     drop(listener);
     drain(&shard).await;
+}
+
+/// On shard 0 with Redis: subscribes to the invalidations other instances publish.
+fn follow_peers(shard: &Rc<Shard>) {
+    let App::Gateway(engine) = &shard.app else {
+        return;
+    };
+    let Some(l2) = engine.l2.as_ref().filter(|_| shard.id == 0) else {
+        return;
+    };
+    let (tx, rx) = futures_channel::mpsc::unbounded();
+    match l2.pool().subscribe(l2.channel(), tx) {
+        Ok(()) => {
+            let me = l2.pool().instance();
+            glommio::spawn_local(crate::ai::invalidation::follow_other_instances(
+                Rc::clone(shard),
+                rx,
+                me,
+            ))
+            .detach();
+        }
+        Err(e) => log::warn!("redis: cannot start the subscriber: {e}"),
+    }
 }
 
 /// Writes this shard's live L1 entries to `ATLAS_STATE_DIR` on the executor's blocking
