@@ -351,10 +351,9 @@ pub fn run(plan: &Plan, out: &mut impl Write) -> Result<(), Failure> {
         ),
     };
     let setting = format!(
-        "server CPUs {}, load generator CPUs {} ({} pinned driver threads), {conns}, {} s × {} runs",
+        "server CPUs {}, load generator CPUs {} (a pinned driver thread on each), {conns}, {} s × {} runs",
         format_list(&plan.server),
         format_list(&plan.client),
-        plan.client.len(),
         plan.duration,
         plan.runs
     );

@@ -27,7 +27,7 @@ pub struct Series {
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 450.0;
 /// Plot area of each panel, top and bottom edges (shared).
-const TOP: f64 = 60.0;
+const TOP: f64 = 76.0;
 const BOTTOM: f64 = 340.0;
 /// Left and right edges of the two panels.
 const PANELS: [(f64, f64); 2] = [(90.0, 450.0), (580.0, 940.0)];
@@ -240,7 +240,7 @@ pub fn render(series: &[Series], subtitle: &str) -> String {
     );
     let _ = writeln!(
         out,
-        r##"<text x="{:.1}" y="36" text-anchor="middle" fill="#555555">{}</text>"##,
+        r##"<text x="{:.1}" y="38" text-anchor="middle" fill="#555555">{}</text>"##,
         WIDTH / 2.0,
         esc(subtitle)
     );
