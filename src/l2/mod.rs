@@ -17,7 +17,8 @@
 //!
 //! Breaker (per shard, the count-window breaker of the endpoints): 3 consecutive failures or
 //! ≥ 50 % failures over the last 20 lookups (10 at least) open it for 1 s, doubling to 30 s;
-//! then one probe lookup decides. While open, L2 is skipped (lookups and stores).
+//! then one probe lookup decides. While open, lookups skip L2; stores still go (they never
+//! wait on Redis).
 
 pub mod pool;
 pub mod record;
@@ -299,12 +300,11 @@ impl L2 {
     }
 
     /// Queues `entry` to be written to Redis (write-behind; dropped and counted when the
-    /// queue is full or the breaker is open).
+    /// queue is full). The breaker does not gate stores: they never wait on Redis, and a
+    /// breaker opened by slow lookups (a busy shard misses the 5 ms budget as surely as a
+    /// slow Redis) must not empty the shared cache; with Redis down the workers fail them at
+    /// once and the bounded queue absorbs the rest.
     pub fn store(&self, key: &CacheKey, entry: &SnapshotEntry) {
-        if self.breaker.borrow().state() == BreakerState::Open {
-            bump(&self.counters.stores_dropped);
-            return;
-        }
         let now = crate::monitor::unix_ms_now();
         let record = Record::from_entry(entry, now);
         let ttl_ms = record.remaining_ms(now);
