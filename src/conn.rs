@@ -32,8 +32,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.config.keepalive_timeout));
     let limits = shard.limits;
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut conn = Conn {
         max_head: limits.max_target + 32 + limits.max_header_bytes + 2,
+        peer,
         shard,
         stream,
         rbuf: ReadBuf::new(),
@@ -71,6 +73,8 @@ struct Conn {
     /// Longest head the parser can accept (request line and header section); past it the
     /// parser is run regardless, to produce its 414 or 431.
     max_head: usize,
+    /// The client's address (security events, per-address failure counts).
+    peer: Option<std::net::IpAddr>,
     stream: TcpStream,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
@@ -209,7 +213,7 @@ impl Conn {
         }
         let body = self.read_body(&head).await?;
         let request = Request { head, raw, body };
-        let response = router::handle(&self.shard, route, &request).await;
+        let response = router::handle(&self.shard, route, &request, self.peer).await;
         Ok(self.queue(&request.head, &response))
     }
 

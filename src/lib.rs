@@ -19,6 +19,7 @@
 //! writes. The shard data structures live in the `atlas-shard` crate.
 
 pub mod ai;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

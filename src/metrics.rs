@@ -224,6 +224,8 @@ pub struct MetricsSnapshot {
     pub queue_time: (Vec<u64>, u64, f64),
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
+    /// Authentication counters.
+    pub auth: crate::auth::AuthFigures,
 }
 
 /// The cumulative bucket counts, total and sum of a `Distribution`-like source.
@@ -265,6 +267,7 @@ impl MetricsSnapshot {
         self.in_flight += o.in_flight;
         self.connections_open += o.connections_open;
         self.engine.merge(&o.engine);
+        self.auth.merge(&o.auth);
         for (a, b) in self.queued.iter_mut().zip(o.queued.iter()) {
             *a += b;
         }
@@ -455,6 +458,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     invalidations(w, &total);
     endpoints(w, shards);
     l2(w, shards);
+    auth(w, &total.auth);
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
         monitor(w, m);
     }
@@ -519,6 +523,45 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
     ] {
         let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
     }
+}
+
+/// Authentication and security-event series.
+fn auth(w: &mut String, a: &crate::auth::AuthFigures) {
+    head(
+        w,
+        "ai_auth_token_cache_total",
+        "counter",
+        "Bearer JWTs found in the verified-token cache (hit) or verified in full (miss).",
+    );
+    let _ = writeln!(
+        w,
+        "ai_auth_token_cache_total{{result=\"hit\"}} {}",
+        a.cache_hits
+    );
+    let _ = writeln!(
+        w,
+        "ai_auth_token_cache_total{{result=\"miss\"}} {}",
+        a.cache_misses
+    );
+    head(
+        w,
+        "ai_security_events_total",
+        "counter",
+        "Security events: refusals by code (401s and admin_required), user_mismatch, admin actions.",
+    );
+    for (code, n) in crate::auth::CODES.iter().zip(a.refused) {
+        let _ = writeln!(w, "ai_security_events_total{{event=\"{code}\"}} {n}");
+    }
+    let _ = writeln!(
+        w,
+        "ai_security_events_total{{event=\"user_mismatch\"}} {}",
+        a.forbidden
+    );
+    let _ = writeln!(
+        w,
+        "ai_security_events_total{{event=\"admin_action\"}} {}",
+        a.admin_actions
+    );
 }
 
 /// The Redis L2 series (only when it is configured).

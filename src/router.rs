@@ -170,19 +170,32 @@ fn unknown_operation(name: &str) -> ApiError {
     )
 }
 
-/// Runs the handler for `route`.
-pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Response {
+/// Authenticates the request (see `auth`) and runs the handler for `route`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    route: Route,
+    request: &Request,
+    peer: Option<std::net::IpAddr>,
+) -> Response {
+    let identity = match shard.auth.authenticate(route, request, peer) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
+    };
+    let caller = crate::auth::Caller {
+        identity: &identity,
+        peer,
+    };
     match route {
         Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
-        Route::Ai(op) => crate::ai::handle(shard, op, request).await,
+        Route::Ai(op) => crate::ai::handle(shard, op, request, &caller).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
         Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,
         Route::Events => crate::ai::events::handle(shard, request).await,
-        Route::Context(method) => crate::ai::context::handle(shard, method, request).await,
+        Route::Context(method) => crate::ai::context::handle(shard, method, request, &caller).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),

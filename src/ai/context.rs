@@ -280,15 +280,27 @@ pub fn user_from_path(path: &str) -> Result<String, ApiError> {
 }
 
 /// Handles `PUT|GET|DELETE /ai/context/{user_id}`.
-pub async fn handle(shard: &Rc<Shard>, method: Method, request: &Request) -> Response {
-    match run(shard, method, request).await {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    method: Method,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Response {
+    match run(shard, method, request, caller).await {
         Ok(response) => response,
         Err(e) => e.to_response(),
     }
 }
 
-async fn run(shard: &Rc<Shard>, method: Method, request: &Request) -> Result<Response, ApiError> {
+async fn run(
+    shard: &Rc<Shard>,
+    method: Method,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Result<Response, ApiError> {
     let user = user_from_path(request.path())?;
+    // Reading, writing and deleting a context are the user's own (or an admin's) business.
+    caller.check_user(&shard.auth, &user)?;
     let until = Instant::now() + shard.config.request_timeout;
     match method {
         Method::Get => {

@@ -26,7 +26,12 @@ use crate::runtime::shard::{Shard, ShardCall, ShardReply};
 use engine::{Job, Served};
 
 /// Handles `POST /ai/{op}`.
-pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Response {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    op: Operation,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Response {
     let started = Instant::now();
     let metrics_on = shard.config.enable_prometheus;
     let record = |status: crate::http::Status| {
@@ -54,10 +59,15 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             return e.to_response();
         }
     };
-    let priority = match &prepared {
-        Prepared::Ready(p) => p.priority,
-        Prepared::NeedsContext(d) => d.priority,
+    let (priority, user) = match &prepared {
+        Prepared::Ready(p) => (p.priority, p.user.as_str()),
+        Prepared::NeedsContext(d) => (d.priority, d.user.as_str()),
     };
+    // A token's subject computes, reads and (through `use_context`) uses only its own data.
+    if let Err(e) = caller.check_user(&shard.auth, user) {
+        record(e.status);
+        return e.to_response();
+    }
     let Some(_in_flight) = shard.admit(priority) else {
         record(Status::ServiceUnavailable);
         return engine::overloaded(

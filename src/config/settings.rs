@@ -52,6 +52,18 @@ const fn flagged(
     }
 }
 
+/// A setting whose value is never printed (`check-config` shows `<redacted>`).
+const fn secret(env: &'static str, key: &'static str, help: &'static str) -> Setting {
+    Setting {
+        env,
+        key,
+        flag: None,
+        default: "",
+        secret: true,
+        help,
+    }
+}
+
 /// Every setting, in the order `check-config` prints them.
 pub const SETTINGS: &[Setting] = &[
     flagged("ATLAS_LISTEN", "listen", "--listen", "127.0.0.1:8083", "address to listen on (IP:PORT; port 0 picks a free port)"),
@@ -84,6 +96,15 @@ pub const SETTINGS: &[Setting] = &[
     s("ENABLE_PROMETHEUS", "enable_prometheus", "true", "serve GET /metrics"),
     s("ATLAS_MONITOR_INTERVAL_S", "monitor_interval_s", "5", "seconds between monitor collections (alert windows)"),
     s("ATLAS_ALERT_FOR_WINDOWS", "alert_for_windows", "2", "consecutive windows a condition must hold before an alert fires, and clear before it resolves"),
+    s("ATLAS_AUTH", "auth", "", "required | off; empty: required when a key is configured, off on a loopback listen address, and a refusal to start otherwise"),
+    secret("ATLAS_JWT_SECRET", "jwt_secret", "HS256/384/512 shared secret (at least 32 bytes)"),
+    s("ATLAS_JWT_PUBLIC_KEY", "jwt_public_key", "", "RSA or EC public key for RS*/PS*/ES* tokens: a PEM file path, or the PEM text itself"),
+    s("ATLAS_JWKS_FILE", "jwks_file", "", "a JWK Set file (keys chosen by the token's kid)"),
+    s("ATLAS_JWT_ISSUER", "jwt_issuer", "", "required iss claim (empty: not checked)"),
+    s("ATLAS_JWT_AUDIENCE", "jwt_audience", "", "required aud claim (empty: not checked)"),
+    s("ATLAS_JWT_LEEWAY_S", "jwt_leeway_s", "30", "clock leeway in seconds for exp and nbf"),
+    secret("ATLAS_ADMIN_TOKEN", "admin_token", "a static bearer token (at least 32 characters) with the admin role, for operators and scripts"),
+    s("ATLAS_ALERT_AUTH_FAILURES", "alert_auth_failures", "20", "authentication failures from one address within one monitor window that raise the auth_failures alert"),
     s("ATLAS_REDIS_URL", "redis_url", "", "Redis L2: redis://host:port[/db] for one node, or several comma-separated seed URLs of a Redis Cluster (empty: no L2)"),
     s("ATLAS_REDIS_CLUSTER", "redis_cluster", "false", "treat a single ATLAS_REDIS_URL as a Redis Cluster seed"),
     s("ATLAS_REDIS_TIMEOUT_MS", "redis_timeout_ms", "5", "longest a lookup waits for Redis before it counts as a miss"),

@@ -169,6 +169,8 @@ pub struct Shard {
     pub monitor: Option<Rc<Monitor>>,
     /// When the process started the shards (for uptime).
     pub origin: Instant,
+    /// Authentication state (keys shared, token cache and counters per shard).
+    pub auth: crate::auth::Auth,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -269,6 +271,7 @@ impl Shard {
                 .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
             origin,
+            auth: crate::auth::Auth::new(resolved.verifier.clone(), config.admin_token.as_deref()),
             config,
             limits,
             shared,
@@ -361,6 +364,7 @@ impl Shard {
             connections_open: self.counters.connections_open.get(),
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|mon| mon.summary()),
+            auth: self.auth.figures(),
             ..MetricsSnapshot::default()
         };
         if let App::Gateway(e) = &self.app {
