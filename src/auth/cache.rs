@@ -1,5 +1,6 @@
 //! A shard's verified-token cache: token bytes → identity, kept until the token's `exp` or
-//! [`MAX_AGE`] after it was verified, whichever comes first, at most [`CAPACITY`] tokens.
+//! [`MAX_AGE`] after it was verified, whichever comes first, at most
+//! `ATLAS_JWT_CACHE_ENTRIES` tokens ([`CAPACITY`] by default; 0 turns it off).
 //!
 //! Keyed by the exact token bytes (hashed by the map, compared in full), so a lookup can
 //! never return another token's identity. When full, expired entries are dropped first, then
@@ -11,7 +12,7 @@ use super::Identity;
 
 /// Longest an identity is trusted without verifying its token again, seconds.
 pub const MAX_AGE: u64 = 60;
-/// Tokens kept per shard.
+/// Tokens kept per shard by default.
 pub const CAPACITY: usize = 10_000;
 
 #[derive(Debug)]
@@ -22,12 +23,27 @@ struct Entry {
 }
 
 /// See the module docs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TokenCache {
     map: HashMap<Box<[u8]>, Entry>,
+    capacity: usize,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::with_capacity(CAPACITY)
+    }
 }
 
 impl TokenCache {
+    /// A cache of at most `capacity` tokens (0: nothing is kept).
+    pub fn with_capacity(capacity: usize) -> Self {
+        TokenCache {
+            map: HashMap::new(),
+            capacity,
+        }
+    }
+
     /// The identity of `token` if it was verified and is still trusted at `now` (unix s).
     pub fn get(&mut self, token: &[u8], now: u64) -> Option<Identity> {
         let entry = self.map.get(token)?;
@@ -41,14 +57,15 @@ impl TokenCache {
     /// Keeps a verified token's identity until `min(exp, now + MAX_AGE)`.
     pub fn insert(&mut self, token: &[u8], identity: Identity, exp: u64, now: u64) {
         let until = exp.min(now + MAX_AGE);
-        if until <= now {
+        if until <= now || self.capacity == 0 {
             return;
         }
-        if self.map.len() >= CAPACITY {
+        if self.map.len() >= self.capacity {
             self.map.retain(|_, e| e.until > now);
         }
-        if self.map.len() >= CAPACITY {
-            let drop: Vec<Box<[u8]>> = self.map.keys().take(CAPACITY / 8).cloned().collect();
+        if self.map.len() >= self.capacity {
+            let n = (self.capacity / 8).max(1);
+            let drop: Vec<Box<[u8]>> = self.map.keys().take(n).cloned().collect();
             for k in drop {
                 self.map.remove(&k);
             }
@@ -97,6 +114,13 @@ mod tests {
             "an expired token is not kept"
         );
         assert!(c.get(b"t", 1_000).is_none(), "exact bytes only");
+    }
+
+    #[test]
+    fn capacity_zero_keeps_nothing() {
+        let mut c = TokenCache::with_capacity(0);
+        c.insert(b"t", user("a"), 10_000, 1_000);
+        assert!(c.is_empty());
     }
 
     #[test]

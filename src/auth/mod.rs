@@ -188,12 +188,17 @@ fn bump(c: &Cell<u64>) {
 }
 
 impl Auth {
-    /// A shard's state: `verifier` `None` means auth is off.
-    pub fn new(verifier: Option<Arc<Verifier>>, admin_token: Option<&str>) -> Auth {
+    /// A shard's state: `verifier` `None` means auth is off; up to `cache_entries` verified
+    /// tokens are kept.
+    pub fn new(
+        verifier: Option<Arc<Verifier>>,
+        admin_token: Option<&str>,
+        cache_entries: usize,
+    ) -> Auth {
         Auth {
             verifier,
             admin_token: admin_token.map(|t| t.as_bytes().into()),
-            cache: RefCell::new(TokenCache::default()),
+            cache: RefCell::new(TokenCache::with_capacity(cache_entries)),
             counters: AuthCounters::default(),
         }
     }

@@ -158,6 +158,8 @@ pub struct Config {
     pub jwt_leeway: Duration,
     /// Static admin bearer token.
     pub admin_token: Option<String>,
+    /// Verified tokens kept per shard (0: no cache).
+    pub jwt_cache_entries: usize,
     /// Auth failures from one address per window that raise an alert.
     pub alert_auth_failures: u64,
     /// Redis L2: one node URL, or the seed URLs of a cluster (empty: no L2).
@@ -234,6 +236,7 @@ impl Default for Config {
             jwt_audience: None,
             jwt_leeway: Duration::from_secs(30),
             admin_token: None,
+            jwt_cache_entries: 10_000,
             alert_auth_failures: 20,
             redis_urls: Vec::new(),
             redis_cluster: false,
@@ -428,6 +431,9 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             Err("printable characters without spaces".to_string())
         }
         _ => Ok(Some(v.to_string())),
+    });
+    p.set(&mut c.jwt_cache_entries, "ATLAS_JWT_CACHE_ENTRIES", |v| {
+        usize_in(v, 0, 10_000_000)
     });
     p.set(
         &mut c.alert_auth_failures,

@@ -104,6 +104,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_JWT_AUDIENCE", "jwt_audience", "", "required aud claim (empty: not checked)"),
     s("ATLAS_JWT_LEEWAY_S", "jwt_leeway_s", "30", "clock leeway in seconds for exp and nbf"),
     secret("ATLAS_ADMIN_TOKEN", "admin_token", "a static bearer token (at least 32 characters) with the admin role, for operators and scripts"),
+    s("ATLAS_JWT_CACHE_ENTRIES", "jwt_cache_entries", "10000", "verified tokens kept per shard, each until its exp or 60 s (0: verify every request)"),
     s("ATLAS_ALERT_AUTH_FAILURES", "alert_auth_failures", "20", "authentication failures from one address within one monitor window that raise the auth_failures alert"),
     s("ATLAS_REDIS_URL", "redis_url", "", "Redis L2: redis://host:port[/db] for one node, or several comma-separated seed URLs of a Redis Cluster (empty: no L2)"),
     s("ATLAS_REDIS_CLUSTER", "redis_cluster", "false", "treat a single ATLAS_REDIS_URL as a Redis Cluster seed"),

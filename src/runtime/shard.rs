@@ -271,7 +271,11 @@ impl Shard {
                 .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
             origin,
-            auth: crate::auth::Auth::new(resolved.verifier.clone(), config.admin_token.as_deref()),
+            auth: crate::auth::Auth::new(
+                resolved.verifier.clone(),
+                config.admin_token.as_deref(),
+                config.jwt_cache_entries,
+            ),
             config,
             limits,
             shared,
