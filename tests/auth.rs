@@ -470,3 +470,41 @@ fn repeated_failures_from_one_address_raise_the_auth_failures_alert() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_jwk_set_picks_the_key_by_kid() {
+    let (private, _) = keypair("rsa");
+    let key = EncodingKey::from_rsa_pem(&private).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("k1".into());
+    let set = jsonwebtoken::jwk::JwkSet { keys: vec![jwk] };
+    let path = std::env::temp_dir().join(format!("atlas-jwks-{}.json", std::process::id()));
+    std::fs::write(&path, serde_json::to_vec(&set).unwrap()).unwrap();
+    let server = Server::start(
+        &["--cores", "1"],
+        &[("ATLAS_JWKS_FILE", path.to_str().unwrap())],
+    );
+    let mut c = server.connect();
+    let signed = |kid: &str| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        encode(&h, &claims("erin"), &key).unwrap()
+    };
+    let r = send(
+        &mut c,
+        "POST",
+        "/ai/risk_assessment",
+        Some(&signed("k1")),
+        &risk("erin"),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = send(
+        &mut c,
+        "POST",
+        "/ai/risk_assessment",
+        Some(&signed("k2")),
+        &risk("erin"),
+    );
+    assert_eq!((r.status, code(&r)), (401, "unknown_key".into()));
+    let _ = std::fs::remove_file(&path);
+}
