@@ -57,6 +57,11 @@ fn risk(user: &str) -> String {
     )
 }
 
+/// `POST /ai/risk_assessment` for `user` with `token`.
+fn ai(c: &mut Client, token: &str, user: &str) -> Response {
+    send(c, "POST", "/ai/risk_assessment", Some(token), &risk(user))
+}
+
 fn code(r: &Response) -> String {
     r.error_code()
 }
@@ -109,32 +114,14 @@ fn hs_tokens_every_refusal_has_its_status_and_code() {
         (hs(&json!({"exp": now() + 600})), "invalid_token"),
         (unsigned(&claims("alice")), "alg_none"),
     ] {
-        let r = send(
-            &mut c,
-            "POST",
-            "/ai/risk_assessment",
-            Some(&token),
-            &risk("alice"),
-        );
+        let r = ai(&mut c, &token, "alice");
         assert_eq!((r.status, code(&r)), (401, want.to_string()), "{token}");
     }
 
     // Accepted, for its own user only.
-    let r = send(
-        &mut c,
-        "POST",
-        "/ai/risk_assessment",
-        Some(&alice),
-        &risk("alice"),
-    );
+    let r = ai(&mut c, &alice, "alice");
     assert_eq!(r.status, 200);
-    let r = send(
-        &mut c,
-        "POST",
-        "/ai/risk_assessment",
-        Some(&alice),
-        &risk("bob"),
-    );
+    let r = ai(&mut c, &alice, "bob");
     assert_eq!((r.status, code(&r)), (403, "user_mismatch".into()));
     // Public routes need nothing.
     for path in ["/health", "/health/ready", "/metrics", "/openapi.json"] {
@@ -159,32 +146,10 @@ fn users_are_confined_to_their_own_results_and_contexts_cached_or_not() {
     let mut c = server.connect();
     let (alice, bob) = (hs(&claims("alice")), hs(&claims("bob")));
     // Bob's result is cached; Alice cannot read it by naming Bob.
-    let r = send(
-        &mut c,
-        "POST",
-        "/ai/risk_assessment",
-        Some(&bob),
-        &risk("bob"),
-    );
+    let r = ai(&mut c, &bob, "bob");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        send(
-            &mut c,
-            "POST",
-            "/ai/risk_assessment",
-            Some(&bob),
-            &risk("bob")
-        )
-        .header("X-Atlas-Cache"),
-        Some("hit")
-    );
-    let r = send(
-        &mut c,
-        "POST",
-        "/ai/risk_assessment",
-        Some(&alice),
-        &risk("bob"),
-    );
+    assert_eq!(ai(&mut c, &bob, "bob").header("X-Atlas-Cache"), Some("hit"));
+    let r = ai(&mut c, &alice, "bob");
     assert_eq!((r.status, code(&r)), (403, "user_mismatch".into()));
     // Contexts: read, write, delete only one's own.
     let ctx = r#"{"age":40}"#;
@@ -352,13 +317,7 @@ fn rs_and_es_tokens_and_algorithm_confusion() {
         (rs(&wrong_aud), "wrong_audience"),
         (confused, "algorithm_not_allowed"),
     ] {
-        let r = send(
-            &mut c,
-            "POST",
-            "/ai/risk_assessment",
-            Some(&token),
-            &risk("carol"),
-        );
+        let r = ai(&mut c, &token, "carol");
         assert_eq!((r.status, code(&r)), (401, want.to_string()));
     }
 
@@ -374,17 +333,7 @@ fn rs_and_es_tokens_and_algorithm_confusion() {
     )
     .unwrap();
     let mut c = server.connect();
-    assert_eq!(
-        send(
-            &mut c,
-            "POST",
-            "/ai/risk_assessment",
-            Some(&es),
-            &risk("dave")
-        )
-        .status,
-        200
-    );
+    assert_eq!(ai(&mut c, &es, "dave").status, 200);
     // An RS token against an EC key: no key of its family.
     let r = send(
         &mut c,
@@ -447,13 +396,7 @@ fn repeated_failures_from_one_address_raise_the_auth_failures_alert() {
     );
     let mut c = server.connect();
     for _ in 0..30 {
-        let r = send(
-            &mut c,
-            "POST",
-            "/ai/risk_assessment",
-            Some("x.y.z"),
-            &risk("mallory"),
-        );
+        let r = ai(&mut c, "x.y.z", "mallory");
         assert_eq!(r.status, 401);
     }
     let series = r#"ai_alerts_active{alert="auth_failures",severity="warning"}"#;
