@@ -7,6 +7,7 @@
 
 pub mod endpoints;
 pub mod events;
+pub mod ratelimit;
 pub mod settings;
 pub mod url;
 
@@ -203,6 +204,8 @@ pub struct Config {
     pub alert_response_time: Duration,
     /// Error-rate alert threshold, a fraction.
     pub alert_error_rate: f64,
+    /// Per-user and global rate limits (`ATLAS_RATE_LIMIT_*`).
+    pub rate_limits: ratelimit::RateLimitConfig,
 }
 
 impl Default for Config {
@@ -258,6 +261,7 @@ impl Default for Config {
             enable_prometheus: true,
             alert_response_time: Duration::from_millis(400),
             alert_error_rate: 0.05,
+            rate_limits: ratelimit::RateLimitConfig::default(),
         }
     }
 }
@@ -514,6 +518,7 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             _ => Err("expected a fraction from 0 to 1, for example 0.05".to_string()),
         }
     });
+    ratelimit::parse(&mut p, &mut c.rate_limits);
     if !c.embedded && c.endpoints.is_empty() && p.errors.is_empty() {
         p.errors.push(ConfigError {
             name: "ATLAS_EMBEDDED".to_string(),

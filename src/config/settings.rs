@@ -116,6 +116,13 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_ALERT_WEBHOOK", "alert_webhook", "", "http://host:port/path that receives every alert change as a JSON POST (3 tries, never blocking a shard)"),
     s("ALERT_RESPONSE_TIME_MS", "alert_response_time_ms", "400", "p95 response time that raises an alert"),
     s("ALERT_ERROR_RATE", "alert_error_rate", "0.05", "error-rate fraction that raises an alert"),
+    s("ATLAS_RATE_LIMIT_USER_RPS", "rate_limit_user_rps", "0", "requests per second each user may make on average (token bucket on the shard owning the user; 0: no per-user limit)"),
+    s("ATLAS_RATE_LIMIT_USER_BURST", "rate_limit_user_burst", "0", "requests a user may make at once from a full bucket (0: the per-user rate rounded up)"),
+    s("ATLAS_RATE_LIMIT_GLOBAL_RPS", "rate_limit_global_rps", "0", "requests per second for the whole instance, or every instance sharing ATLAS_REDIS_URL (0: no global limit)"),
+    s("ATLAS_RATE_LIMIT_GLOBAL_BURST", "rate_limit_global_burst", "0", "requests accepted at once from a full global bucket (0: the global rate rounded up)"),
+    s("ATLAS_RATE_LIMIT_HITS", "rate_limit_hits", "true", "answers served from the cache cost a token too (false: their token is given back)"),
+    s("ATLAS_RATE_LIMIT_MAX_USERS", "rate_limit_max_users", "100000", "users tracked at once across all shards (idle users with a full bucket are dropped; past it a new user is not limited)"),
+    s("ATLAS_RATE_LIMIT_REDIS_FAILURE", "rate_limit_redis_failure", "local", "with Redis unreachable: local (each instance enforces the limits alone), open (no limits) or closed (503)"),
 ];
 
 /// The setting with this environment variable name.
