@@ -13,6 +13,7 @@
 //! | [`http`] | pure HTTP/1.1 parsing (head, chunked bodies) and response serialisation |
 //! | [`router`] | method + path → handler; the handlers |
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
+//! | [`ratelimit`] | per-user and global rate limits: buckets on the owner shard, one lock-free global bucket, Redis for several instances |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
@@ -35,6 +36,7 @@ pub mod modelserver;
 pub mod monitor;
 pub mod notify;
 pub mod oneshot;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod snapshot;

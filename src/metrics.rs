@@ -226,6 +226,8 @@ pub struct MetricsSnapshot {
     pub monitor: Option<MonitorSummary>,
     /// Authentication counters.
     pub auth: crate::auth::AuthFigures,
+    /// The rate limits' figures (`None` when every limit is off).
+    pub rate: Option<crate::ratelimit::RateFigures>,
 }
 
 /// The cumulative bucket counts, total and sum of a `Distribution`-like source.
@@ -273,6 +275,11 @@ impl MetricsSnapshot {
         }
         merge_cumulative(&mut self.batch_size, &o.batch_size);
         merge_cumulative(&mut self.queue_time, &o.queue_time);
+        match (&mut self.rate, &o.rate) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.rate = Some(*b),
+            _ => {}
+        }
     }
 }
 
@@ -459,10 +466,66 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     endpoints(w, shards);
     l2(w, shards);
     auth(w, &total.auth);
+    rate_limits(w, total.rate.as_ref());
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
         monitor(w, m);
     }
     out
+}
+
+/// The rate-limit metrics: refusals always (zeros with every limit off), the rest only when a
+/// limit is on; Redis figures only with Redis.
+fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFigures>) {
+    let zero = crate::ratelimit::RateFigures::default();
+    let r = rate.unwrap_or(&zero);
+    head(
+        w,
+        "ai_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by a rate limit, by scope (user or global).",
+    );
+    for (scope, n) in [("user", r.refused_user), ("global", r.refused_global)] {
+        let _ = writeln!(w, "ai_rate_limited_total{{scope=\"{scope}\"}} {n}");
+    }
+    if rate.is_none() {
+        return;
+    }
+    gauge(
+        w,
+        "ai_rate_limit_users",
+        "Users whose rate-limit bucket is tracked (idle users with a full bucket are dropped).",
+        r.tracked_users as f64,
+    );
+    counter(
+        w,
+        "ai_rate_limit_untracked_total",
+        "Requests of users not tracked because the table was full (accepted without a user limit).",
+        r.untracked,
+    );
+    let Some(store) = &r.store else {
+        return;
+    };
+    head(
+        w,
+        "ai_rate_limit_redis_total",
+        "counter",
+        "Rate-limit token batches asked of Redis (take), failed (error), not tried while its breaker was open (skipped), unspent tokens returned (return), and decisions made without Redis because it failed (fallback).",
+    );
+    for (result, n) in [
+        ("take", store.takes),
+        ("error", store.errors),
+        ("skipped", store.skipped),
+        ("return", store.returns),
+        ("fallback", r.fallbacks),
+    ] {
+        let _ = writeln!(w, "ai_rate_limit_redis_total{{result=\"{result}\"}} {n}");
+    }
+    counter(
+        w,
+        "ai_rate_limit_unavailable_total",
+        "Requests refused with 503 because Redis was unreachable and ATLAS_RATE_LIMIT_REDIS_FAILURE=closed.",
+        r.unavailable,
+    );
 }
 
 fn monitor(w: &mut String, m: &MonitorSummary) {

@@ -76,6 +76,16 @@ pub async fn handle(
         .to_response()
         .header("Retry-After", "1");
     };
+    // RATE LIMITS: the one point where an AI request is charged, after parsing, the user
+    // check and admission (a malformed, forbidden or shed request costs no token) and before
+    // any work.
+    let allowance = match crate::ratelimit::check(shard, user).await {
+        Ok(allowance) => allowance,
+        Err(refused) => {
+            record(refused.error.status);
+            return refused.to_response();
+        }
+    };
     let deadline = started + shard.config.request_timeout;
     let (parsed, context_version) = match prepared {
         Prepared::Ready(p) => (p, None),
@@ -156,6 +166,7 @@ pub async fn handle(
             ApiError::new(Status::InternalServerError, "internal", "unexpected reply").to_response()
         }
     };
+    let response = allowance.finish(shard, response, cache);
     let total_ms = ms_since(started);
     if metrics_on {
         let mut metrics = shard.metrics.borrow_mut();

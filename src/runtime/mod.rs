@@ -101,6 +101,10 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
         redis: start_redis(&config)?,
         verifier: auth_keys(&config, addr)?,
         restore: Arc::new(Mutex::new(load_snapshots(&config, shards))),
+        global_limit: config
+            .rate_limits
+            .global()
+            .map(|rate| Arc::new(atlas_shard::SharedBucket::new(rate))),
     });
 
     let signals = signal_hook::iterator::Signals::new([
@@ -372,6 +376,8 @@ pub struct Resolved {
     pub verifier: Option<Arc<crate::auth::verify::Verifier>>,
     /// Snapshot entries for each shard to restore (taken once by the shard).
     pub restore: Arc<Mutex<Vec<Vec<atlas_shard::SnapshotEntry>>>>,
+    /// The global rate-limit bucket every shard shares (`ATLAS_RATE_LIMIT_GLOBAL_RPS`).
+    pub global_limit: Option<Arc<atlas_shard::SharedBucket>>,
 }
 
 impl Resolved {

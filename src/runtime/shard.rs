@@ -24,6 +24,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
 use crate::monitor::{Monitor, MonitorSummary};
+use crate::ratelimit::{Limiter, RateCall, RateFigures, RateReply, Verdict};
 
 /// How long a scrape, `/health/detailed` or the monitor waits for each shard's answer.
 pub const BROADCAST_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -78,6 +79,8 @@ pub enum ShardCall {
     Invalidate(Box<Invalidation>),
     /// Read or change a stored user context this shard owns.
     Context(Box<ContextCall>),
+    /// Take or give back rate-limit tokens of a user this shard owns.
+    RateLimit(Box<RateCall>),
 }
 
 /// Answers to [`ShardCall`]s.
@@ -95,6 +98,8 @@ pub enum ShardReply {
     Invalidated(u64),
     /// Answer to `Context`.
     Context(ContextReply),
+    /// Answer to `RateLimit`.
+    RateLimit(RateReply),
 }
 
 /// A snapshot of one shard's counters.
@@ -118,6 +123,8 @@ pub struct ShardInfo {
     pub engine: EngineFigures,
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
+    /// The rate limits' figures (`None` when every limit is off).
+    pub rate: Option<RateFigures>,
 }
 
 /// Plain per-shard counters.
@@ -171,6 +178,8 @@ pub struct Shard {
     pub origin: Instant,
     /// Authentication state (keys shared, token cache and counters per shard).
     pub auth: crate::auth::Auth,
+    /// The rate limits (`None` when every limit is off, and on a model endpoint).
+    pub rate_limits: Option<Rc<Limiter>>,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -255,6 +264,17 @@ impl Shard {
             )),
             Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id, cpu)),
         };
+        let rate_limits = match &app {
+            App::Gateway(engine) => Limiter::start(
+                &config.rate_limits,
+                shards,
+                origin,
+                resolved.global_limit.clone(),
+                engine.l2.clone(),
+                config.redis_timeout,
+            ),
+            App::Model(_) => None,
+        };
         if let App::Gateway(engine) = &app {
             let entries = resolved.take_restore(id);
             if !entries.is_empty() {
@@ -284,6 +304,7 @@ impl Shard {
             shutdown: Semaphore::new(0),
             in_flight_cap,
             health_body,
+            rate_limits,
         }
     }
 
@@ -313,6 +334,13 @@ impl Shard {
                 App::Model(_) => 0,
             }),
             ShardCall::Context(call) => crate::ai::context::on_shard(&self, *call),
+            ShardCall::RateLimit(call) => ShardReply::RateLimit(match &self.rate_limits {
+                Some(limiter) => limiter.answer(*call).await,
+                None => RateReply::Taken(Verdict::Allowed {
+                    user: None,
+                    charges: Default::default(),
+                }),
+            }),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
@@ -337,6 +365,7 @@ impl Shard {
             in_flight: c.in_flight.get(),
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|m| m.summary()),
+            rate: self.rate_limits.as_ref().map(|l| l.figures()),
         }
     }
 
@@ -369,6 +398,7 @@ impl Shard {
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|mon| mon.summary()),
             auth: self.auth.figures(),
+            rate: self.rate_limits.as_ref().map(|l| l.figures()),
             ..MetricsSnapshot::default()
         };
         if let App::Gateway(e) = &self.app {
