@@ -123,7 +123,10 @@ fn a_burst_is_accepted_then_refused_with_retry_after_and_refilled_at_the_rate() 
     assert_eq!(reset, 10, "{:?}", r.headers);
     // Refused requests cost nothing, and other users are not affected.
     for _ in 0..3 {
-        assert_eq!(post(&mut server.connect(), &risk("burst-user", 61)).status, 429);
+        assert_eq!(
+            post(&mut server.connect(), &risk("burst-user", 61)).status,
+            429
+        );
     }
     let other = post(&mut server.connect(), &risk("another-user", 30));
     assert_eq!(other.status, 200);
@@ -144,7 +147,10 @@ fn a_burst_is_accepted_then_refused_with_retry_after_and_refilled_at_the_rate() 
         assert!(r.header("X-RateLimit-Remaining").is_some());
     }
     let r = put_context(&mut c, "ctx-user");
-    assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited_user"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (429, "rate_limited_user")
+    );
     assert!(r.header("Retry-After").is_some());
     assert_eq!(
         metric(&server, "ai_rate_limited_total{scope=\"user\"}"),
@@ -310,14 +316,20 @@ fn cache_hits_count_unless_configured_otherwise() {
         assert_eq!(post(&mut server.connect(), &risk("hits", 31)).status, 200);
         assert_eq!(post(&mut server.connect(), &risk("hits", 32)).status, 200);
         let r = post(&mut server.connect(), &risk("hits", 33));
-        assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited_user"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (429, "rate_limited_user")
+        );
         // With the user's bucket empty even a hit is refused (it needs a token to be let in).
         assert_eq!(post(&mut server.connect(), &risk("hits", 30)).status, 429);
         // The global bucket gave hits back too: 3 misses used 3 of its 4.
         let r = post(&mut server.connect(), &risk("hits-other", 30));
         assert_eq!(r.status, 200);
         let r = post(&mut server.connect(), &risk("hits-other", 31));
-        assert_eq!((r.status, r.error_code().as_str()), (429, "rate_limited_global"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (429, "rate_limited_global")
+        );
     }
 }
 
@@ -346,12 +358,17 @@ fn two_instances_share_one_user_limit_through_redis() {
     let expected = 50.0 + 50.0 * elapsed.as_secs_f64();
     let error = (accepted as f64 - expected) / expected;
     println!("accepted {accepted} of {expected:.0} expected ({:+.1} %), refused {refused}, {by_instance:?}", error * 100.0);
-    assert!(error.abs() <= 0.10, "accepted {accepted}, expected {expected:.0}");
+    assert!(
+        error.abs() <= 0.10,
+        "accepted {accepted}, expected {expected:.0}"
+    );
     assert!(accepted as f64 <= expected + 1.0);
     for server in [&a, &b] {
         let port = server.addr.port().to_string();
         assert!(
-            by_instance.iter().any(|(k, n)| k.starts_with(&port) && *n > 0),
+            by_instance
+                .iter()
+                .any(|(k, n)| k.starts_with(&port) && *n > 0),
             "{by_instance:?}"
         );
         let doc = detailed(server);
@@ -386,7 +403,10 @@ fn two_instances_share_one_global_limit_through_redis() {
     let expected = 100.0 + 100.0 * elapsed.as_secs_f64();
     let error = (accepted as f64 - expected) / expected;
     println!("accepted {accepted} of {expected:.0} expected ({:+.1} %), refused {refused}, {by_instance:?}", error * 100.0);
-    assert!(error.abs() <= 0.10, "accepted {accepted}, expected {expected:.0}");
+    assert!(
+        error.abs() <= 0.10,
+        "accepted {accepted}, expected {expected:.0}"
+    );
     assert!(accepted as f64 <= expected + 1.0);
     assert!(refused > 0);
 }
@@ -435,7 +455,10 @@ fn redis_down_falls_back_per_setting_and_health_says_so() {
     assert_eq!(r.status, 503);
     assert_eq!(r.error_code(), "rate_limit_unavailable");
     assert_eq!(r.header("Retry-After"), Some("1"));
-    assert_eq!(detailed(&closed)["rate_limits"]["refused"]["unavailable"], 1);
+    assert_eq!(
+        detailed(&closed)["rate_limits"]["refused"]["unavailable"],
+        1
+    );
 
     // open: no limit, no headers.
     for i in 0..5 {
@@ -453,7 +476,42 @@ fn redis_down_falls_back_per_setting_and_health_says_so() {
         }
         detailed(&closed)["rate_limits"]["redis"]["status"] == "shared"
     });
-    assert_eq!(post(&mut closed.connect(), &risk("after-redis-is-back", 30)).status, 200);
+    assert_eq!(
+        post(&mut closed.connect(), &risk("after-redis-is-back", 30)).status,
+        200
+    );
     let text = String::from_utf8(local.connect().get("/metrics").body).unwrap();
     assert!(text.contains("ai_rate_limit_redis_total{result=\"fallback\"}"));
+}
+
+/// A shard takes a tenth of the burst from Redis at a time; what it has not spent after a
+/// second goes back (here: all but one of 10, so the Redis bucket is full again and its key
+/// gone long before its 10 s).
+#[test]
+fn unspent_tokens_go_back_to_redis() {
+    let redis = Redis::start();
+    let server = Server::start(
+        &["--cores", "2"],
+        &[
+            ("ATLAS_REDIS_URL", redis.url().as_str()),
+            ("ATLAS_REDIS_TIMEOUT_MS", "50"),
+            ("ATLAS_RATE_LIMIT_USER_RPS", "1"),
+            ("ATLAS_RATE_LIMIT_USER_BURST", "100"),
+        ],
+    );
+    let r = post(&mut server.connect(), &risk("saver", 30));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-RateLimit-Remaining"), Some("99"));
+    let key = "atlas:v1:rl:u:saver";
+    assert_eq!(redis.cli(&["EXISTS", key]).trim(), "1");
+    let pttl: i64 = redis.cli(&["PTTL", key]).trim().parse().unwrap();
+    assert!(pttl > 8_000, "10 tokens at 1/s: {pttl} ms");
+    wait_until(
+        Duration::from_secs(5),
+        "the unspent tokens returned",
+        || metric(&server, "ai_rate_limit_redis_total{result=\"return\"}") >= 1.0,
+    );
+    wait_until(Duration::from_secs(2), "the bucket full again", || {
+        redis.cli(&["EXISTS", key]).trim() == "0"
+    });
 }

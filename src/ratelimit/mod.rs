@@ -249,7 +249,9 @@ impl Limiter {
             clock,
             counters: Counters::default(),
         });
-        glommio::spawn_local(Rc::clone(&limiter).sweep_loop()).detach();
+        if limiter.users.is_some() || limiter.store.is_some() {
+            glommio::spawn_local(Rc::clone(&limiter).sweep_loop()).detach();
+        }
         Some(limiter)
     }
 
@@ -265,17 +267,16 @@ impl Limiter {
         loop {
             glommio::timer::sleep(Duration::from_secs(1)).await;
             if let Some(users) = &self.users {
-                users.borrow_mut().sweep(&mut expired);
-            }
-            let (Some(store), Some(users)) = (&self.store, &self.users) else {
+                let mut users = users.borrow_mut();
+                users.sweep(&mut expired);
+                if let Some(store) = &self.store {
+                    for (user, n) in expired.drain(..) {
+                        store.give_back(store.user_key(&user), users.rate(), n);
+                    }
+                }
                 expired.clear();
-                continue;
-            };
-            let rate = *users.borrow().rate();
-            for (user, n) in expired.drain(..) {
-                store.give_back(store.user_key(&user), &rate, n);
             }
-            if let Some(g) = &self.global {
+            if let (Some(store), Some(g)) = (&self.store, &self.global) {
                 let n = g.grant.borrow_mut().take_expired(self.clock.now());
                 if n > 0 {
                     store.give_back(store.global_key(), g.local.rate(), n);
