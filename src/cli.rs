@@ -203,7 +203,7 @@ pub fn main() -> ExitCode {
         print!("{}", config::render(&raw));
         return ExitCode::SUCCESS;
     }
-    match runtime::serve(config, role) {
+    match runtime::serve(config, role, flags, &raw) {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(msg)) => {
             eprintln!("atlas: invalid configuration:\n  {msg}");
@@ -217,9 +217,5 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(filter: &str) {
-    let _ = env_logger::Builder::new()
-        .parse_filters(filter)
-        .format_timestamp_millis()
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    crate::logging::init(filter);
 }

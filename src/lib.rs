@@ -4,9 +4,10 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`cli`] | the command line, logging set-up, exit statuses |
+//! | [`cli`] | the command line, exit statuses |
+//! | [`logging`] | the stderr logger whose filter a reload can change |
 //! | [`config`] | the settings table, layering (defaults < file < env < flags), validation |
-//! | [`runtime`] | host checks, listening sockets, one pinned glommio executor per shard, signals, drain |
+//! | [`runtime`] | host checks, listening sockets, one pinned glommio executor per shard, signals (drain, SIGHUP reload), systemd notifications |
 //! | [`runtime::shard`] | what one shard owns: counters, its mesh end, its shutdown signal |
 //! | [`mesh`] | cross-shard calls: run on shard k, run on all shards |
 //! | [`conn`] | one client connection: read, parse, route, write; keep-alive, pipelining, timeouts |
@@ -27,6 +28,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod l2;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod models;

@@ -78,6 +78,8 @@ pub enum ShardCall {
     Invalidate(Box<Invalidation>),
     /// Read or change a stored user context this shard owns.
     Context(Box<ContextCall>),
+    /// Answer at once (the watchdog's liveness check of every shard).
+    Ping,
 }
 
 /// Answers to [`ShardCall`]s.
@@ -95,6 +97,8 @@ pub enum ShardReply {
     Invalidated(u64),
     /// Answer to `Context`.
     Context(ContextReply),
+    /// Answer to `Ping`: the shard's index.
+    Pong(usize),
 }
 
 /// A snapshot of one shard's counters.
@@ -145,8 +149,12 @@ pub struct Shard {
     pub id: usize,
     /// CPU this shard's thread is pinned to.
     pub cpu: Option<usize>,
-    /// Effective configuration.
+    /// The configuration the process started with. Settings a SIGHUP reload may change are
+    /// read from [`Shard::live_config`] instead.
     pub config: Arc<Config>,
+    /// The configuration in force: `config` with the reloadable settings of the last reload
+    /// (see `runtime::reload`).
+    live: RefCell<Arc<Config>>,
     /// HTTP parsing limits derived from the configuration.
     pub limits: Limits,
     /// Process-wide state.
@@ -269,6 +277,7 @@ impl Shard {
                 .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
             origin,
+            live: RefCell::new(Arc::clone(&config)),
             config,
             limits,
             shared,
@@ -278,6 +287,28 @@ impl Shard {
             in_flight_cap,
             health_body,
         }
+    }
+
+    /// The configuration in force (the start configuration plus reloaded settings).
+    pub fn live_config(&self) -> Arc<Config> {
+        Arc::clone(&self.live.borrow())
+    }
+
+    /// Applies a reloaded configuration to what this shard owns: its engine's batching and
+    /// cache warming, and on shard 0 the monitor's thresholds and windows. `config` already
+    /// holds the start values of every setting that needs a restart.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        if let App::Gateway(engine) = &self.app {
+            engine.reconfigure(
+                config.batch_size,
+                config.batch_timeout,
+                config.enable_cache_warming,
+            );
+        }
+        if let Some(monitor) = &self.monitor {
+            monitor.reconfigure(&config);
+        }
+        *self.live.borrow_mut() = config;
     }
 
     /// Whether shutdown has started.
@@ -306,6 +337,7 @@ impl Shard {
                 App::Model(_) => 0,
             }),
             ShardCall::Context(call) => crate::ai::context::on_shard(&self, *call),
+            ShardCall::Ping => ShardReply::Pong(self.id),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
