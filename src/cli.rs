@@ -1,6 +1,6 @@
-//! The command line: `atlas [serve]`, `atlas check-config` and `atlas model-endpoint`, their
-//! flags, logging set-up and exit statuses (0 ok, 1 runtime failure, 2 invalid configuration
-//! or usage).
+//! The command line: `atlas [serve]`, `atlas check-config`, `atlas model-endpoint` and
+//! `atlas status`, their flags, logging set-up and exit statuses (0 ok, 1 runtime failure,
+//! 2 invalid configuration or usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ enum Command {
     Serve(Common),
     /// Validate the configuration, print the effective settings (secrets redacted) and exit:
     /// 0 when valid, 2 when not.
-    CheckConfig(Common),
+    CheckConfig(CheckConfigArgs),
     /// Serve the built-in models over Atlas's batch protocol (`POST /v1/batch`,
     /// `GET /v1/info`, `GET /health`), so the model tier can run on other machines.
     ModelEndpoint(ModelEndpointArgs),
@@ -41,6 +41,26 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8083")]
         url: String,
     },
+}
+
+/// Flags of `atlas check-config`.
+#[derive(Debug, Args, Clone)]
+struct CheckConfigArgs {
+    /// `table`: `NAME = value  # source` per setting; `env`: an environment file (every
+    /// setting with its meaning and default, set ones uncommented), as systemd/atlas.env.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    format: ConfigFormat,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// How `check-config` prints the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigFormat {
+    /// One `NAME = value  # source` line per setting.
+    Table,
+    /// A systemd `EnvironmentFile=`.
+    Env,
 }
 
 /// Flags of `atlas model-endpoint`.
@@ -162,10 +182,14 @@ pub fn main() -> ExitCode {
     }
     let mut role = Role::Gateway;
     let mut role_errors = Vec::new();
-    let (check_only, flags) = match cli.command {
-        None => (false, Common::default().merged(cli.common)),
-        Some(Command::Serve(c)) => (false, c.merged(cli.common)),
-        Some(Command::CheckConfig(c)) => (true, c.merged(cli.common)),
+    let mut check_only = None;
+    let flags = match cli.command {
+        None => Common::default().merged(cli.common),
+        Some(Command::Serve(c)) => c.merged(cli.common),
+        Some(Command::CheckConfig(c)) => {
+            check_only = Some(c.format);
+            c.common.merged(cli.common)
+        }
         Some(Command::ModelEndpoint(m)) => {
             match m.options() {
                 Ok(opts) => role = Role::ModelEndpoint(opts),
@@ -176,7 +200,7 @@ pub fn main() -> ExitCode {
                 cores: m.cores,
                 config: m.config,
             };
-            (false, common.merged(cli.common))
+            common.merged(cli.common)
         }
         Some(Command::Status { .. }) => return ExitCode::from(2),
     };
@@ -199,9 +223,16 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if check_only {
-        print!("{}", config::render(&raw));
-        return ExitCode::SUCCESS;
+    match check_only {
+        Some(ConfigFormat::Table) => {
+            print!("{}", config::render(&raw));
+            return ExitCode::SUCCESS;
+        }
+        Some(ConfigFormat::Env) => {
+            print!("{}", config::render_env(&raw));
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
     match runtime::serve(config, role, flags, &raw) {
         Ok(()) => ExitCode::SUCCESS,
