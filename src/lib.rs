@@ -14,6 +14,7 @@
 //! | [`http`] | pure HTTP/1.1 parsing (head, chunked bodies) and response serialisation |
 //! | [`router`] | method + path → handler; the handlers |
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
+//! | [`tune`] | `atlas tune --check`: the host audit (sysctls, limits, io_uring, THP, IRQs) |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
@@ -40,3 +41,4 @@ pub mod router;
 pub mod runtime;
 pub mod snapshot;
 pub mod status;
+pub mod tune;
