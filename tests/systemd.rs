@@ -179,6 +179,14 @@ fn taskset_one_cpu_runs_one_shard_on_it() {
     assert_eq!(shards[0]["cpu"], 1, "{detailed}");
     drop(server);
 
+    // Unpinned, shards run wherever the kernel puts them: no CPU of their own.
+    let server = Server::start(&["--cores", "2"], &[("ATLAS_PIN_SHARDS", "false")]);
+    let detailed = server.connect().get("/health/detailed").json();
+    for shard in detailed["shards"].as_array().unwrap() {
+        assert!(shard["cpu"].is_null(), "{detailed}");
+    }
+    drop(server);
+
     // Asking for more shards than allowed CPUs is a configuration error (exit 2).
     let out = Command::new("taskset")
         .args([

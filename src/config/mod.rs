@@ -106,6 +106,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Requested shard count; `None` means every CPU this process may use.
     pub cores: Option<usize>,
+    /// Pin each shard's thread to one CPU (`false`: any allowed CPU, placed by the kernel).
+    pub pin_shards: bool,
     /// Log filter.
     pub log: String,
     /// Open client connections allowed across all shards.
@@ -190,6 +192,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8083)),
             cores: None,
+            pin_shards: true,
             log: "info".to_string(),
             max_connections: 20_000,
             max_body_bytes: 1024 * 1024,
@@ -309,6 +312,7 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             int_in(v, 1, 1024).map(|n| Some(n as usize))
         }
     });
+    p.set(&mut c.pin_shards, "ATLAS_PIN_SHARDS", boolean);
     p.set(&mut c.log, "ATLAS_LOG", |v| Ok(v.to_string()));
     p.set(&mut c.max_connections, "ATLAS_MAX_CONNECTIONS", |v| {
         usize_in(v, 1, 10_000_000)

@@ -93,9 +93,10 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
 
     let memlock_needed = sys::memlock_per_shard(config.io_memory_bytes) * shards as u64;
     log::info!(
-        "atlas {} starting: shards={shards} listen={addr} backlog={backlog} glommio=0.9 \
-         io_memory={}/shard (locked memory needed ≈ {}) {facts}",
+        "atlas {} starting: shards={shards} pinned={} listen={addr} backlog={backlog} \
+         glommio=0.9 io_memory={}/shard (locked memory needed ≈ {}) {facts}",
         env!("CARGO_PKG_VERSION"),
+        config.pin_shards,
         sys::human_bytes(config.io_memory_bytes as u64),
         sys::human_bytes(memlock_needed),
     );
@@ -157,7 +158,14 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
             resolved: Arc::clone(&resolved),
             watchdog: notifier.clone().zip(watchdog),
         };
-        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
+        // Pinned: one CPU per shard, spread over cores and packages. Unpinned: every shard
+        // may run on any allowed CPU and the kernel places them.
+        let placement = if config.pin_shards {
+            PoolPlacement::MaxSpread(shards, Some(cpus))
+        } else {
+            PoolPlacement::Fenced(shards, cpus)
+        };
+        LocalExecutorPoolBuilder::new(placement)
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
             .on_all_shards(move || run_shard(start))
