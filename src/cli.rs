@@ -1,6 +1,6 @@
-//! The command line: `atlas [serve]`, `atlas check-config` and `atlas model-endpoint`, their
-//! flags, logging set-up and exit statuses (0 ok, 1 runtime failure, 2 invalid configuration
-//! or usage).
+//! The command line: `atlas [serve]`, `atlas check-config`, `atlas model-endpoint`,
+//! `atlas status` and `atlas tune --check`, their flags, logging set-up and exit statuses
+//! (0 ok, 1 runtime failure or a failed audit, 2 invalid configuration or usage).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ enum Command {
     Serve(Common),
     /// Validate the configuration, print the effective settings (secrets redacted) and exit:
     /// 0 when valid, 2 when not.
-    CheckConfig(Common),
+    CheckConfig(CheckConfigArgs),
     /// Serve the built-in models over Atlas's batch protocol (`POST /v1/batch`,
     /// `GET /v1/info`, `GET /health`), so the model tier can run on other machines.
     ModelEndpoint(ModelEndpointArgs),
@@ -41,6 +41,49 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8083")]
         url: String,
     },
+    /// Audit this host for Atlas (kernel, io_uring, CPUs, limits, sysctls, transparent huge
+    /// pages, governor, interrupts): one OK/WARN/FAIL line per item with the current and
+    /// recommended values and the fix; exit 1 when any item FAILs. Read-only.
+    Tune(TuneArgs),
+}
+
+/// Flags of `atlas check-config`.
+#[derive(Debug, Args, Clone)]
+struct CheckConfigArgs {
+    /// `table`: `NAME = value  # source` per setting; `env`: an environment file (every
+    /// setting with its meaning and default, set ones uncommented), as systemd/atlas.env.
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    format: ConfigFormat,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// How `check-config` prints the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ConfigFormat {
+    /// One `NAME = value  # source` line per setting.
+    Table,
+    /// A systemd `EnvironmentFile=`.
+    Env,
+}
+
+/// Flags of `atlas tune`.
+#[derive(Debug, Args, Clone)]
+struct TuneArgs {
+    /// Run the audit (required: `atlas tune` changes nothing; tuning/apply.sh does).
+    #[arg(long)]
+    check: bool,
+    /// Read /proc, /sys and /etc under this directory instead of the live host (an image or a
+    /// test tree); the live io_uring probe runs only with `/`.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Audit the limits and CPUs of this process (a running `atlas serve`) instead of this
+    /// one's (what an Atlas started from this shell would get).
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// The configuration whose needs are audited (shard count, io memory, connections).
+    #[command(flatten)]
+    common: Common,
 }
 
 /// Flags of `atlas model-endpoint`.
@@ -160,12 +203,19 @@ pub fn main() -> ExitCode {
     if let Some(Command::Status { url }) = &cli.command {
         return crate::status::run(url);
     }
+    if let Some(Command::Tune(t)) = &cli.command {
+        return tune(t.clone(), cli.common.clone());
+    }
     let mut role = Role::Gateway;
     let mut role_errors = Vec::new();
-    let (check_only, flags) = match cli.command {
-        None => (false, Common::default().merged(cli.common)),
-        Some(Command::Serve(c)) => (false, c.merged(cli.common)),
-        Some(Command::CheckConfig(c)) => (true, c.merged(cli.common)),
+    let mut check_only = None;
+    let flags = match cli.command {
+        None => Common::default().merged(cli.common),
+        Some(Command::Serve(c)) => c.merged(cli.common),
+        Some(Command::CheckConfig(c)) => {
+            check_only = Some(c.format);
+            c.common.merged(cli.common)
+        }
         Some(Command::ModelEndpoint(m)) => {
             match m.options() {
                 Ok(opts) => role = Role::ModelEndpoint(opts),
@@ -176,9 +226,9 @@ pub fn main() -> ExitCode {
                 cores: m.cores,
                 config: m.config,
             };
-            (false, common.merged(cli.common))
+            common.merged(cli.common)
         }
-        Some(Command::Status { .. }) => return ExitCode::from(2),
+        Some(Command::Status { .. }) | Some(Command::Tune(_)) => return ExitCode::from(2),
     };
     let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
     let built = config::build(&raw);
@@ -199,11 +249,18 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if check_only {
-        print!("{}", config::render(&raw));
-        return ExitCode::SUCCESS;
+    match check_only {
+        Some(ConfigFormat::Table) => {
+            print!("{}", config::render(&raw));
+            return ExitCode::SUCCESS;
+        }
+        Some(ConfigFormat::Env) => {
+            print!("{}", config::render_env(&raw));
+            return ExitCode::SUCCESS;
+        }
+        None => {}
     }
-    match runtime::serve(config, role) {
+    match runtime::serve(config, role, flags, &raw) {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(msg)) => {
             eprintln!("atlas: invalid configuration:\n  {msg}");
@@ -216,10 +273,39 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `atlas tune --check`: audits the host against the configuration's needs.
+fn tune(args: TuneArgs, outer: Common) -> ExitCode {
+    if !args.check {
+        eprintln!(
+            "atlas tune: nothing to do without --check (the audit is read-only; \
+             tuning/apply.sh changes the host)"
+        );
+        return ExitCode::from(2);
+    }
+    let flags = args.common.merged(outer);
+    let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
+    let config = match config::build(&raw) {
+        Ok(c) if errors.is_empty() => c,
+        built => {
+            if let Err(e) = built {
+                errors.extend(e);
+            }
+            eprintln!("atlas: invalid configuration:");
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let host = crate::tune::Host::new(args.root, args.pid);
+    let findings = crate::tune::audit(&host, &crate::tune::Needs::from_config(&config));
+    print!("{}", crate::tune::render(&findings));
+    match crate::tune::worst(&findings) {
+        crate::tune::Level::Fail => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 fn init_logging(filter: &str) {
-    let _ = env_logger::Builder::new()
-        .parse_filters(filter)
-        .format_timestamp_millis()
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    crate::logging::init(filter);
 }

@@ -4,9 +4,10 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`cli`] | the command line, logging set-up, exit statuses |
+//! | [`cli`] | the command line, exit statuses |
+//! | [`logging`] | the stderr logger whose filter a reload can change |
 //! | [`config`] | the settings table, layering (defaults < file < env < flags), validation |
-//! | [`runtime`] | host checks, listening sockets, one pinned glommio executor per shard, signals, drain |
+//! | [`runtime`] | host checks, listening sockets, one pinned glommio executor per shard, signals (drain, SIGHUP reload), systemd notifications |
 //! | [`runtime::shard`] | what one shard owns: counters, its mesh end, its shutdown signal |
 //! | [`mesh`] | cross-shard calls: run on shard k, run on all shards |
 //! | [`conn`] | one client connection: read, parse, route, write; keep-alive, pipelining, timeouts |
@@ -14,6 +15,7 @@
 //! | [`router`] | method + path → handler; the handlers |
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
 //! | [`ratelimit`] | per-user and global rate limits: buckets on the owner shard, one lock-free global bucket, Redis for several instances |
+//! | [`tune`] | `atlas tune --check`: the host audit (sysctls, limits, io_uring, THP, IRQs) |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
@@ -29,6 +31,7 @@ pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod l2;
+pub mod logging;
 pub mod mesh;
 pub mod metrics;
 pub mod models;
@@ -41,3 +44,4 @@ pub mod router;
 pub mod runtime;
 pub mod snapshot;
 pub mod status;
+pub mod tune;

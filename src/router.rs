@@ -441,7 +441,9 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
             },
         })
     });
-    let c = &shard.config;
+    // The configuration in force: batch settings follow a SIGHUP reload.
+    let live = shard.live_config();
+    let c = &*live;
     let body = json!({
         "status": if healthy && shard.shared.is_ready() { "ok" } else { "degraded" },
         "monitor": monitor,

@@ -11,6 +11,10 @@ command -v promtool >/dev/null || need_pkgs+=(prometheus)
 # a three-master cluster on free ports.
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+# systemd-analyze (verify, security, syscall-filter) and strace: the unit checks in
+# tests/systemd.rs (systemd need not run as PID 1).
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v strace >/dev/null || need_pkgs+=(strace)
 if ((${#need_pkgs[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null

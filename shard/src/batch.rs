@@ -242,6 +242,14 @@ impl<C: Clock, T> BatchQueues<C, T> {
         &self.opts
     }
 
+    /// Replaces the batch size and window (a configuration reload). Queued requests keep their
+    /// deadlines; the next poll forms batches under the new values. `max_batch` is clamped to
+    /// at least 1; the queue cap and request timeout stay as constructed.
+    pub fn set_batching(&mut self, max_batch: usize, window: Duration) {
+        self.opts.max_batch = max_batch.max(1);
+        self.opts.window = window;
+    }
+
     /// Statistics since construction.
     pub fn stats(&self) -> &BatchStats {
         &self.stats

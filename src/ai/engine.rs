@@ -224,7 +224,8 @@ pub struct Engine {
     busy: Cell<usize>,
     /// Wakes the dispatcher.
     wake: Notify,
-    warming: bool,
+    /// Refresh hot entries before expiry (`ENABLE_CACHE_WARMING`; a reload may change it).
+    warming: Cell<bool>,
     /// The invalidations applied last (see [`invalidation::Recent`]).
     recent: RefCell<invalidation::Recent>,
     /// Stored user contexts of the users this shard owns (`/ai/context/{user_id}`).
@@ -279,7 +280,7 @@ impl Engine {
             pool: EndpointPool::start(&setup.pool, clock, seed),
             busy: Cell::new(0),
             wake: Notify::default(),
-            warming: opts.warming,
+            warming: Cell::new(opts.warming),
             recent: RefCell::new(invalidation::Recent::default()),
             contexts: RefCell::new(ContextStore::new(opts.contexts, clock)),
             counters: EngineCounters::default(),
@@ -307,6 +308,15 @@ impl Engine {
             ignored.clear();
             self.contexts.borrow_mut().sweep();
         }
+    }
+
+    /// Applies a configuration reload: batch size and window (`BATCH_SIZE`,
+    /// `BATCH_TIMEOUT_MS`) for the next batches formed, and whether hot entries are refreshed
+    /// ahead of expiry. Wakes the dispatcher so a shorter window takes effect at once.
+    pub fn reconfigure(&self, max_batch: usize, window: Duration, warming: bool) {
+        self.queues.borrow_mut().set_batching(max_batch, window);
+        self.warming.set(warming);
+        self.wake.notify();
     }
 
     /// The batch queues' statistics (borrowed: a scrape reads them without copying).
@@ -377,7 +387,7 @@ impl Engine {
         }
         let fallback = match lookup {
             Lookup::Fresh(hit) => {
-                if hit.refresh_ahead && self.warming {
+                if hit.refresh_ahead && self.warming.get() {
                     self.spawn_refresh(job);
                 }
                 return Ok(served_from_cache(hit.body, CacheStatus::Hit));

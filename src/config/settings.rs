@@ -68,6 +68,7 @@ const fn secret(env: &'static str, key: &'static str, help: &'static str) -> Set
 pub const SETTINGS: &[Setting] = &[
     flagged("ATLAS_LISTEN", "listen", "--listen", "127.0.0.1:8083", "address to listen on (IP:PORT; port 0 picks a free port)"),
     flagged("ATLAS_CORES", "cores", "--cores", "", "number of shards, one pinned executor per core (default: every CPU this process may run on)"),
+    s("ATLAS_PIN_SHARDS", "pin_shards", "true", "pin each shard's thread to its own CPU; false lets the kernel place the shards on any allowed CPU (for hosts whose CPUs are shared or overcommitted)"),
     s("ATLAS_LOG", "log", "info", "log filter for stderr (error, warn, info, debug, trace, or module=level lists)"),
     s("ATLAS_MAX_CONNECTIONS", "max_connections", "20000", "open client connections allowed across all shards; past it a new connection gets 503 and is closed"),
     s("ATLAS_MAX_BODY_BYTES", "max_body_bytes", "1048576", "largest accepted request body in bytes (413 past it)"),

@@ -14,7 +14,7 @@
 //! shards nothing but the failed hand-offs (their breaker then stops sending). Nothing here
 //! runs on a shard thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ pub enum Target {
 #[derive(Clone, Debug)]
 pub struct Pool {
     tx: Sender<Command>,
+    /// Commands queued or being executed by a worker (see [`Pool::flush`]).
+    pending: Arc<AtomicUsize>,
     connected: Arc<Vec<AtomicBool>>,
     target: Target,
     io_timeout: Duration,
@@ -118,10 +120,12 @@ impl Pool {
                 .map(|_| AtomicBool::new(false))
                 .collect::<Vec<_>>(),
         );
+        let pending = Arc::new(AtomicUsize::new(0));
         for i in 0..workers {
             let worker = Worker {
                 target: target.clone(),
                 rx: rx.clone(),
+                pending: Arc::clone(&pending),
                 io_timeout,
                 conn: None,
                 last_attempt: None,
@@ -134,6 +138,7 @@ impl Pool {
         }
         Ok(Pool {
             tx,
+            pending,
             connected,
             target,
             io_timeout,
@@ -170,6 +175,7 @@ impl Pool {
     pub fn for_tests(tx: Sender<Command>) -> Pool {
         Pool {
             tx,
+            pending: Arc::new(AtomicUsize::new(0)),
             connected: Arc::new(Vec::new()),
             target: Target::Node(String::new()),
             io_timeout: Duration::from_millis(100),
@@ -179,9 +185,32 @@ impl Pool {
 
     /// Queues `cmd`; gives it back when the queue is full or the workers are gone.
     pub fn send(&self, cmd: Command) -> Result<(), Command> {
-        self.tx.try_send(cmd).map_err(|e| match e {
-            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(cmd).map_err(|e| {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+            }
         })
+    }
+
+    /// Commands queued or in a worker's current round: sent to Redis or failed only later.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Waits (blocking this thread: call it from the main thread at shutdown, never from a
+    /// shard) until every command queued so far has been executed, or `limit` has passed.
+    /// Returns how many were still pending at the end (0: all flushed).
+    pub fn flush(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = self.pending();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Workers holding a live connection now.
@@ -206,6 +235,8 @@ enum Conn {
 struct Worker {
     target: Target,
     rx: Receiver<Command>,
+    /// The pool's count of unfinished commands; lowered after each round.
+    pending: Arc<AtomicUsize>,
     io_timeout: Duration,
     conn: Option<Conn>,
     last_attempt: Option<Instant>,
@@ -224,12 +255,14 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            let taken = round.len();
             // Lookups whose shard stopped waiting are not sent.
             round.retain(|c| !matches!(c, Command::Get { reply, .. } if reply.is_canceled()));
             if !round.is_empty() {
                 self.execute(&mut round);
             }
             round.clear();
+            self.pending.fetch_sub(taken, Ordering::Release);
         }
     }
 
@@ -650,5 +683,48 @@ fn fail(round: &mut Vec<Command>, why: &str) {
             | Command::Publish { .. }
             | Command::Invalidate { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(i: u8) -> Command {
+        Command::Set {
+            key: vec![i],
+            value: vec![i],
+            ttl_ms: 1000,
+            index: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn flush_waits_for_queued_commands_and_is_bounded() {
+        // Nobody consumes: the flush gives up after its limit and reports what is left.
+        let (tx, _rx) = channel::bounded(16);
+        let pool = Pool::for_tests(tx);
+        for i in 0..3 {
+            assert!(pool.send(store(i)).is_ok());
+        }
+        let started = Instant::now();
+        assert_eq!(pool.flush(Duration::from_millis(50)), 3);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn flush_counts_commands_a_worker_finished() {
+        // Port 1 refuses connections: the workers fail every round at once, which finishes
+        // the commands as far as the flush is concerned.
+        let pool = Pool::start(
+            Target::Node("redis://127.0.0.1:1".into()),
+            2,
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        for i in 0..100 {
+            assert!(pool.send(store(i)).is_ok());
+        }
+        assert_eq!(pool.flush(Duration::from_secs(5)), 0);
     }
 }

@@ -190,6 +190,21 @@ struct Settings {
     auth_failures: u64,
 }
 
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Settings {
+            interval: config.monitor_interval,
+            for_windows: config.alert_for_windows,
+            history: config.monitor_history.max(1),
+            adaptive: config.adaptive_thresholds,
+            response_target: config.alert_response_time.as_secs_f64(),
+            error_rate: config.alert_error_rate,
+            max_concurrent: config.max_concurrent_requests as f64,
+            auth_failures: config.alert_auth_failures,
+        }
+    }
+}
+
 impl Settings {
     /// The static response-time warning threshold, seconds.
     fn latency_warning(&self) -> f64 {
@@ -212,7 +227,8 @@ pub struct WebhookTarget {
 
 /// The monitor of shard 0.
 pub struct Monitor {
-    settings: Settings,
+    /// From the configuration; a SIGHUP reload replaces them ([`Monitor::reconfigure`]).
+    settings: RefCell<Settings>,
     /// Cumulative totals at the end of each kept window, plus the one before the oldest (so
     /// the history can be summed as one window); with the monotonic time of each, seconds.
     totals: RefCell<VecDeque<(f64, MetricsSnapshot)>>,
@@ -241,16 +257,7 @@ impl Monitor {
             None => (None, None),
         };
         Rc::new(Monitor {
-            settings: Settings {
-                interval: config.monitor_interval,
-                for_windows: config.alert_for_windows,
-                history: config.monitor_history.max(1),
-                adaptive: config.adaptive_thresholds,
-                response_target: config.alert_response_time.as_secs_f64(),
-                error_rate: config.alert_error_rate,
-                max_concurrent: config.max_concurrent_requests as f64,
-                auth_failures: config.alert_auth_failures,
-            },
+            settings: RefCell::new(Settings::from(config)),
             // Counters start at zero with the process: the first window counts from there.
             totals: RefCell::new(VecDeque::from([(0.0, MetricsSnapshot::default())])),
             history: RefCell::new(VecDeque::new()),
@@ -264,6 +271,19 @@ impl Monitor {
             webhook_stats,
             started: Instant::now(),
         })
+    }
+
+    /// Applies a configuration reload: thresholds, alert hysteresis, adaptive baselines on or
+    /// off, the collection interval (from the next window on) and the history length (a
+    /// shorter one drops the oldest windows at the next collection). Alert states, history
+    /// and learned baselines are kept. `MAX_CONCURRENT_REQUESTS` is not reloadable and stays.
+    pub fn reconfigure(&self, config: &Config) {
+        let mut settings = self.settings.borrow_mut();
+        let max_concurrent = settings.max_concurrent;
+        *settings = Settings {
+            max_concurrent,
+            ..Settings::from(config)
+        };
     }
 
     /// The current summary.
@@ -284,7 +304,8 @@ impl Monitor {
             glommio::spawn_local(delivery.run()).detach();
         }
         loop {
-            glommio::timer::sleep(self.settings.interval).await;
+            let interval = self.settings.borrow().interval;
+            glommio::timer::sleep(interval).await;
             if shard.is_draining() {
                 return;
             }
@@ -312,14 +333,14 @@ impl Monitor {
         {
             let mut totals = self.totals.borrow_mut();
             totals.push_back((at_s, total));
-            while totals.len() > self.settings.history + 1 {
+            while totals.len() > self.settings.borrow().history + 1 {
                 totals.pop_front();
             }
         }
         let health = self.evaluate(&window);
         let mut history = self.history.borrow_mut();
         history.push_back(Record { window, health });
-        while history.len() > self.settings.history {
+        while history.len() > self.settings.borrow().history {
             history.pop_front();
         }
     }
@@ -327,7 +348,7 @@ impl Monitor {
     fn evaluate(&self, w: &Window) -> Health {
         let t = &w.total;
         let (levels, values) = {
-            let s = &self.settings;
+            let s = self.settings.borrow();
             let lookups_enough = t.lookups >= MIN_SAMPLE;
             let hit = t.hit_rate().filter(|_| lookups_enough);
             let (deviation, ratio) = self.deviation(w);
@@ -370,7 +391,9 @@ impl Monitor {
                     rule.candidate = level;
                     rule.streak = 1;
                 }
-                if rule.streak >= self.settings.for_windows && rule.active != rule.candidate {
+                if rule.streak >= self.settings.borrow().for_windows
+                    && rule.active != rule.candidate
+                {
                     let previous = rule.active;
                     rule.active = rule.candidate;
                     self.record(AlertEvent {
@@ -406,10 +429,13 @@ impl Monitor {
     /// The `latency_deviation` level and the largest p95/baseline ratio among deviating
     /// operations (learning the baselines of the others).
     fn deviation(&self, w: &Window) -> (Option<Severity>, f64) {
-        if !self.settings.adaptive {
+        let (adaptive, warning) = {
+            let s = self.settings.borrow();
+            (s.adaptive, s.latency_warning())
+        };
+        if !adaptive {
             return (None, 0.0);
         }
-        let warning = self.settings.latency_warning();
         let mut worst: Option<f64> = None;
         let mut baselines = self.baselines.borrow_mut();
         for (o, b) in w.ops.iter().zip(baselines.iter_mut()) {
@@ -447,7 +473,7 @@ impl Monitor {
 
     fn health(&self, w: &Window) -> Health {
         let unit = |x: f64| x.clamp(0.0, 1.0);
-        let s = &self.settings;
+        let s = self.settings.borrow();
         let target = s.response_target.max(1e-6);
         let t = &w.total;
         let latency = t.p95().map_or(0.0, |p| unit((p - target) / (4.0 * target)));

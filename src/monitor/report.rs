@@ -20,7 +20,7 @@ use super::{Monitor, ALERTS};
 /// The performance document.
 pub fn performance(m: &Monitor) -> Value {
     let history = m.history.borrow();
-    let s = &m.settings;
+    let s = m.settings.borrow();
     let last = history.back();
     let recent = {
         let totals = m.totals.borrow();

@@ -190,3 +190,30 @@ fn adaptive_thresholds_flag_a_deviation_from_the_learned_baseline() {
     }
     assert!(plain.summary().active.is_empty());
 }
+
+#[test]
+fn reconfigure_changes_thresholds_and_keeps_state() {
+    let m = Monitor::new(&config(), None);
+    let mut s = MetricsSnapshot::default();
+    tick(&m, &s, 0);
+    // 0.7 s is critical under the default 400 ms target...
+    traffic(&mut s, 30, 0.7, 200, CacheStatus::Hit);
+    tick(&m, &s, 1);
+    // ...and nothing once the target is 2 s and one window suffices to change state.
+    m.reconfigure(&Config {
+        alert_response_time: Duration::from_secs(2),
+        alert_for_windows: 1,
+        monitor_history: 3,
+        ..Config::default()
+    });
+    traffic(&mut s, 30, 0.7, 200, CacheStatus::Hit);
+    tick(&m, &s, 2);
+    assert!(m.summary().active.is_empty(), "{:?}", m.summary().active);
+    let doc = report::performance(&m);
+    assert_eq!(
+        doc["alerts"]["thresholds"]["response_time_p95_ms"]["warning"],
+        1500.0
+    );
+    assert_eq!(doc["history_capacity"], 3);
+    assert_eq!(doc["windows"], 3, "history kept across the reload");
+}

@@ -3,30 +3,41 @@
 //!
 //! Lifecycle: `serve` → prerequisites (`sys`) → sockets (`listener`) → executors → each shard
 //! joins the mesh, starts accepting and reports ready → the main thread prints
-//! `atlas listening on http://IP:PORT shards=N` → a signal closes every shard's shutdown
-//! semaphore → shards stop accepting, finish in-flight requests (up to the grace period), wait
-//! for each other, and exit → the process exits 0.
+//! `atlas listening on http://IP:PORT shards=N` and tells systemd `READY=1` (`sd_notify`) →
+//! SIGHUP re-reads the configuration and hands the reloadable part to every shard (`reload`,
+//! `control`) → SIGTERM/SIGINT tells systemd `STOPPING=1` and closes every shard's shutdown
+//! semaphore → shards stop accepting, finish in-flight requests (up to the grace period),
+//! write their snapshots, wait for each other, and exit → the main thread flushes the Redis
+//! write-behind queue (bounded by the rest of the grace) → the process exits 0. A second
+//! SIGTERM/SIGINT exits at once with status 1. With `WatchdogSec=`, shard 0 pings systemd
+//! while every shard answers (`watchdog`).
 
+pub mod control;
 pub mod listener;
+pub mod reload;
+pub mod sd_notify;
 pub mod shard;
 pub mod sys;
+pub mod watchdog;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_lite::AsyncReadExt;
-use glommio::net::{TcpListener, UnixStream};
+use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::ai::pool::ResolvedEndpoint;
-use crate::config::Config;
+use crate::config::{Config, Flags, Raw};
 use crate::mesh::{Handler, MeshBuilders};
 use crate::monitor::WebhookTarget;
+use control::{Control, ShardEnd};
+use reload::Reloader;
+use sd_notify::Notifier;
 use shard::{App, Role, Shard, ShardCall, ShardReply, Shared};
 
 /// Why the server could not start.
@@ -59,11 +70,13 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartErr
 /// What each shard is handed when its executor starts.
 struct ShardSeed {
     listener: RawFd,
-    notify: RawFd,
+    control: ShardEnd,
 }
 
-/// Runs the server until a shutdown signal, then drains and returns.
-pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
+/// Runs the server until a shutdown signal, then drains and returns. `flags` and `raw` are
+/// where `config` came from: a SIGHUP reads them again.
+pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), StartError> {
+    let reloader = Reloader::new(flags, raw, config.clone());
     let facts = sys::probe();
     sys::check(&facts)?;
     let shards = config.cores.unwrap_or(facts.cpus.len()).max(1);
@@ -80,9 +93,10 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
 
     let memlock_needed = sys::memlock_per_shard(config.io_memory_bytes) * shards as u64;
     log::info!(
-        "atlas {} starting: shards={shards} listen={addr} backlog={backlog} glommio=0.9 \
-         io_memory={}/shard (locked memory needed ≈ {}) {facts}",
+        "atlas {} starting: shards={shards} pinned={} listen={addr} backlog={backlog} \
+         glommio=0.9 io_memory={}/shard (locked memory needed ≈ {}) {facts}",
         env!("CARGO_PKG_VERSION"),
+        config.pin_shards,
         sys::human_bytes(config.io_memory_bytes as u64),
         sys::human_bytes(memlock_needed),
     );
@@ -110,20 +124,21 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(io_err("cannot install signal handlers"))?;
 
-    let mut notify_senders = Vec::with_capacity(shards);
-    let mut seeds = Vec::with_capacity(shards);
-    for listener in fds {
-        let (tx, rx) = std::os::unix::net::UnixStream::pair()
-            .map_err(io_err("cannot create the shutdown channel"))?;
-        notify_senders.push(tx);
-        seeds.push(ShardSeed {
-            listener,
-            notify: rx.into_raw_fd(),
-        });
-    }
+    let (control, ends) =
+        Control::new(shards).map_err(io_err("cannot create the shard control channel"))?;
+    let seeds: Vec<ShardSeed> = fds
+        .into_iter()
+        .zip(ends)
+        .map(|(listener, control)| ShardSeed { listener, control })
+        .collect();
+    let notifier = Notifier::from_env().map(Arc::new);
+    let watchdog = notifier
+        .as_ref()
+        .and_then(|_| sd_notify::watchdog_interval());
 
     let config = Arc::new(config);
     let shared = Arc::new(Shared::new(shards));
@@ -145,9 +160,17 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
             ready: ready_tx,
             origin,
             role: role.clone(),
-            resolved,
+            resolved: Arc::clone(&resolved),
+            watchdog: notifier.clone().zip(watchdog),
         };
-        LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, Some(cpus)))
+        // Pinned: one CPU per shard, spread over cores and packages. Unpinned: every shard
+        // may run on any allowed CPU and the kernel places them.
+        let placement = if config.pin_shards {
+            PoolPlacement::MaxSpread(shards, Some(cpus))
+        } else {
+            PoolPlacement::Fenced(shards, cpus)
+        };
+        LocalExecutorPoolBuilder::new(placement)
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
             .on_all_shards(move || run_shard(start))
@@ -164,12 +187,26 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     shared.ready.store(true, Ordering::Release);
     announce(&role, addr, shards);
     log::info!("ready: {shards} shards listening on {addr}");
+    let status = format!("serving on {addr}, {shards} shards");
+    if let Some(n) = &notifier {
+        n.send(&format!(
+            "READY=1\nSTATUS={status}\nMAINPID={}",
+            std::process::id()
+        ));
+    }
 
-    let signal_shared = Arc::clone(&shared);
-    let grace = config.shutdown_grace;
+    let drain_started = Arc::new(OnceLock::new());
+    let watcher = SignalWatcher {
+        shared: Arc::clone(&shared),
+        control,
+        reloader,
+        notifier: notifier.clone(),
+        status,
+        drain_started: Arc::clone(&drain_started),
+    };
     std::thread::Builder::new()
         .name("atlas-signals".into())
-        .spawn(move || watch_signals(signals, signal_shared, notify_senders, grace))
+        .spawn(move || watcher.run(signals))
         .map_err(io_err("cannot start the signal thread"))?;
 
     let mut failed = 0;
@@ -179,12 +216,44 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
             failed += 1;
         }
     }
+    if let Some(redis) = &resolved.redis {
+        let (since, grace) = drain_started
+            .get()
+            .copied()
+            .unwrap_or((Instant::now(), config.shutdown_grace));
+        flush_l2_stores(redis, since, grace);
+    }
     if failed > 0 {
         return Err(StartError::Shard(format!("{failed} shard(s) failed")));
     }
     log::info!("stopped");
     Ok(())
 }
+
+/// Gives the Redis workers the rest of the grace period (at least [`MIN_L2_FLUSH`]) to send
+/// the write-behind stores still queued when the shards stopped, so results computed just
+/// before shutdown reach the shared cache; what is left after that is dropped and logged.
+fn flush_l2_stores(redis: &crate::l2::pool::Pool, since: Instant, grace: Duration) {
+    let queued = redis.pending();
+    if queued == 0 {
+        return;
+    }
+    let limit = grace.saturating_sub(since.elapsed()).max(MIN_L2_FLUSH);
+    let started = Instant::now();
+    let left = redis.flush(limit);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if left == 0 {
+        log::info!("redis: flushed {queued} queued command(s) in {ms:.1} ms");
+    } else {
+        log::warn!(
+            "redis: {left} of {queued} queued command(s) not sent within {ms:.0} ms; dropped"
+        );
+    }
+}
+
+/// Least time the Redis write-behind queue gets at shutdown, even when the drain used up the
+/// grace period.
+const MIN_L2_FLUSH: Duration = Duration::from_secs(1);
 
 /// Resolves the remote endpoints' host names here, on the main thread, so no shard ever
 /// blocks on DNS.
@@ -320,28 +389,97 @@ fn announce(role: &Role, addr: SocketAddr, shards: usize) {
     let _ = out.flush();
 }
 
-/// First signal: start draining every shard. Second signal: exit at once.
-fn watch_signals(
-    mut signals: signal_hook::iterator::Signals,
+/// The signal thread: SIGHUP reloads, the first SIGTERM/SIGINT drains, the second exits.
+struct SignalWatcher {
     shared: Arc<Shared>,
-    mut notify: Vec<std::os::unix::net::UnixStream>,
-    grace: Duration,
-) {
-    let mut seen = 0;
-    for signal in signals.forever() {
-        seen += 1;
-        if seen == 1 {
+    control: Control,
+    reloader: Reloader,
+    notifier: Option<Arc<Notifier>>,
+    /// The `STATUS=` line while serving.
+    status: String,
+    /// When the drain started and its grace period (the L2 flush gets what is left of it).
+    drain_started: Arc<OnceLock<(Instant, Duration)>>,
+}
+
+impl SignalWatcher {
+    fn run(mut self, mut signals: signal_hook::iterator::Signals) {
+        for signal in signals.forever() {
+            if signal == signal_hook::consts::SIGHUP {
+                if self.drain_started.get().is_some() {
+                    log::info!("SIGHUP while draining: ignored");
+                } else {
+                    self.reload();
+                }
+                continue;
+            }
+            if self.drain_started.get().is_some() {
+                log::warn!("second signal {signal}: exiting without waiting");
+                std::process::exit(1);
+            }
+            let grace = self.reloader.current().shutdown_grace;
+            let _ = self.drain_started.set((Instant::now(), grace));
             log::info!(
                 "signal {signal}: draining (stop accepting, finish in-flight requests, up to {}s)",
                 grace.as_secs()
             );
-            shared.draining.store(true, Ordering::Release);
-            for n in &mut notify {
-                let _ = n.write_all(b"x");
+            self.notify(&format!(
+                "STOPPING=1\nSTATUS=draining: finishing in-flight requests (up to {}s)",
+                grace.as_secs()
+            ));
+            self.shared.draining.store(true, Ordering::Release);
+            self.control.drain();
+        }
+    }
+
+    /// Reads the configuration again and applies what can change without a restart.
+    fn reload(&mut self) {
+        self.notify(&format!(
+            "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC={}",
+            sd_notify::monotonic_usec()
+        ));
+        match self.reloader.plan(|name| std::env::var(name).ok()) {
+            Err(errors) => {
+                log::error!(
+                    "SIGHUP: the configuration is invalid; keeping the running one ({} problem(s)):",
+                    errors.len()
+                );
+                for e in &errors {
+                    log::error!("  {e}");
+                }
             }
-        } else {
-            log::warn!("second signal {signal}: exiting without waiting");
-            std::process::exit(1);
+            Ok(plan) if plan.changes.is_empty() => {
+                log::info!("SIGHUP: configuration read again; nothing changed");
+            }
+            Ok(plan) => {
+                for change in &plan.changes {
+                    log::info!("SIGHUP: {}", reload::describe(change));
+                }
+                if plan.config.log != self.reloader.current().log {
+                    crate::logging::set_filter(&plan.config.log);
+                }
+                if plan.changes.iter().any(|c| c.applied) {
+                    let shards = self.shared.shards;
+                    let applied = self
+                        .control
+                        .reload(Arc::new(plan.config.clone()), Duration::from_secs(2));
+                    if applied == shards {
+                        log::info!("SIGHUP: applied on all {shards} shards");
+                    } else {
+                        log::warn!(
+                            "SIGHUP: applied on {applied} of {shards} shards within 2 s; the \
+                             others apply it when they get to it"
+                        );
+                    }
+                }
+                self.reloader.commit(plan);
+            }
+        }
+        self.notify(&format!("READY=1\nSTATUS={}", self.status));
+    }
+
+    fn notify(&self, state: &str) {
+        if let Some(n) = &self.notifier {
+            n.send(state);
         }
     }
 }
@@ -360,6 +498,8 @@ struct ShardStart {
     origin: Instant,
     role: Role,
     resolved: Arc<Resolved>,
+    /// systemd's watchdog, when `WatchdogSec=` is set: shard 0 pings it (see `watchdog`).
+    watchdog: Option<(Arc<Notifier>, Duration)>,
 }
 
 /// Addresses resolved and process-wide clients started on the main thread before the
@@ -416,6 +556,7 @@ async fn run_shard(start: ShardStart) {
         origin,
         role,
         resolved,
+        watchdog,
     } = start;
     let seed = match seeds.lock().map(|mut s| s.pop()) {
         Ok(Some(seed)) => seed,
@@ -424,10 +565,8 @@ async fn run_shard(start: ShardStart) {
             return;
         }
     };
-    // SAFETY: both descriptors were created for this shard and are owned by nothing else.
+    // SAFETY: the descriptor was created for this shard and is owned by nothing else.
     let listener = unsafe { TcpListener::from_raw_fd(seed.listener) };
-    // SAFETY: as above.
-    let notify = unsafe { UnixStream::from_raw_fd(seed.notify) };
 
     let mesh = match mesh.join().await {
         Ok(mesh) => mesh,
@@ -450,7 +589,10 @@ async fn run_shard(start: ShardStart) {
     };
     mesh.serve(handler);
 
-    glommio::spawn_local(watch_shutdown(Rc::clone(&shard), notify)).detach();
+    glommio::spawn_local(seed.control.serve(Rc::clone(&shard))).detach();
+    if let (0, Some((notifier, interval))) = (shard.id, watchdog) {
+        glommio::spawn_local(watchdog::run(Rc::clone(&shard), notifier, interval)).detach();
+    }
     if let Some(monitor) = &shard.monitor {
         glommio::spawn_local(Rc::clone(monitor).run(Rc::clone(&shard))).detach();
     }
@@ -507,13 +649,6 @@ async fn write_snapshot(shard: &Rc<Shard>) {
         ),
         Err(e) => log::warn!("snapshot: shard {id} could not write its snapshot: {e}"),
     }
-}
-
-/// Closes the shard's shutdown semaphore when the main thread writes to the notify socket.
-async fn watch_shutdown(shard: Rc<Shard>, mut notify: UnixStream) {
-    let mut byte = [0u8; 1];
-    let _ = notify.read(&mut byte).await;
-    shard.shutdown.close();
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
@@ -573,7 +708,7 @@ async fn reject(shard: usize, mut stream: glommio::net::TcpStream) {
 /// Waits for this shard's connections to finish, then for every other shard to finish too (so
 /// no shard leaves while a peer may still call it), both bounded by the grace period.
 async fn drain(shard: &Rc<Shard>) {
-    let deadline = Instant::now() + shard.config.shutdown_grace;
+    let deadline = Instant::now() + shard.live_config().shutdown_grace;
     while shard.counters.connections_open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -81,6 +81,8 @@ pub enum ShardCall {
     Context(Box<ContextCall>),
     /// Take or give back rate-limit tokens of a user this shard owns.
     RateLimit(Box<RateCall>),
+    /// Answer at once (the watchdog's liveness check of every shard).
+    Ping,
 }
 
 /// Answers to [`ShardCall`]s.
@@ -100,6 +102,8 @@ pub enum ShardReply {
     Context(ContextReply),
     /// Answer to `RateLimit`.
     RateLimit(RateReply),
+    /// Answer to `Ping`: the shard's index.
+    Pong(usize),
 }
 
 /// A snapshot of one shard's counters.
@@ -152,8 +156,12 @@ pub struct Shard {
     pub id: usize,
     /// CPU this shard's thread is pinned to.
     pub cpu: Option<usize>,
-    /// Effective configuration.
+    /// The configuration the process started with. Settings a SIGHUP reload may change are
+    /// read from [`Shard::live_config`] instead.
     pub config: Arc<Config>,
+    /// The configuration in force: `config` with the reloadable settings of the last reload
+    /// (see `runtime::reload`).
+    live: RefCell<Arc<Config>>,
     /// HTTP parsing limits derived from the configuration.
     pub limits: Limits,
     /// Process-wide state.
@@ -296,6 +304,7 @@ impl Shard {
                 config.admin_token.as_deref(),
                 config.jwt_cache_entries,
             ),
+            live: RefCell::new(Arc::clone(&config)),
             config,
             limits,
             shared,
@@ -306,6 +315,28 @@ impl Shard {
             health_body,
             rate_limits,
         }
+    }
+
+    /// The configuration in force (the start configuration plus reloaded settings).
+    pub fn live_config(&self) -> Arc<Config> {
+        Arc::clone(&self.live.borrow())
+    }
+
+    /// Applies a reloaded configuration to what this shard owns: its engine's batching and
+    /// cache warming, and on shard 0 the monitor's thresholds and windows. `config` already
+    /// holds the start values of every setting that needs a restart.
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        if let App::Gateway(engine) = &self.app {
+            engine.reconfigure(
+                config.batch_size,
+                config.batch_timeout,
+                config.enable_cache_warming,
+            );
+        }
+        if let Some(monitor) = &self.monitor {
+            monitor.reconfigure(&config);
+        }
+        *self.live.borrow_mut() = config;
     }
 
     /// Whether shutdown has started.
@@ -341,6 +372,7 @@ impl Shard {
                     charges: Default::default(),
                 }),
             }),
+            ShardCall::Ping => ShardReply::Pong(self.id),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
                 App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(

@@ -20,7 +20,14 @@ pub struct Server {
 impl Server {
     /// Starts `atlas serve --listen 127.0.0.1:0` with extra args and environment.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_wrapped(&[], args, env)
+    }
+
+    /// Starts `atlas serve --listen 127.0.0.1:0` under a wrapper command (`taskset -c 1`,
+    /// `strace -f -o FILE`): the wrapper's words come first, then the atlas binary.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Server {
         Self::spawn(
+            wrapper,
             "serve",
             "127.0.0.1:0",
             "atlas listening on http://",
@@ -37,6 +44,7 @@ impl Server {
     /// Starts `atlas model-endpoint` on a given address (to restart one on its old port).
     pub fn model_endpoint_at(listen: &str, args: &[&str]) -> Server {
         Self::spawn(
+            &[],
             "model-endpoint",
             listen,
             "atlas model-endpoint listening on http://",
@@ -51,13 +59,22 @@ impl Server {
     }
 
     fn spawn(
+        wrapper: &[&str],
         subcommand: &str,
         listen: &str,
         prefix: &str,
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
+        let atlas = env!("CARGO_BIN_EXE_atlas");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(atlas);
+                c
+            }
+            None => Command::new(atlas),
+        };
         cmd.arg(subcommand).arg("--listen").arg(listen).args(args);
         cmd.env_remove("ATLAS_LISTEN")
             .env_remove("ATLAS_CORES")

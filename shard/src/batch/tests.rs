@@ -61,6 +61,28 @@ fn busy_endpoint_waits_for_the_window() {
 }
 
 #[test]
+fn new_batching_applies_to_requests_already_queued() {
+    let (mut q, clock) = queues(BatchOptions::default());
+    for i in 0..3 {
+        q.push(BUDGET, Priority::Normal, None, i).unwrap();
+    }
+    // A reload shortens the window and the batch size: the next poll uses both.
+    q.set_batching(2, Duration::from_millis(5));
+    assert_eq!(
+        q.next_deadline(),
+        Some(Timestamp::ZERO),
+        "a full batch of 2 is due now"
+    );
+    clock.advance_ms(5);
+    let out = poll(&mut q, false);
+    let sizes: Vec<usize> = out.batches.iter().map(|b| b.requests.len()).collect();
+    assert_eq!(sizes, vec![2, 1]);
+    assert_eq!(q.options().max_batch, 2);
+    q.set_batching(0, Duration::ZERO);
+    assert_eq!(q.options().max_batch, 1, "clamped");
+}
+
+#[test]
 fn under_load_batches_fill_to_the_max() {
     let (mut q, clock) = queues(BatchOptions::default());
     for i in 0..100 {

@@ -1,0 +1,328 @@
+//! SIGHUP: read the configuration again from the same sources (the `--config` file and the
+//! flags; the environment of a running process does not change), validate all of it, and
+//! apply the settings that can change without a restart.
+//!
+//! Reloadable ([`RELOADABLE`]): the log filter, the drain grace, batch size and window, cache
+//! warming, and the monitor's alert thresholds, hold windows, interval, history and adaptive
+//! baselines. Everything else is fixed at start because it shaped something built once:
+//! sockets (listen address, backlog), the shard count and the memory split across shards,
+//! remote endpoints (resolved into per-shard pools with their breakers and connections), the
+//! Redis workers, the webhook address, snapshots, limits and timeouts read on the request path.
+//! A changed fixed setting is logged as needing a restart and not applied; an invalid
+//! configuration is logged in full and nothing changes.
+//!
+//! This file is the pure part (what changed, what applies); `runtime` runs it on the signal
+//! thread and hands the result to the shards over `control`.
+
+use std::collections::HashMap;
+
+use crate::config::{self, Config, ConfigError, Flags, Raw, SETTINGS};
+
+/// Settings a SIGHUP reload applies (environment names).
+pub const RELOADABLE: &[&str] = &[
+    "ATLAS_LOG",
+    "ATLAS_SHUTDOWN_GRACE_S",
+    "BATCH_SIZE",
+    "BATCH_TIMEOUT_MS",
+    "ENABLE_CACHE_WARMING",
+    "ATLAS_MONITOR_INTERVAL_S",
+    "ATLAS_MONITOR_HISTORY",
+    "ATLAS_ALERT_FOR_WINDOWS",
+    "ATLAS_ADAPTIVE_THRESHOLDS",
+    "ALERT_RESPONSE_TIME_MS",
+    "ALERT_ERROR_RATE",
+];
+
+/// Whether a SIGHUP reload applies this setting.
+pub fn is_reloadable(env: &str) -> bool {
+    RELOADABLE.contains(&env)
+}
+
+/// The running configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    /// The flags the process was started with (`--config FILE` among them).
+    flags: Flags,
+    /// The configuration in force.
+    current: Config,
+    /// The text of each setting in force, by environment name.
+    in_force: HashMap<&'static str, String>,
+}
+
+/// One setting whose value differs from the one in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The environment name.
+    pub name: &'static str,
+    /// The value in force (`<redacted>` for secrets).
+    pub old: String,
+    /// The value read now.
+    pub new: String,
+    /// Applied now (`false`: needs a restart).
+    pub applied: bool,
+}
+
+/// The outcome of reading the configuration again.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The configuration to put in force: the current one with the reloadable settings
+    /// replaced.
+    pub config: Config,
+    /// Every changed setting.
+    pub changes: Vec<Change>,
+    /// The text of each reloadable setting as read now (in force once committed).
+    reloaded: Vec<(&'static str, String)>,
+}
+
+impl Reloader {
+    /// A reloader for a process started with `flags`, whose configuration `config` was built
+    /// from `raw`.
+    pub fn new(flags: Flags, raw: &Raw, config: Config) -> Self {
+        let in_force = SETTINGS
+            .iter()
+            .map(|s| (s.env, raw.get(s).0.trim().to_string()))
+            .collect();
+        Reloader {
+            flags,
+            current: config,
+            in_force,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> &Config {
+        &self.current
+    }
+
+    /// Reads and validates the configuration again (`env` stands for the process
+    /// environment) and returns what would change, or every problem with it.
+    pub fn plan(&self, env: impl Fn(&str) -> Option<String>) -> Result<Plan, Vec<ConfigError>> {
+        let (raw, mut errors) = config::gather(&self.flags, env);
+        let built = config::build(&raw);
+        let fresh = match built {
+            Ok(c) if errors.is_empty() => c,
+            Ok(_) => return Err(errors),
+            Err(e) => {
+                errors.extend(e);
+                return Err(errors);
+            }
+        };
+        let changes = SETTINGS
+            .iter()
+            .filter_map(|s| {
+                let new = raw.get(s).0.trim().to_string();
+                let old = self.in_force.get(s.env).cloned().unwrap_or_default();
+                (new != old).then(|| {
+                    let shown = |v: String| if s.secret { "<redacted>".into() } else { v };
+                    Change {
+                        name: s.env,
+                        old: shown(old),
+                        new: shown(new),
+                        applied: is_reloadable(s.env),
+                    }
+                })
+            })
+            .collect();
+        let reloaded = SETTINGS
+            .iter()
+            .filter(|s| is_reloadable(s.env))
+            .map(|s| (s.env, raw.get(s).0.trim().to_string()))
+            .collect();
+        Ok(Plan {
+            config: merge(&self.current, &fresh),
+            changes,
+            reloaded,
+        })
+    }
+
+    /// Records `plan` as in force (after it was handed to the shards).
+    pub fn commit(&mut self, plan: Plan) {
+        for (name, text) in plan.reloaded {
+            self.in_force.insert(name, text);
+        }
+        self.current = plan.config;
+    }
+}
+
+/// `current` with every reloadable setting taken from `fresh`.
+pub fn merge(current: &Config, fresh: &Config) -> Config {
+    Config {
+        log: fresh.log.clone(),
+        shutdown_grace: fresh.shutdown_grace,
+        batch_size: fresh.batch_size,
+        batch_timeout: fresh.batch_timeout,
+        enable_cache_warming: fresh.enable_cache_warming,
+        monitor_interval: fresh.monitor_interval,
+        monitor_history: fresh.monitor_history,
+        alert_for_windows: fresh.alert_for_windows,
+        adaptive_thresholds: fresh.adaptive_thresholds,
+        alert_response_time: fresh.alert_response_time,
+        alert_error_rate: fresh.alert_error_rate,
+        ..current.clone()
+    }
+}
+
+/// One log line per change, e.g. `ALERT_ERROR_RATE: 0.05 -> 0.2 (applied)`.
+pub fn describe(change: &Change) -> String {
+    format!(
+        "{}: {} -> {} ({})",
+        change.name,
+        shown(&change.old),
+        shown(&change.new),
+        if change.applied {
+            "applied"
+        } else {
+            "needs a restart, not applied"
+        }
+    )
+}
+
+fn shown(v: &str) -> &str {
+    if v.is_empty() {
+        "(unset)"
+    } else {
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    fn file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("atlas-reload-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("atlas.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn start(path: &Path) -> Reloader {
+        let flags = Flags {
+            config_file: Some(path.to_path_buf()),
+            ..Flags::default()
+        };
+        let (raw, errors) = config::gather(&flags, |_| None);
+        assert!(errors.is_empty(), "{errors:?}");
+        let config = config::build(&raw).unwrap();
+        Reloader::new(flags, &raw, config)
+    }
+
+    #[test]
+    fn every_reloadable_name_is_a_setting() {
+        for name in RELOADABLE {
+            assert!(config::settings::by_env(name).is_some(), "{name}");
+        }
+    }
+
+    /// Each reloadable setting gets through `merge`, each fixed one does not.
+    #[test]
+    fn merge_takes_exactly_the_reloadable_settings() {
+        let path = file(
+            "merge",
+            "alert_error_rate = 0.05\nbatch_size = 32\nlisten = \"127.0.0.1:8083\"\n",
+        );
+        let mut r = start(&path);
+        std::fs::write(
+            &path,
+            "log = \"debug\"\nshutdown_grace_s = 3\nbatch_size = 8\nbatch_timeout_ms = 7\n\
+             enable_cache_warming = false\nmonitor_interval_s = 2\nmonitor_history = 9\n\
+             alert_for_windows = 4\nadaptive_thresholds = true\nalert_response_time_ms = 900\n\
+             alert_error_rate = 0.2\nlisten = \"127.0.0.1:9\"\ncores = 1\n\
+             max_connections = 5\nendpoints = \"a=http://127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let plan = r.plan(|_| None).unwrap();
+        let c = &plan.config;
+        assert_eq!(c.log, "debug");
+        assert_eq!(c.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(
+            (c.batch_size, c.batch_timeout),
+            (8, Duration::from_millis(7))
+        );
+        assert!(!c.enable_cache_warming);
+        assert_eq!(c.monitor_interval, Duration::from_secs(2));
+        assert_eq!((c.monitor_history, c.alert_for_windows), (9, 4));
+        assert!(c.adaptive_thresholds);
+        assert_eq!(c.alert_response_time, Duration::from_millis(900));
+        assert_eq!(c.alert_error_rate, 0.2);
+        // Fixed settings keep their start values.
+        let start = Config::default();
+        assert_eq!(c.listen, start.listen);
+        assert_eq!((c.cores, c.max_connections), (None, start.max_connections));
+        assert!(c.endpoints.is_empty());
+        let applied: Vec<&str> = plan
+            .changes
+            .iter()
+            .filter(|c| c.applied)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(applied.len(), RELOADABLE.len(), "{applied:?}");
+        let restart: Vec<&str> = plan
+            .changes
+            .iter()
+            .filter(|c| !c.applied)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            restart,
+            [
+                "ATLAS_LISTEN",
+                "ATLAS_CORES",
+                "ATLAS_MAX_CONNECTIONS",
+                "ATLAS_ENDPOINTS"
+            ]
+        );
+        // ALERT_ERROR_RATE 0.05 -> 0.2 is one of them; after commit it is no longer a change.
+        assert!(plan
+            .changes
+            .iter()
+            .any(|c| describe(c) == "ALERT_ERROR_RATE: 0.05 -> 0.2 (applied)"));
+        r.commit(plan);
+        let again = r.plan(|_| None).unwrap();
+        assert!(
+            again.changes.iter().all(|c| !c.applied),
+            "{:?}",
+            again.changes
+        );
+        assert_eq!(again.changes.len(), 4, "fixed settings stay pending");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_whole() {
+        let path = file("bad", "batch_size = 8\n");
+        let r = start(&path);
+        std::fs::write(&path, "batch_size = 0\nalert_error_rate = 7\nnope = 1\n").unwrap();
+        let errors = r.plan(|_| None).unwrap_err();
+        let names: Vec<&str> = errors.iter().map(|e| e.name.as_str()).collect();
+        assert!(names.contains(&"BATCH_SIZE"), "{names:?}");
+        assert!(names.contains(&"ALERT_ERROR_RATE"), "{names:?}");
+        assert!(errors
+            .iter()
+            .any(|e| e.problem.contains("unknown key `nope`")));
+        assert_eq!(r.current().batch_size, 8);
+        std::fs::write(&path, "batch_size = [\n").unwrap();
+        assert!(r.plan(|_| None).is_err(), "not TOML");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_environment_still_beats_the_file() {
+        let path = file("env", "batch_size = 8\n");
+        let flags = Flags {
+            config_file: Some(path.clone()),
+            ..Flags::default()
+        };
+        let env = |k: &str| (k == "BATCH_SIZE").then(|| "16".to_string());
+        let (raw, _) = config::gather(&flags, env);
+        let r = Reloader::new(flags, &raw, config::build(&raw).unwrap());
+        std::fs::write(&path, "batch_size = 4\n").unwrap();
+        let plan = r.plan(env).unwrap();
+        assert!(plan.changes.is_empty(), "{:?}", plan.changes);
+        assert_eq!(plan.config.batch_size, 16);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}
