@@ -26,6 +26,19 @@ pub struct Limits {
     pub max_body: u64,
 }
 
+impl Limits {
+    /// The longest head these limits can accept: the request-line allowance (method, target,
+    /// version) plus the header section. A buffer longer than this without a complete head is
+    /// parsed regardless, to produce its 414 or 431.
+    pub fn max_head(&self) -> usize {
+        self.max_target + LINE_OVERHEAD + self.max_header_bytes + 2
+    }
+}
+
+/// Allowance on the request line beyond the target: method (≤ 16), two spaces, `HTTP/1.1`,
+/// CRLF, with room to spare.
+const LINE_OVERHEAD: usize = 32;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -153,8 +166,7 @@ fn offset_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 /// Checks the size limits on a head that is still incomplete, so a client cannot make the
 /// server buffer without bound while it waits for the end of the head.
 fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    // Method (≤ 16) + space + target + space + "HTTP/1.1" + CRLF.
-    let line_allowance = limits.max_target + 32;
+    let line_allowance = limits.max_target + LINE_OVERHEAD;
     match memchr(b'\n', buf) {
         None if buf.len() > line_allowance => Err(too_long_target(limits)),
         None => Ok(()),
@@ -265,6 +277,54 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError>
         headers: header_ranges,
         len,
     }))
+}
+
+/// Incremental head parsing over a growing buffer, as the connection loop does it: the parser
+/// runs only once the buffer may hold a complete head (it contains the blank line that ends
+/// one) or has outgrown [`Limits::max_head`], and the search for the blank line resumes where
+/// the previous call stopped, so a head arriving a byte at a time is not re-scanned from the
+/// start on every read.
+///
+/// The outcome for a byte stream does not depend on how it was split into reads (checked by
+/// the property tests in `http::stream` and by the `http_request` fuzz target).
+#[derive(Debug, Clone, Default)]
+pub struct HeadScanner {
+    /// Bytes of the current buffer already searched for the end of the head.
+    scanned: usize,
+}
+
+impl HeadScanner {
+    /// A scanner at the start of a head.
+    pub fn new() -> Self {
+        HeadScanner::default()
+    }
+
+    /// Parses the head at the start of `buf` (the whole unconsumed input, which only grows
+    /// between calls until a head is returned). After `Done`, the caller consumes `head.len`
+    /// bytes and the scanner starts over.
+    pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError> {
+        let parsed = if head_may_be_complete(buf, self.scanned) || buf.len() > limits.max_head() {
+            parse_head(buf, limits)?
+        } else {
+            Parsed::Incomplete
+        };
+        self.scanned = match parsed {
+            Parsed::Incomplete => buf.len(),
+            Parsed::Done(_) => 0,
+        };
+        Ok(parsed)
+    }
+}
+
+/// Whether `buf` may hold a complete head: it contains the blank line (`\n\r\n` or `\n\n`)
+/// that ends one, searching from just before `scanned` (bytes already searched).
+pub fn head_may_be_complete(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    buf.get(from..).is_some_and(|tail| {
+        tail.windows(2).enumerate().any(|(i, w)| {
+            w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
+        })
+    })
 }
 
 fn describe(e: httparse::Error) -> &'static str {
