@@ -10,6 +10,7 @@
 pub mod listener;
 pub mod shard;
 pub mod sys;
+pub mod trim;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -160,6 +161,7 @@ pub fn serve(config: Config, role: Role) -> Result<(), StartError> {
     announce(&role, addr, shards);
     log::info!("ready: {shards} shards listening on {addr}");
 
+    trim::spawn(Arc::clone(&shared));
     let signal_shared = Arc::clone(&shared);
     let grace = config.shutdown_grace;
     std::thread::Builder::new()
@@ -483,7 +485,12 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        let open = shard.shared.connections.fetch_add(1, Ordering::Relaxed);
+        shard
+            .shared
+            .connections_peak
+            .fetch_max(open + 1, Ordering::Relaxed);
+        if open >= max {
             shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
             let c = &shard.counters.connections_rejected;
             c.set(c.get() + 1);
