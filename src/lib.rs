@@ -13,6 +13,7 @@
 //! | [`http`] | pure HTTP/1.1 parsing (head, chunked bodies) and response serialisation |
 //! | [`router`] | method + path → handler; the handlers |
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
+//! | `fuzz` | (tests and `cargo fuzz` builds only) one `fn(&[u8])` per parser facing outside bytes |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
@@ -25,6 +26,8 @@ pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod http;
 pub mod l2;
 pub mod mesh;
