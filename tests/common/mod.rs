@@ -29,6 +29,23 @@ impl Server {
         )
     }
 
+    /// Like [`Server::start`], with `configure` applied to the command before it is spawned
+    /// (resource limits, credentials).
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::spawn_with(
+            "serve",
+            "127.0.0.1:0",
+            "atlas listening on http://",
+            args,
+            env,
+            configure,
+        )
+    }
+
     /// Starts `atlas model-endpoint --listen 127.0.0.1:0` with extra args.
     pub fn model_endpoint(args: &[&str]) -> Server {
         Self::model_endpoint_at("127.0.0.1:0", args)
@@ -57,6 +74,17 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Self::spawn_with(subcommand, listen, prefix, args, env, |_| {})
+    }
+
+    fn spawn_with(
+        subcommand: &str,
+        listen: &str,
+        prefix: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
         cmd.arg(subcommand).arg("--listen").arg(listen).args(args);
         cmd.env_remove("ATLAS_LISTEN")
@@ -68,6 +96,7 @@ impl Server {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn atlas");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
