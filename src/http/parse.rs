@@ -303,8 +303,13 @@ impl HeadScanner {
     /// between calls until a head is returned). After `Done`, the caller consumes `head.len`
     /// bytes and the scanner starts over.
     pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError> {
-        let parsed = if head_may_be_complete(buf, self.scanned) || buf.len() > limits.max_head() {
-            parse_head(buf, limits)?
+        // No valid head is longer than `max_head`, and parsing never looks further: so the
+        // outcome depends on the same bytes however the buffer grew (a parse forced by size
+        // sees exactly the bytes a parse of the whole input would).
+        let window = &buf[..buf.len().min(limits.max_head() + 1)];
+        let parsed = if buf.len() > limits.max_head() || head_may_be_complete(window, self.scanned)
+        {
+            parse_head(window, limits)?
         } else {
             Parsed::Incomplete
         };
@@ -316,15 +321,28 @@ impl HeadScanner {
     }
 }
 
-/// Whether `buf` may hold a complete head: it contains the blank line (`\n\r\n` or `\n\n`)
-/// that ends one, searching from just before `scanned` (bytes already searched).
+/// Whether `buf` may hold a complete head: after the empty lines a client may send before a
+/// request (RFC 9112 §2.2, skipped by the parser too), it contains the blank line (`\n\r\n`
+/// or `\n\n`) that ends one, searching from just before `scanned` (bytes already searched).
 pub fn head_may_be_complete(buf: &[u8], scanned: usize) -> bool {
-    let from = scanned.saturating_sub(2);
+    let from = scanned.saturating_sub(2).max(leading_empty_lines(buf));
     buf.get(from..).is_some_and(|tail| {
         tail.windows(2).enumerate().any(|(i, w)| {
             w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
         })
     })
+}
+
+/// Length of the empty lines (`\r\n` or `\n`) at the start of `buf`.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..i + 2) {
+            Some(b"\r\n") => i += 2,
+            _ if buf.get(i) == Some(&b'\n') => i += 1,
+            _ => return i,
+        }
+    }
 }
 
 fn describe(e: httparse::Error) -> &'static str {
@@ -682,6 +700,58 @@ mod tests {
         );
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"1a"), None);
+    }
+
+    /// Regression (fuzz: http_request): the empty lines a client may send before a request
+    /// were taken for the blank line that ends a head, so a buffer that arrived whole was
+    /// parsed (and refused) at once while the same bytes arriving in pieces waited for more.
+    #[test]
+    fn leading_empty_lines_do_not_end_a_head() {
+        assert!(!head_may_be_complete(
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n",
+            0
+        ));
+        assert!(!head_may_be_complete(b"\n\n\r\nGET /", 0));
+        assert!(head_may_be_complete(
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            0
+        ));
+        assert!(head_may_be_complete(b"GET / HTTP/1.0\n\n", 0));
+        assert_eq!(leading_empty_lines(b"\r\n\n\r\rx"), 3);
+        let input = b"\r\n\r\nT /a HTTP/1.1\r\nHost: a\r\n@\x80\r\nPO /b HTTP/1.1\r\n";
+        let (mut whole, mut split) = (HeadScanner::new(), HeadScanner::new());
+        assert_eq!(
+            whole.poll(input, &Limits::default()),
+            Ok(Parsed::Incomplete)
+        );
+        for end in 1..=input.len() {
+            assert_eq!(
+                split.poll(&input[..end], &Limits::default()),
+                Ok(Parsed::Incomplete)
+            );
+        }
+    }
+
+    /// A head too long to be valid is judged on its first `max_head + 1` bytes, however it
+    /// arrived: a bad byte past them (here a NUL) does not turn the 431 into a 400 when the
+    /// whole buffer arrives at once.
+    #[test]
+    fn an_oversized_head_is_judged_on_the_same_bytes_whole_or_split() {
+        let limits = Limits::default();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        raw.resize(limits.max_head() + 500, b'a');
+        raw.extend_from_slice(b"\0\r\n\r\n");
+        let whole = HeadScanner::new().poll(&raw, &limits).unwrap_err();
+        let mut split = HeadScanner::new();
+        let mut err = None;
+        for end in (1000..raw.len()).step_by(1000).chain([raw.len()]) {
+            if let Err(e) = split.poll(&raw[..end], &limits) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(Some(whole.clone()), err);
+        assert_eq!(whole.status, Status::HeaderFieldsTooLarge);
     }
 
     proptest! {
