@@ -16,6 +16,7 @@
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
 //! | [`ratelimit`] | per-user and global rate limits: buckets on the owner shard, one lock-free global bucket, Redis for several instances |
 //! | [`tune`] | `atlas tune --check`: the host audit (sysctls, limits, io_uring, THP, IRQs) |
+//! | `fuzz` | (tests and `cargo fuzz` builds only) one `fn(&[u8])` per parser facing outside bytes |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
@@ -29,6 +30,8 @@ pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod http;
 pub mod l2;
 pub mod logging;

@@ -272,10 +272,19 @@ impl Default for Config {
 /// Gathers raw values from the file (if any), the environment (through `env`) and the flags.
 /// File-level problems (unreadable, not TOML, unknown keys) are returned as errors.
 pub fn gather(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> (Raw, Vec<ConfigError>) {
+    gather_with(flags, env, |path| std::fs::read_to_string(path))
+}
+
+/// [`gather`] with the file read through `read` (the fuzz target and tests supply the text).
+pub fn gather_with(
+    flags: &Flags,
+    env: impl Fn(&str) -> Option<String>,
+    read: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> (Raw, Vec<ConfigError>) {
     let mut raw = Raw::default();
     let mut errors = Vec::new();
     if let Some(path) = &flags.config_file {
-        read_file(path, &mut raw, &mut errors);
+        read_file(path, read(path), &mut raw, &mut errors);
     }
     for setting in SETTINGS {
         if let Some(v) = env(setting.env) {
@@ -291,14 +300,19 @@ pub fn gather(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> (Raw, Vec<
     (raw, errors)
 }
 
-fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+fn read_file(
+    path: &Path,
+    text: std::io::Result<String>,
+    raw: &mut Raw,
+    errors: &mut Vec<ConfigError>,
+) {
     let file_error = |problem: String| ConfigError {
         name: path.display().to_string(),
         value: None,
         source: Source::File(path.to_path_buf()),
         problem,
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match text {
         Ok(t) => t,
         Err(e) => return errors.push(file_error(format!("cannot read the file: {e}"))),
     };

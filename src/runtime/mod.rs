@@ -19,6 +19,7 @@ pub mod sd_notify;
 pub mod shard;
 pub mod sys;
 pub mod watchdog;
+pub mod trim;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -204,6 +205,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         status,
         drain_started: Arc::clone(&drain_started),
     };
+    trim::spawn(Arc::clone(&shared));
     std::thread::Builder::new()
         .name("atlas-signals".into())
         .spawn(move || watcher.run(signals))
@@ -674,7 +676,12 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        let open = shard.shared.connections.fetch_add(1, Ordering::Relaxed);
+        shard
+            .shared
+            .connections_peak
+            .fetch_max(open + 1, Ordering::Relaxed);
+        if open >= max {
             shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
             let c = &shard.counters.connections_rejected;
             c.set(c.get() + 1);

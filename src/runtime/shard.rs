@@ -37,6 +37,8 @@ pub struct Shared {
     pub shards: usize,
     /// Open client connections across all shards (for `ATLAS_MAX_CONNECTIONS`).
     pub connections: AtomicUsize,
+    /// Highest `connections` since the memory trimmer last looked (see `runtime::trim`).
+    pub connections_peak: AtomicUsize,
     /// Every shard is listening (`/health/ready`).
     pub ready: AtomicBool,
     /// A shutdown signal arrived: stop accepting, finish in-flight requests.
@@ -51,6 +53,7 @@ impl Shared {
         Shared {
             shards,
             connections: AtomicUsize::new(0),
+            connections_peak: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
