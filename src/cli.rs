@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8083")]
         url: String,
     },
+    /// Print the GraphQL schema of `/graphql` (SDL) and exit.
+    GraphqlSchema,
 }
 
 /// Flags of `atlas model-endpoint`.
@@ -160,6 +162,10 @@ pub fn main() -> ExitCode {
     if let Some(Command::Status { url }) = &cli.command {
         return crate::status::run(url);
     }
+    if let Some(Command::GraphqlSchema) = &cli.command {
+        print!("{}", crate::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
     let mut role = Role::Gateway;
     let mut role_errors = Vec::new();
     let (check_only, flags) = match cli.command {
@@ -178,7 +184,7 @@ pub fn main() -> ExitCode {
             };
             (false, common.merged(cli.common))
         }
-        Some(Command::Status { .. }) => return ExitCode::from(2),
+        Some(Command::Status { .. }) | Some(Command::GraphqlSchema) => return ExitCode::from(2),
     };
     let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
     let built = config::build(&raw);

@@ -26,6 +26,7 @@ pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+pub mod graphql;
 pub mod http;
 pub mod l2;
 pub mod mesh;
