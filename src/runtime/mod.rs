@@ -18,8 +18,8 @@ pub mod reload;
 pub mod sd_notify;
 pub mod shard;
 pub mod sys;
-pub mod watchdog;
 pub mod trim;
+pub mod watchdog;
 
 use std::io::Write;
 use std::net::SocketAddr;
