@@ -285,12 +285,11 @@ impl Limiter {
         }
     }
 
-    /// Takes a token for `user` (when users are limited) and a global one. Runs on the
-    /// user's owner shard (any shard without a per-user limit).
-    pub async fn take(&self, user: &str) -> Verdict {
-        let (decision, user_charge) = match &self.users {
-            None => (None, Charge::Free),
-            Some(users) => match self.take_user(users, user).await {
+    /// Takes a token for `user` (when users are limited and there is one) and a global one.
+    /// Runs on the user's owner shard (any shard without a per-user limit or a user).
+    pub async fn take(&self, user: Option<&str>) -> Verdict {
+        let (decision, user_charge) = match (&self.users, user) {
+            (Some(users), Some(user)) => match self.take_user(users, user).await {
                 Step::Allowed(d, charge) => (d, charge),
                 Step::Refused(decision) => {
                     return Verdict::Refused {
@@ -300,13 +299,16 @@ impl Limiter {
                 }
                 Step::Unavailable => return Verdict::Unavailable,
             },
+            _ => (None, Charge::Free),
         };
         let global_charge = match &self.global {
             None => Charge::Free,
             Some(global) => match self.take_global(global).await {
                 Step::Allowed(_, charge) => charge,
                 other => {
-                    self.give_back_user(user, user_charge);
+                    if let Some(user) = user {
+                        self.give_back_user(user, user_charge);
+                    }
                     return match other {
                         Step::Refused(decision) => Verdict::Refused {
                             scope: Scope::Global,
@@ -446,8 +448,10 @@ impl Limiter {
     }
 
     /// Gives back the tokens an accepted request took (on the shard that took them).
-    pub fn give_back(&self, user: &str, charges: Charges) {
-        self.give_back_user(user, charges.user);
+    pub fn give_back(&self, user: Option<&str>, charges: Charges) {
+        if let Some(user) = user {
+            self.give_back_user(user, charges.user);
+        }
         if let Some(global) = &self.global {
             match charges.global {
                 Charge::Free => {}
@@ -482,9 +486,9 @@ impl Limiter {
     /// Answers a [`RateCall`] addressed to this shard.
     pub async fn answer(&self, call: RateCall) -> RateReply {
         match call {
-            RateCall::Take { user } => RateReply::Taken(self.take(&user).await),
+            RateCall::Take { user } => RateReply::Taken(self.take(Some(&user)).await),
             RateCall::GiveBack { user, charges } => {
-                self.give_back(&user, charges);
+                self.give_back(Some(&user), charges);
                 RateReply::GivenBack
             }
         }
@@ -518,7 +522,8 @@ pub struct Allowance {
 #[derive(Debug)]
 struct Refund {
     owner: usize,
-    user: String,
+    /// The user charged (`None`: only a global token was).
+    user: Option<String>,
     charges: Charges,
 }
 
@@ -557,16 +562,19 @@ impl Refund {
     /// Gives the tokens back on the shard that took them (a detached mesh call when it is
     /// another: the answer does not wait for it).
     fn send(self, shard: &Rc<Shard>) {
-        if self.owner == shard.id {
-            if let Some(limiter) = &shard.rate_limits {
-                limiter.give_back(&self.user, self.charges);
+        let user = match self.user {
+            Some(user) if self.owner != shard.id => user,
+            user => {
+                if let Some(limiter) = &shard.rate_limits {
+                    limiter.give_back(user.as_deref(), self.charges);
+                }
+                return;
             }
-            return;
-        }
+        };
         let mesh = Rc::clone(&shard.mesh);
         glommio::spawn_local(async move {
             let call = RateCall::GiveBack {
-                user: self.user,
+                user,
                 charges: self.charges,
             };
             let _ = mesh
@@ -661,22 +669,33 @@ pub fn owner(user: &str, shards: usize) -> usize {
     atlas_shard::key::shard_of(user.as_bytes(), shards)
 }
 
-/// Applies the rate limits to a request of `user` (the authenticated subject once auth is
-/// on; the user the request names until then). `Ok` with what to finish the answer with, or
-/// `Err` with the refusal to send. Free when every limit is off.
-pub async fn check(shard: &Rc<Shard>, user: &str) -> Result<Allowance, Refused> {
+/// The identity a request is charged to, given who is asking and the user the request names
+/// (the body's `user_id`, the context path's user): the token's subject when authenticated
+/// (so an admin acting for another user is charged itself), the named user with auth off,
+/// and nobody for the static `ATLAS_ADMIN_TOKEN` (an operator: only the global limit
+/// applies).
+pub fn subject<'a>(identity: &'a crate::auth::Identity, named: &'a str) -> Option<&'a str> {
+    match identity {
+        crate::auth::Identity::User { sub, .. } => Some(sub),
+        crate::auth::Identity::Open => Some(named),
+        crate::auth::Identity::AdminToken => None,
+    }
+}
+
+/// Applies the rate limits to a request charged to `user` (see [`subject`]; `None`: the
+/// global limit only). `Ok` with what to finish the answer with, or `Err` with the refusal
+/// to send. Free when every limit is off.
+pub async fn check(shard: &Rc<Shard>, user: Option<&str>) -> Result<Allowance, Refused> {
     let Some(limiter) = &shard.rate_limits else {
         return Ok(Allowance::default());
     };
-    let owner = if limiter.limits_users() {
-        owner(user, shard.mesh.shards())
-    } else {
-        shard.id
+    let (owner, user) = match user {
+        Some(user) if limiter.limits_users() => (owner(user, shard.mesh.shards()), Some(user)),
+        _ => (shard.id, None),
     };
-    let verdict = if owner == shard.id {
-        limiter.take(user).await
-    } else {
-        ask_owner(shard, owner, user).await?
+    let verdict = match user {
+        Some(user) if owner != shard.id => ask_owner(shard, owner, user).await?,
+        _ => limiter.take(user).await,
     };
     let metrics_on = shard.config.enable_prometheus;
     match verdict {
@@ -689,7 +708,7 @@ pub async fn check(shard: &Rc<Shard>, user: &str) -> Result<Allowance, Refused> 
                 decision,
                 refund: (!limiter.count_hits && refundable).then(|| Refund {
                     owner,
-                    user: user.to_string(),
+                    user: user.map(str::to_string),
                     charges,
                 }),
             })
