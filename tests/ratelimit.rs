@@ -589,6 +589,23 @@ fn with_authentication_the_token_subject_is_charged() {
         (r.status, r.error_code().as_str()),
         (429, "rate_limited_user")
     );
+    // Each refusal is a security event: a line naming the subject, and a count.
+    thread::sleep(Duration::from_millis(200));
+    let lines: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("event=rate_limited"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("scope=user subject=\"alice\""),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains(&alice)));
+    assert_eq!(
+        metric(&server, "ai_security_events_total{event=\"rate_limited\"}"),
+        3.0
+    );
     assert_eq!(
         send(ADMIN_TOKEN, "/ai/context/alice", "PUT", r#"{"age":40}"#).status,
         200

@@ -299,7 +299,10 @@ pub async fn handle(
     let charged = crate::ratelimit::subject(caller.identity, &user);
     let allowance = match crate::ratelimit::check(shard, charged).await {
         Ok(allowance) => allowance,
-        Err(refused) => return refused.to_response(),
+        Err(refused) => {
+            refused.log(charged, caller.peer);
+            return refused.to_response();
+        }
     };
     let response = match run(shard, method, request, user).await {
         Ok(response) => response,

@@ -84,6 +84,7 @@ pub async fn handle(
         Ok(allowance) => allowance,
         Err(refused) => {
             record(refused.error.status);
+            refused.log(charged, caller.peer);
             return refused.to_response();
         }
     };

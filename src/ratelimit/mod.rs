@@ -636,6 +636,20 @@ impl Refused {
         }
     }
 
+    /// Logs the refusal as a security event (one line, target `atlas::security`): the scope
+    /// or code, the subject charged, the client address.
+    pub fn log(&self, subject: Option<&str>, peer: Option<std::net::IpAddr>) {
+        log::warn!(
+            target: "atlas::security",
+            "event=rate_limited scope={} subject={:?} retry_after_s={} peer={}",
+            self.scope.map_or(self.error.code, Scope::as_str),
+            subject.map_or("-", |s| crate::error::truncate(s, 64)),
+            self.decision
+                .map_or(1, |d| ceil_secs(d.retry_after).max(1)),
+            peer.map_or("-".to_string(), |p| p.to_string()),
+        );
+    }
+
     /// The response: the error with `Retry-After` (whole seconds, rounded up, at least 1)
     /// and, for a 429, the refusing limit's `X-RateLimit-*` headers.
     pub fn to_response(&self) -> Response {
