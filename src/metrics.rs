@@ -465,7 +465,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     invalidations(w, &total);
     endpoints(w, shards);
     l2(w, shards);
-    auth(w, &total.auth);
+    auth(w, &total.auth, total.rate.as_ref());
     rate_limits(w, total.rate.as_ref());
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
         monitor(w, m);
@@ -589,7 +589,11 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
 }
 
 /// Authentication and security-event series.
-fn auth(w: &mut String, a: &crate::auth::AuthFigures) {
+fn auth(
+    w: &mut String,
+    a: &crate::auth::AuthFigures,
+    rate: Option<&crate::ratelimit::RateFigures>,
+) {
     head(
         w,
         "ai_auth_token_cache_total",
@@ -610,7 +614,7 @@ fn auth(w: &mut String, a: &crate::auth::AuthFigures) {
         w,
         "ai_security_events_total",
         "counter",
-        "Security events: refusals by code (401s and admin_required), user_mismatch, admin actions.",
+        "Security events: refusals by code (401s and admin_required), user_mismatch, admin actions, rate-limit refusals.",
     );
     for (code, n) in crate::auth::CODES.iter().zip(a.refused) {
         let _ = writeln!(w, "ai_security_events_total{{event=\"{code}\"}} {n}");
@@ -624,6 +628,11 @@ fn auth(w: &mut String, a: &crate::auth::AuthFigures) {
         w,
         "ai_security_events_total{{event=\"admin_action\"}} {}",
         a.admin_actions
+    );
+    let limited = rate.map_or(0, |r| r.refused_user + r.refused_global + r.unavailable);
+    let _ = writeln!(
+        w,
+        "ai_security_events_total{{event=\"rate_limited\"}} {limited}"
     );
 }
 

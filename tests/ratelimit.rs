@@ -2,7 +2,8 @@
 //! with a correct `Retry-After` and `X-RateLimit-*` headers, whichever shard accepts it; the
 //! global limit holds across shards; cache hits count or not per `ATLAS_RATE_LIMIT_HITS`;
 //! two instances sharing one Redis enforce one limit within 10 %; Redis down falls back per
-//! `ATLAS_RATE_LIMIT_REDIS_FAILURE` and `/health/detailed` says so.
+//! `ATLAS_RATE_LIMIT_REDIS_FAILURE` and `/health/detailed` says so; with authentication the
+//! token's subject is charged.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -514,4 +515,99 @@ fn unspent_tokens_go_back_to_redis() {
     wait_until(Duration::from_secs(2), "the bucket full again", || {
         redis.cli(&["EXISTS", key]).trim() == "0"
     });
+}
+
+/// With authentication the token's subject is charged: an admin acting for a user spends its
+/// own tokens, not the user's; the static admin token has no per-user limit.
+#[test]
+fn with_authentication_the_token_subject_is_charged() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+    const ADMIN_TOKEN: &str = "operator-token-0123456789abcdefghij";
+    let server = Server::start(
+        &["--cores", "2"],
+        &[
+            ("ATLAS_JWT_SECRET", SECRET),
+            ("ATLAS_ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ATLAS_RATE_LIMIT_USER_RPS", "0.01"),
+            ("ATLAS_RATE_LIMIT_USER_BURST", "2"),
+        ],
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = |claims: Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let alice = token(serde_json::json!({"sub": "alice", "exp": exp}));
+    let ops = token(serde_json::json!({"sub": "ops", "exp": exp, "roles": ["admin"]}));
+    let send = |token: &str, path: &str, method: &str, body: &str| {
+        let mut c = server.connect();
+        c.send(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        c.read_response(false)
+    };
+    let ai = |token: &str, user: &str, age: u32| {
+        send(token, "/ai/risk_assessment", "POST", &risk(user, age))
+    };
+    assert_eq!(ai(&alice, "alice", 30).status, 200);
+    assert_eq!(ai(&alice, "alice", 31).status, 200);
+    let r = ai(&alice, "alice", 32);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (429, "rate_limited_user")
+    );
+    // A user naming another user is refused before the limits (403 costs no token).
+    assert_eq!(ai(&alice, "bob", 30).status, 403);
+    // The admin acting for alice spends its own bucket.
+    let r = ai(&ops, "alice", 33);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-RateLimit-Remaining"), Some("1"));
+    assert_eq!(ai(&ops, "alice", 34).status, 200);
+    assert_eq!(ai(&ops, "alice", 35).status, 429);
+    // The static admin token: no per-user limit.
+    for age in 40..45 {
+        let r = ai(ADMIN_TOKEN, "alice", age);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("X-RateLimit-Limit"), None);
+    }
+    // The context routes are charged the same way.
+    let r = send(&alice, "/ai/context/alice", "PUT", r#"{"age":40}"#);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (429, "rate_limited_user")
+    );
+    // Each refusal is a security event: a line naming the subject, and a count.
+    thread::sleep(Duration::from_millis(200));
+    let lines: Vec<String> = server
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("event=rate_limited"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].contains("scope=user subject=\"alice\""),
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains(&alice)));
+    assert_eq!(
+        metric(&server, "ai_security_events_total{event=\"rate_limited\"}"),
+        3.0
+    );
+    assert_eq!(
+        send(ADMIN_TOKEN, "/ai/context/alice", "PUT", r#"{"age":40}"#).status,
+        200
+    );
 }

@@ -294,10 +294,15 @@ pub async fn handle(
     if let Err(e) = caller.check_user(&shard.auth, &user) {
         return e.to_response();
     }
-    // RATE LIMITS: every context call costs a token of the user in the path.
-    let allowance = match crate::ratelimit::check(shard, &user).await {
+    // RATE LIMITS: every context call costs a token of the token's subject (the user in the
+    // path with auth off).
+    let charged = crate::ratelimit::subject(caller.identity, &user);
+    let allowance = match crate::ratelimit::check(shard, charged).await {
         Ok(allowance) => allowance,
-        Err(refused) => return refused.to_response(),
+        Err(refused) => {
+            refused.log(charged, caller.peer);
+            return refused.to_response();
+        }
     };
     let response = match run(shard, method, request, user).await {
         Ok(response) => response,

@@ -78,11 +78,13 @@ pub async fn handle(
     };
     // RATE LIMITS: the one point where an AI request is charged, after parsing, the user
     // check and admission (a malformed, forbidden or shed request costs no token) and before
-    // any work.
-    let allowance = match crate::ratelimit::check(shard, user).await {
+    // any work; charged to the token's subject (the named user with auth off).
+    let charged = crate::ratelimit::subject(caller.identity, user);
+    let allowance = match crate::ratelimit::check(shard, charged).await {
         Ok(allowance) => allowance,
         Err(refused) => {
             record(refused.error.status);
+            refused.log(charged, caller.peer);
             return refused.to_response();
         }
     };
