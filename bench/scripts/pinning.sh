@@ -13,8 +13,11 @@ ROUNDS=${1:-7}; SECS=${2:-8}; CONNS=${3:-64}; CORES=${4:-2}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 [ -x target/release/atlas ] || { echo "build first: cargo build --release" >&2; exit 2; }
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & wait_listening "$out/$name.out"; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$out"' EXIT
+# Started in this shell (not in a command substitution, whose background jobs the trap
+# would not see), then waited for.
+start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & pids+=($!); }
 wrk_run() { # url [args] -> "rps p99_ms"
   local url=$1; shift
   local r; r=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url" 2>/dev/null | wrk_summary)
@@ -22,8 +25,10 @@ wrk_run() { # url [args] -> "rps p99_ms"
   if [ "$5" != 0 ]; then echo "ERROR non-2xx $5"; return 1; fi
   echo "$1 $4"
 }
-pinned=$(ATLAS_LOG=warn start pinned target/release/atlas serve --listen 127.0.0.1:0 --cores "$CORES")
-unpinned=$(ATLAS_LOG=warn ATLAS_PIN_SHARDS=false start unpinned target/release/atlas serve --listen 127.0.0.1:0 --cores "$CORES")
+ATLAS_LOG=warn start pinned target/release/atlas serve --listen 127.0.0.1:0 --cores "$CORES"
+ATLAS_LOG=warn ATLAS_PIN_SHARDS=false start unpinned target/release/atlas serve --listen 127.0.0.1:0 --cores "$CORES"
+pinned=$(wait_listening "$out/pinned.out")
+unpinned=$(wait_listening "$out/unpinned.out")
 for u in "$pinned" "$unpinned"; do
   wrk -t1 -c"$CONNS" -d2s -s bench/scripts/ai_hit.lua "$u" >/dev/null 2>&1
 done
