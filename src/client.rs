@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -98,7 +99,7 @@ impl HttpClient {
     ) -> Result<ClientResponse, EndpointError> {
         let deadline = Instant::now() + timeout;
         let exchange = async {
-            let pooled = self.idle.borrow_mut().pop();
+            let pooled = self.take_idle();
             if let Some(stream) = pooled {
                 match self.exchange(stream, request).await {
                     Err(Failure::BeforeResponse(_)) => {}
@@ -116,6 +117,18 @@ impl HttpClient {
             Err(EndpointError::Timeout)
         })
         .await
+    }
+
+    /// The most recently used idle connection that is still clean (see [`idle_is_clean`]);
+    /// the others are dropped.
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        while let Some(stream) = idle.pop() {
+            if idle_is_clean(&stream) {
+                return Some(stream);
+            }
+        }
+        None
     }
 
     async fn connect(&self, deadline: Instant) -> Result<TcpStream, EndpointError> {
@@ -143,120 +156,56 @@ impl HttpClient {
             .write_all(request)
             .await
             .map_err(|e| Failure::BeforeResponse(io_err(e)))?;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut filled = 0;
-        let (status, head_len, framing, keep_alive) = loop {
-            if filled == buf.len() {
-                if buf.len() >= 64 * 1024 {
-                    return Err(Failure::After(EndpointError::Protocol(
-                        "response head too large".into(),
-                    )));
-                }
-                buf.resize(buf.len() * 2, 0);
+        let mut reader = ResponseReader::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        loop {
+            let read = stream.read(&mut chunk).await.map_err(io_err);
+            let done = read.and_then(|n| match n {
+                0 => reader.eof().map(|()| true),
+                n => reader.push(&chunk[..n]),
+            });
+            match done {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if reader.started() => return Err(Failure::After(e)),
+                Err(e) => return Err(Failure::BeforeResponse(e)),
             }
-            let n = stream.read(&mut buf[filled..]).await.map_err(|e| {
-                if filled == 0 {
-                    Failure::BeforeResponse(io_err(e))
-                } else {
-                    Failure::After(io_err(e))
-                }
-            })?;
-            if n == 0 {
-                let e = EndpointError::Connect("connection closed before the response".into());
-                return Err(if filled == 0 {
-                    Failure::BeforeResponse(e)
-                } else {
-                    Failure::After(e)
-                });
-            }
-            filled += n;
-            if let Some(head) = parse_response_head(&buf[..filled]).map_err(Failure::After)? {
-                break head;
-            }
+        }
+        let Some((response, reusable)) = reader.finish() else {
+            return Err(Failure::After(EndpointError::Protocol(
+                "response incomplete".into(),
+            )));
         };
-        let mut body = Vec::new();
-        let leftover = &buf[head_len..filled];
-        let reusable = match framing {
-            Framing::Length(len) => {
-                if len > MAX_RESPONSE_BYTES {
-                    return Err(Failure::After(EndpointError::Protocol(
-                        "response too large".into(),
-                    )));
-                }
-                body.reserve(len);
-                body.extend_from_slice(&leftover[..leftover.len().min(len)]);
-                while body.len() < len {
-                    let start = body.len();
-                    body.resize(len.min(start + 64 * 1024), 0);
-                    let n = stream
-                        .read(&mut body[start..])
-                        .await
-                        .map_err(|e| Failure::After(io_err(e)))?;
-                    if n == 0 {
-                        return Err(Failure::After(EndpointError::Connect(
-                            "connection closed inside the body".into(),
-                        )));
-                    }
-                    body.truncate(start + n);
-                }
-                leftover.len() <= len
-            }
-            Framing::Chunked => {
-                let mut decoder = ChunkedDecoder::new(MAX_RESPONSE_BYTES as u64);
-                let mut pending = leftover.to_vec();
-                let mut chunk = vec![0u8; 16 * 1024];
-                loop {
-                    let progress = decoder
-                        .decode(&pending, &mut body)
-                        .map_err(|e| Failure::After(EndpointError::Protocol(e.message.into())))?;
-                    pending.drain(..progress.consumed);
-                    if progress.done {
-                        break pending.is_empty();
-                    }
-                    let n = stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|e| Failure::After(io_err(e)))?;
-                    if n == 0 {
-                        return Err(Failure::After(EndpointError::Connect(
-                            "connection closed inside the body".into(),
-                        )));
-                    }
-                    pending.extend_from_slice(&chunk[..n]);
-                }
-            }
-            Framing::UntilClose => {
-                body.extend_from_slice(leftover);
-                let mut chunk = vec![0u8; 16 * 1024];
-                loop {
-                    let n = stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(|e| Failure::After(io_err(e)))?;
-                    if n == 0 {
-                        break false;
-                    }
-                    if body.len() + n > MAX_RESPONSE_BYTES {
-                        return Err(Failure::After(EndpointError::Protocol(
-                            "response too large".into(),
-                        )));
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-            }
-        };
-        if reusable && keep_alive && self.max_idle > 0 {
+        if reusable && self.max_idle > 0 {
             let mut idle = self.idle.borrow_mut();
             if idle.len() < self.max_idle {
                 idle.push(stream);
             }
         }
-        Ok(ClientResponse {
-            status,
-            body: Bytes::from(body),
-        })
+        Ok(response)
     }
 }
+
+/// Whether an idle pooled connection can carry a new request: the peer has neither closed it
+/// nor sent bytes nobody asked for (a late or duplicated answer, which would otherwise be read
+/// as the answer to the next request). One non-blocking `recv(MSG_PEEK)`.
+fn idle_is_clean(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `recv` on a descriptor the stream owns and keeps open for this call, into one
+    // byte we own; MSG_PEEK consumes nothing, MSG_DONTWAIT never blocks.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+/// Largest response head accepted.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +213,200 @@ enum Framing {
     Length(usize),
     Chunked,
     UntilClose,
+}
+
+/// Where a [`ResponseReader`] is.
+#[derive(Debug, Clone)]
+enum ReadState {
+    /// Collecting the head (interim 1xx responses are skipped).
+    Head,
+    /// This many body bytes remain.
+    Length(usize),
+    /// A chunked body.
+    Chunked(ChunkedDecoder),
+    /// A body delimited by the peer closing.
+    UntilClose,
+    /// The response is complete.
+    Done,
+}
+
+/// A sans-I/O reader of one HTTP/1.1 response: feed it bytes as they arrive
+/// ([`ResponseReader::push`]) and the end of the stream ([`ResponseReader::eof`]); it
+/// enforces the size limits, skips interim `1xx` responses, de-chunks, and says whether the
+/// connection can be reused (keep-alive, a self-delimited body, and no byte past its end).
+/// The client drives it over a socket; the `batch_response` fuzz target drives it directly.
+#[derive(Debug, Clone)]
+pub struct ResponseReader {
+    state: ReadState,
+    /// Received bytes not consumed yet: the head while incomplete, then chunked input.
+    pending: Vec<u8>,
+    status: u16,
+    keep_alive: bool,
+    until_close: bool,
+    body: Vec<u8>,
+    /// Some byte arrived (a failure after that is not safe to retry on a fresh connection).
+    started: bool,
+    /// Bytes arrived past the end of the response.
+    trailing: bool,
+}
+
+impl Default for ResponseReader {
+    fn default() -> Self {
+        ResponseReader::new()
+    }
+}
+
+impl ResponseReader {
+    /// A reader waiting for a response head.
+    pub fn new() -> Self {
+        ResponseReader {
+            state: ReadState::Head,
+            pending: Vec::new(),
+            status: 0,
+            keep_alive: false,
+            until_close: false,
+            body: Vec::new(),
+            started: false,
+            trailing: false,
+        }
+    }
+
+    /// Whether any byte of the response has arrived.
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Feeds the next bytes; `Ok(true)` once the response is complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<bool, EndpointError> {
+        self.started |= !bytes.is_empty();
+        match &mut self.state {
+            ReadState::Done => {
+                self.trailing |= !bytes.is_empty();
+                Ok(true)
+            }
+            ReadState::Head => {
+                self.pending.extend_from_slice(bytes);
+                self.head()
+            }
+            _ => self.body_bytes(bytes),
+        }
+    }
+
+    /// The peer closed the connection: completes a body delimited by close, fails otherwise.
+    pub fn eof(&mut self) -> Result<(), EndpointError> {
+        match self.state {
+            ReadState::Done => Ok(()),
+            ReadState::UntilClose => {
+                self.state = ReadState::Done;
+                Ok(())
+            }
+            ReadState::Head => Err(EndpointError::Connect(
+                "connection closed before the response".into(),
+            )),
+            ReadState::Length(_) | ReadState::Chunked(_) => Err(EndpointError::Connect(
+                "connection closed inside the body".into(),
+            )),
+        }
+    }
+
+    /// The complete response and whether its connection may be reused; `None` before the
+    /// response is complete.
+    pub fn finish(self) -> Option<(ClientResponse, bool)> {
+        if !matches!(self.state, ReadState::Done) {
+            return None;
+        }
+        let reusable = self.keep_alive && !self.until_close && !self.trailing;
+        Some((
+            ClientResponse {
+                status: self.status,
+                body: Bytes::from(self.body),
+            },
+            reusable,
+        ))
+    }
+
+    fn head(&mut self) -> Result<bool, EndpointError> {
+        loop {
+            let Some((status, len, framing, keep_alive)) = parse_response_head(&self.pending)?
+            else {
+                if self.pending.len() > MAX_HEAD_BYTES {
+                    return Err(EndpointError::Protocol("response head too large".into()));
+                }
+                return Ok(false);
+            };
+            if len > MAX_HEAD_BYTES {
+                return Err(EndpointError::Protocol("response head too large".into()));
+            }
+            if (100..200).contains(&status) {
+                if status == 101 {
+                    return Err(EndpointError::Protocol(
+                        "unexpected 101 Switching Protocols".into(),
+                    ));
+                }
+                // An interim response (100 Continue, 103 Early Hints): the final one follows.
+                self.pending.drain(..len);
+                continue;
+            }
+            self.status = status;
+            self.keep_alive = keep_alive;
+            self.state = match framing {
+                Framing::Length(n) if n > MAX_RESPONSE_BYTES => {
+                    return Err(EndpointError::Protocol("response too large".into()));
+                }
+                Framing::Length(0) => ReadState::Done,
+                Framing::Length(n) => ReadState::Length(n),
+                Framing::Chunked => {
+                    ReadState::Chunked(ChunkedDecoder::new(MAX_RESPONSE_BYTES as u64))
+                }
+                Framing::UntilClose => {
+                    self.until_close = true;
+                    ReadState::UntilClose
+                }
+            };
+            let rest = self.pending.split_off(len);
+            self.pending.clear();
+            if matches!(self.state, ReadState::Done) {
+                self.trailing |= !rest.is_empty();
+                return Ok(true);
+            }
+            return self.body_bytes(&rest);
+        }
+    }
+
+    fn body_bytes(&mut self, bytes: &[u8]) -> Result<bool, EndpointError> {
+        match &mut self.state {
+            ReadState::Length(remaining) => {
+                let take = (*remaining).min(bytes.len());
+                self.body.extend_from_slice(&bytes[..take]);
+                *remaining -= take;
+                self.trailing |= bytes.len() > take;
+                if *remaining == 0 {
+                    self.state = ReadState::Done;
+                }
+            }
+            ReadState::Chunked(decoder) => {
+                self.pending.extend_from_slice(bytes);
+                let progress = decoder
+                    .decode(&self.pending, &mut self.body)
+                    .map_err(|e| EndpointError::Protocol(e.message.into()))?;
+                self.pending.drain(..progress.consumed);
+                if progress.done {
+                    self.trailing |= !self.pending.is_empty();
+                    self.pending = Vec::new();
+                    self.state = ReadState::Done;
+                }
+            }
+            ReadState::UntilClose => {
+                if self.body.len() + bytes.len() > MAX_RESPONSE_BYTES {
+                    return Err(EndpointError::Protocol("response too large".into()));
+                }
+                self.body.extend_from_slice(bytes);
+            }
+            ReadState::Done => self.trailing |= !bytes.is_empty(),
+            ReadState::Head => return Ok(false),
+        }
+        Ok(matches!(self.state, ReadState::Done))
+    }
 }
 
 /// Parses a response head: `None` when incomplete, else (status, head length, framing,
@@ -277,28 +420,53 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<(u16, usize, Framing, bool)>
         Err(e) => return Err(EndpointError::Protocol(format!("malformed response: {e}"))),
     };
     let status = response.code.unwrap_or(0);
-    let mut framing = Framing::UntilClose;
+    let mut length: Option<u64> = None;
+    let mut coding: Option<bool> = None; // Some(chunked is the final coding)
     let mut keep_alive = response.version == Some(1);
     for h in response.headers.iter() {
+        let value = h.value.trim_ascii();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = parse_decimal(h.value.trim_ascii())
+            let n = parse_decimal(value)
                 .ok_or_else(|| EndpointError::Protocol("bad Content-Length".into()))?;
-            framing = Framing::Length(usize::try_from(n).unwrap_or(usize::MAX));
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                framing = Framing::Chunked;
+            if length.is_some_and(|l| l != n) {
+                return Err(EndpointError::Protocol(
+                    "conflicting Content-Length values".into(),
+                ));
             }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii();
+            coding = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            if h.value.trim_ascii().eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if h.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive = true;
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = true;
+                }
             }
         }
     }
-    if status == 204 || status == 304 || (100..200).contains(&status) {
-        framing = Framing::Length(0);
-    }
+    // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length (and a message with both is
+    // suspect: its connection is not reused); a final coding other than chunked is read
+    // until the peer closes.
+    let framing = match (coding, length) {
+        _ if status == 204 || status == 304 || (100..200).contains(&status) => Framing::Length(0),
+        (Some(chunked), l) => {
+            keep_alive &= l.is_none();
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        }
+        (None, Some(n)) => Framing::Length(usize::try_from(n).unwrap_or(usize::MAX)),
+        (None, None) => Framing::UntilClose,
+    };
     Ok(Some((status, len, framing, keep_alive)))
 }
 
@@ -327,5 +495,127 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((f, ka), (Framing::UntilClose, false));
+    }
+
+    /// Reads `bytes` pushed whole, then EOF if `close`.
+    fn read(bytes: &[u8], close: bool) -> Result<Option<(u16, Vec<u8>, bool)>, EndpointError> {
+        let mut r = ResponseReader::new();
+        if !r.push(bytes)? && close {
+            r.eof()?;
+        }
+        Ok(r.finish()
+            .map(|(resp, reusable)| (resp.status, resp.body.to_vec(), reusable)))
+    }
+
+    #[test]
+    fn reader_frames_bodies_and_decides_reuse() {
+        assert_eq!(
+            read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).unwrap(),
+            Some((200, b"hello".to_vec(), true))
+        );
+        assert_eq!(
+            read(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                false
+            )
+            .unwrap(),
+            Some((200, b"abc".to_vec(), true))
+        );
+        assert_eq!(
+            read(b"HTTP/1.1 200 OK\r\n\r\nuntil close", true).unwrap(),
+            Some((200, b"until close".to_vec(), false))
+        );
+        assert_eq!(
+            read(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap(),
+            Some((204, Vec::new(), true))
+        );
+    }
+
+    #[test]
+    fn interim_responses_are_skipped() {
+        assert_eq!(
+            read(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false)
+                .unwrap(),
+            Some((200, b"ok".to_vec(), true))
+        );
+        assert!(read(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+    }
+
+    /// Regression: bytes past the end of a response (a wrong Content-Length, a duplicated
+    /// answer) made the connection look reusable when they arrived in a later read, so the
+    /// next request on it read them as its answer. Now any byte past the end marks the
+    /// connection spent, and a pooled connection with unread bytes is never reused.
+    #[test]
+    fn bytes_past_the_end_spoil_the_connection() {
+        let mut r = ResponseReader::new();
+        assert!(r
+            .push(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap());
+        assert!(r.push(b"HTTP/1.1 200 OK\r\n").unwrap());
+        assert!(!r.finish().unwrap().1);
+        assert_eq!(
+            read(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+                false
+            )
+            .unwrap(),
+            Some((200, b"ok".to_vec(), false))
+        );
+    }
+
+    /// Regression: with both headers the later one used to win, so `Transfer-Encoding:
+    /// chunked` followed by `Content-Length` read the chunked body as raw bytes.
+    #[test]
+    fn transfer_encoding_beats_content_length_and_conflicts_fail() {
+        assert_eq!(
+            read(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n1\r\nx\r\n0\r\n\r\n", false)
+                .unwrap(),
+            Some((200, b"x".to_vec(), false))
+        );
+        assert!(read(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            false
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn limits_and_truncation_fail() {
+        let mut big = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        big.resize(MAX_HEAD_BYTES + 10, b'a');
+        assert!(read(&big, false).is_err());
+        let too_long = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_RESPONSE_BYTES + 1
+        );
+        assert!(read(too_long.as_bytes(), false).is_err());
+        assert!(read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", true).is_err());
+        assert!(read(b"HTTP/1.1 200 OK\r\nContent-Le", true).is_err());
+        let mut r = ResponseReader::new();
+        assert!(!r.started());
+        assert!(r.eof().is_err(), "EOF before any byte");
+        assert!(!r.started(), "safe to retry on a fresh connection");
+    }
+
+    proptest::proptest! {
+        /// Any bytes split anywhere read the same as whole (response, reuse, or failure).
+        #[test]
+        fn split_reads_equal_whole(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            cut in 0usize..300,
+        ) {
+            let whole = read(&bytes, true).map_err(|e| e.to_string());
+            let cut = cut.min(bytes.len());
+            let mut r = ResponseReader::new();
+            let split = (|| {
+                let first = r.push(&bytes[..cut])?;
+                if !r.push(&bytes[cut..])? && !first {
+                    r.eof()?;
+                }
+                Ok(r.finish().map(|(resp, reusable)| (resp.status, resp.body.to_vec(), reusable)))
+            })()
+            .map_err(|e: EndpointError| e.to_string());
+            proptest::prop_assert_eq!(split, whole);
+        }
     }
 }

@@ -14,7 +14,7 @@ use glommio::net::TcpStream;
 
 use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
-use crate::http::parse::{parse_head, BodyKind, Head, Parsed, Version};
+use crate::http::parse::{BodyKind, Head, HeadScanner, Parsed, Version};
 use crate::http::response::{write_response, Framing, CONTINUE};
 use crate::http::{Request, Response, Status};
 use crate::router;
@@ -31,9 +31,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let _open = shard.open_connection();
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(shard.config.keepalive_timeout));
-    let limits = shard.limits;
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut conn = Conn {
-        max_head: limits.max_target + 32 + limits.max_header_bytes + 2,
+        peer,
         shard,
         stream,
         rbuf: ReadBuf::new(),
@@ -68,9 +68,8 @@ enum ReadOutcome {
 
 struct Conn {
     shard: Rc<Shard>,
-    /// Longest head the parser can accept (request line and header section); past it the
-    /// parser is run regardless, to produce its 414 or 431.
-    max_head: usize,
+    /// The client's address (security events, per-address failure counts).
+    peer: Option<std::net::IpAddr>,
     stream: TcpStream,
     rbuf: ReadBuf,
     wbuf: Vec<u8>,
@@ -125,21 +124,14 @@ impl Conn {
         // The first request of a connection gets the header timeout, not the keep-alive one:
         // a client that connects and sends nothing is held no longer than a slow one.
         let mut first = true;
-        // How far the search for the blank line ending the head has got, so a head arriving a
-        // byte at a time is not re-parsed from the start on every read.
-        let mut scanned = 0;
+        // Parses a head only once its end may have arrived (see `HeadScanner`).
+        let mut scanner = HeadScanner::new();
         loop {
             let data = self.rbuf.data();
-            let parsed = if head_may_be_complete(data, scanned) || data.len() > self.max_head {
-                parse_head(data, &self.shard.limits)
-            } else {
-                Ok(Parsed::Incomplete)
-            };
-            let head = match parsed {
+            let head = match scanner.poll(data, &self.shard.limits) {
                 Err(e) => return Err(Stop::Respond(e)),
                 Ok(Parsed::Done(head)) => head,
                 Ok(Parsed::Incomplete) => {
-                    scanned = data.len();
                     let idle = data.is_empty() && !first;
                     if data.is_empty() && self.shard.is_draining() {
                         return Ok(());
@@ -170,7 +162,6 @@ impl Conn {
             };
             head_started = None;
             first = false;
-            scanned = 0;
             let raw = Bytes::copy_from_slice(&self.rbuf.data()[..head.len]);
             self.rbuf.consume(head.len);
             let close = self.handle(head, raw).await?;
@@ -209,7 +200,7 @@ impl Conn {
         }
         let body = self.read_body(&head).await?;
         let request = Request { head, raw, body };
-        let response = router::handle(&self.shard, route, &request).await;
+        let response = router::handle(&self.shard, route, &request, self.peer).await;
         Ok(self.queue(&request.head, &response))
     }
 
@@ -363,17 +354,6 @@ fn body_timeout() -> ApiError {
         "request_timeout",
         "the request body did not arrive in time",
     )
-}
-
-/// Whether `data` may hold a complete head: it contains the blank line (`\n\r\n` or `\n\n`)
-/// that ends one, searching from just before `scanned` (bytes already searched).
-fn head_may_be_complete(data: &[u8], scanned: usize) -> bool {
-    let from = scanned.saturating_sub(2);
-    data.get(from..).is_some_and(|tail| {
-        tail.windows(2).enumerate().any(|(i, w)| {
-            w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
-        })
-    })
 }
 
 fn too_large() -> ApiError {

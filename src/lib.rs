@@ -14,19 +14,24 @@
 //! | [`http`] | pure HTTP/1.1 parsing (head, chunked bodies) and response serialisation |
 //! | [`router`] | method + path → handler; the handlers |
 //! | [`error`] | `ApiError`, the one place an error becomes an HTTP response |
+//! | [`ratelimit`] | per-user and global rate limits: buckets on the owner shard, one lock-free global bucket, Redis for several instances |
 //! | [`tune`] | `atlas tune --check`: the host audit (sysctls, limits, io_uring, THP, IRQs) |
+//! | `fuzz` | (tests and `cargo fuzz` builds only) one `fn(&[u8])` per parser facing outside bytes |
 //!
 //! Request flow goes one way: `runtime` accepts → `conn` reads and parses (`http`) →
 //! `router` resolves and handles (over `mesh` when another shard owns the data) → `conn`
 //! writes. The shard data structures live in the `atlas-shard` crate.
 
 pub mod ai;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
 pub mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
 pub mod http;
 pub mod l2;
 pub mod logging;
@@ -37,6 +42,7 @@ pub mod modelserver;
 pub mod monitor;
 pub mod notify;
 pub mod oneshot;
+pub mod ratelimit;
 pub mod router;
 pub mod runtime;
 pub mod snapshot;

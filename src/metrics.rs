@@ -224,6 +224,10 @@ pub struct MetricsSnapshot {
     pub queue_time: (Vec<u64>, u64, f64),
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
+    /// Authentication counters.
+    pub auth: crate::auth::AuthFigures,
+    /// The rate limits' figures (`None` when every limit is off).
+    pub rate: Option<crate::ratelimit::RateFigures>,
 }
 
 /// The cumulative bucket counts, total and sum of a `Distribution`-like source.
@@ -265,11 +269,17 @@ impl MetricsSnapshot {
         self.in_flight += o.in_flight;
         self.connections_open += o.connections_open;
         self.engine.merge(&o.engine);
+        self.auth.merge(&o.auth);
         for (a, b) in self.queued.iter_mut().zip(o.queued.iter()) {
             *a += b;
         }
         merge_cumulative(&mut self.batch_size, &o.batch_size);
         merge_cumulative(&mut self.queue_time, &o.queue_time);
+        match (&mut self.rate, &o.rate) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.rate = Some(*b),
+            _ => {}
+        }
     }
 }
 
@@ -455,10 +465,67 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     invalidations(w, &total);
     endpoints(w, shards);
     l2(w, shards);
+    auth(w, &total.auth);
+    rate_limits(w, total.rate.as_ref());
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
         monitor(w, m);
     }
     out
+}
+
+/// The rate-limit metrics: refusals always (zeros with every limit off), the rest only when a
+/// limit is on; Redis figures only with Redis.
+fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFigures>) {
+    let zero = crate::ratelimit::RateFigures::default();
+    let r = rate.unwrap_or(&zero);
+    head(
+        w,
+        "ai_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by a rate limit, by scope (user or global).",
+    );
+    for (scope, n) in [("user", r.refused_user), ("global", r.refused_global)] {
+        let _ = writeln!(w, "ai_rate_limited_total{{scope=\"{scope}\"}} {n}");
+    }
+    if rate.is_none() {
+        return;
+    }
+    gauge(
+        w,
+        "ai_rate_limit_users",
+        "Users whose rate-limit bucket is tracked (idle users with a full bucket are dropped).",
+        r.tracked_users as f64,
+    );
+    counter(
+        w,
+        "ai_rate_limit_untracked_total",
+        "Requests of users not tracked because the table was full (accepted without a user limit).",
+        r.untracked,
+    );
+    let Some(store) = &r.store else {
+        return;
+    };
+    head(
+        w,
+        "ai_rate_limit_redis_total",
+        "counter",
+        "Rate-limit token batches asked of Redis (take), failed (error), not tried while its breaker was open (skipped), unspent tokens returned (return), and decisions made without Redis because it failed (fallback).",
+    );
+    for (result, n) in [
+        ("take", store.takes),
+        ("error", store.errors),
+        ("skipped", store.skipped),
+        ("return", store.returns),
+        ("fallback", r.fallbacks),
+    ] {
+        let _ = writeln!(w, "ai_rate_limit_redis_total{{result=\"{result}\"}} {n}");
+    }
+    counter(
+        w,
+        "ai_rate_limit_unavailable_total",
+        "Requests refused with 503 because Redis was unreachable and ATLAS_RATE_LIMIT_REDIS_FAILURE=closed.",
+        r.unavailable,
+    );
 }
 
 fn monitor(w: &mut String, m: &MonitorSummary) {
@@ -519,6 +586,45 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
     ] {
         let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
     }
+}
+
+/// Authentication and security-event series.
+fn auth(w: &mut String, a: &crate::auth::AuthFigures) {
+    head(
+        w,
+        "ai_auth_token_cache_total",
+        "counter",
+        "Bearer JWTs found in the verified-token cache (hit) or verified in full (miss).",
+    );
+    let _ = writeln!(
+        w,
+        "ai_auth_token_cache_total{{result=\"hit\"}} {}",
+        a.cache_hits
+    );
+    let _ = writeln!(
+        w,
+        "ai_auth_token_cache_total{{result=\"miss\"}} {}",
+        a.cache_misses
+    );
+    head(
+        w,
+        "ai_security_events_total",
+        "counter",
+        "Security events: refusals by code (401s and admin_required), user_mismatch, admin actions.",
+    );
+    for (code, n) in crate::auth::CODES.iter().zip(a.refused) {
+        let _ = writeln!(w, "ai_security_events_total{{event=\"{code}\"}} {n}");
+    }
+    let _ = writeln!(
+        w,
+        "ai_security_events_total{{event=\"user_mismatch\"}} {}",
+        a.forbidden
+    );
+    let _ = writeln!(
+        w,
+        "ai_security_events_total{{event=\"admin_action\"}} {}",
+        a.admin_actions
+    );
 }
 
 /// The Redis L2 series (only when it is configured).

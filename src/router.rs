@@ -170,19 +170,32 @@ fn unknown_operation(name: &str) -> ApiError {
     )
 }
 
-/// Runs the handler for `route`.
-pub async fn handle(shard: &Rc<Shard>, route: Route, request: &Request) -> Response {
+/// Authenticates the request (see `auth`) and runs the handler for `route`.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    route: Route,
+    request: &Request,
+    peer: Option<std::net::IpAddr>,
+) -> Response {
+    let identity = match shard.auth.authenticate(route, request, peer) {
+        Ok(identity) => identity,
+        Err(refusal) => return refusal,
+    };
+    let caller = crate::auth::Caller {
+        identity: &identity,
+        peer,
+    };
     match route {
         Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
-        Route::Ai(op) => crate::ai::handle(shard, op, request).await,
+        Route::Ai(op) => crate::ai::handle(shard, op, request, &caller).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
         Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,
         Route::Events => crate::ai::events::handle(shard, request).await,
-        Route::Context(method) => crate::ai::context::handle(shard, method, request).await,
+        Route::Context(method) => crate::ai::context::handle(shard, method, request, &caller).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),
@@ -245,6 +258,61 @@ fn redis_json(
     })
 }
 
+/// The `rate_limits` section of `/health/detailed`: the limits, their counters, and with
+/// Redis whether they are shared now or each shard fell back (as of its last try).
+fn rate_json(
+    c: &crate::config::Config,
+    shards: &[(usize, crate::ratelimit::RateFigures)],
+) -> serde_json::Value {
+    let rl = &c.rate_limits;
+    if !rl.is_on() {
+        return json!({"enabled": false});
+    }
+    let mut total = crate::ratelimit::RateFigures::default();
+    for (_, f) in shards {
+        total.merge(f);
+    }
+    let rate = |r: Option<atlas_shard::Rate>| {
+        r.map(|r| json!({"rps": r.per_second(), "burst": r.burst()}))
+    };
+    let redis = total.store.map(|store| {
+        let fallback: Vec<usize> = shards
+            .iter()
+            .filter(|(_, f)| {
+                f.store
+                    .and_then(|s| s.state)
+                    .is_some_and(|s| s != atlas_shard::BreakerState::Closed)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        json!({
+            "failure_mode": rl.redis_failure.as_str(),
+            "status": if fallback.is_empty() { "shared" } else { "fallback" },
+            "fallback_shards": fallback,
+            "takes": store.takes,
+            "errors": store.errors,
+            "skipped": store.skipped,
+            "returns": store.returns,
+            "fallbacks": total.fallbacks,
+        })
+    });
+    json!({
+        "enabled": true,
+        "user": rate(rl.user()),
+        "global": rate(rl.global()),
+        "count_hits": rl.count_hits,
+        "max_users": rl.max_users,
+        "tracked_users": total.tracked_users,
+        "untracked": total.untracked,
+        "refused": {
+            "user": total.refused_user,
+            "global": total.refused_global,
+            "unavailable": total.unavailable,
+        },
+        "redis": redis,
+    })
+}
+
 async fn performance(shard: &Rc<Shard>) -> Response {
     let reply = futures_lite::future::or(
         async { Some(shard.mesh.call(0, ShardCall::Performance).await) },
@@ -302,6 +370,7 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
     let mut healthy = true;
     let mut monitor_summary = None;
     let mut l2 = Vec::new();
+    let mut rate = Vec::new();
     for (k, reply) in replies.into_iter().enumerate() {
         match reply {
             Ok(ShardReply::Info(info)) => shards.push({
@@ -310,6 +379,9 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                 }
                 if let Some(f) = &info.engine.l2 {
                     l2.push((info.shard, f.clone()));
+                }
+                if let Some(f) = &info.rate {
+                    rate.push((info.shard, *f));
                 }
                 json!({
                 "shard": info.shard,
@@ -389,6 +461,7 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
             "cache_max_bytes": c.cache_max_bytes,
         },
         "redis": redis_json(c, &l2),
+        "rate_limits": rate_json(c, &rate),
         "shards": shards,
     });
     Response::json(Status::Ok, body.to_string())

@@ -116,7 +116,7 @@ fn entry(r: &ArchivedRecord, now_unix_ms: u64) -> SnapshotEntry {
 }
 
 /// Writes shard `shard`'s snapshot durably (temporary file, fsync, rename, directory fsync).
-/// Returns the bytes written.
+/// Returns the bytes written. On failure the temporary file is removed.
 pub fn write(
     dir: &Path,
     shard: usize,
@@ -126,10 +126,15 @@ pub fn write(
     let bytes = encode(shard, entries, now_unix_ms)?;
     let target = path(dir, shard);
     let tmp = target.with_extension("snap.tmp");
-    {
+    let written = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        // A full disk: give back what the partial file took (it is never read anyway).
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
     fs::rename(&tmp, &target)?;
     fs::File::open(dir)?.sync_all()?;
@@ -138,8 +143,19 @@ pub fn write(
 
 /// Reads every `shard-*.snap` in `dir`, returns their valid entries grouped by the shard
 /// that owns each key among `shards`, and removes the files read (valid or not: a damaged
-/// file is renamed `*.corrupt` for inspection). Problems are logged; the result may be empty.
+/// file is renamed `*.corrupt` for inspection). A valid file that cannot be removed is not
+/// used. Problems are logged; the result may be empty.
 pub fn load_all(dir: &Path, shards: usize, now_unix_ms: u64) -> Vec<Vec<SnapshotEntry>> {
+    load_all_with(dir, shards, now_unix_ms, |p| fs::remove_file(p))
+}
+
+/// [`load_all`] with the removal of a loaded file through `remove` (tests make it fail).
+fn load_all_with(
+    dir: &Path,
+    shards: usize,
+    now_unix_ms: u64,
+    remove: impl Fn(&Path) -> io::Result<()>,
+) -> Vec<Vec<SnapshotEntry>> {
     let mut by_shard: Vec<Vec<SnapshotEntry>> = (0..shards.max(1)).map(|_| Vec::new()).collect();
     let files = match fs::read_dir(dir) {
         Ok(rd) => rd
@@ -161,16 +177,29 @@ pub fn load_all(dir: &Path, shards: usize, now_unix_ms: u64) -> Vec<Vec<Snapshot
     };
     let mut entries = Vec::new();
     for file in files {
-        let loaded = fs::read(&file)
-            .map_err(|e| e.to_string())
-            .and_then(|b| decode_into(&b, now_unix_ms, &mut entries).map_err(|e| e.to_string()));
-        match loaded {
-            Ok(n) => {
-                log::info!("snapshot: read {n} entries from {}", file.display());
-                if let Err(e) = fs::remove_file(&file) {
-                    log::warn!("snapshot: cannot remove {}: {e}", file.display());
-                }
+        let bytes = match fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("snapshot: ignoring {}: {e}", file.display());
+                continue;
             }
+        };
+        // A file is used only once it is gone from the directory: one that cannot be removed
+        // (a read-only directory) would be loaded again at every start, bringing back entries
+        // older than the last clean shutdown, even ones invalidated since.
+        let mut trial = Vec::new();
+        match decode_into(&bytes, now_unix_ms, &mut trial) {
+            Ok(n) => match remove(&file) {
+                Ok(()) => {
+                    log::info!("snapshot: read {n} entries from {}", file.display());
+                    entries.append(&mut trial);
+                }
+                Err(e) => log::warn!(
+                    "snapshot: not using {} ({n} entries): it cannot be removed ({e}), so a \
+                     later start would load it again; starting cold",
+                    file.display()
+                ),
+            },
             Err(e) => {
                 log::warn!("snapshot: ignoring {}: {e}", file.display());
                 let _ = fs::rename(&file, file.with_extension("snap.corrupt"));
@@ -275,6 +304,34 @@ mod tests {
             "temporaries are never read"
         );
         assert!(load_all(&dir, 3, 2_000).iter().all(Vec::is_empty));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// Regression: a snapshot in a directory where it cannot be removed (read-only) was
+    /// loaded anyway, so every later start loaded it again: entries older than the last clean
+    /// shutdown, including ones invalidated since, came back. Now such a file is not used.
+    #[test]
+    fn a_snapshot_that_cannot_be_removed_is_not_used() {
+        let dir = temp_dir("sticky");
+        write(&dir, 0, &[entry("a", 0)], 1_000).unwrap();
+        let read_only = |_: &Path| Err(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(load_all_with(&dir, 1, 2_000, read_only)[0].is_empty());
+        assert!(path(&dir, 0).exists(), "left where it was");
+        assert_eq!(load_all(&dir, 1, 2_000)[0].len(), 1, "used once removable");
+        assert!(!path(&dir, 0).exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A failed write leaves no temporary file behind (a full disk gets its space back).
+    #[test]
+    fn a_failed_write_removes_its_temporary_file() {
+        let dir = temp_dir("full");
+        // Writes to /dev/full fail with ENOSPC, as on a full disk.
+        std::os::unix::fs::symlink("/dev/full", dir.join("shard-0.snap.tmp")).unwrap();
+        let err = write(&dir, 0, &[entry("a", 0)], 1_000).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert!(!dir.join("shard-0.snap.tmp").exists());
+        assert!(!path(&dir, 0).exists());
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -11,8 +11,8 @@ ROUNDS=${1:-5}; SECS=${2:-8}; CONNS=${3:-64}; CORES=${4:-2}
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build --release -p atlas -p atlas-bench >/dev/null 2>&1
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
-start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & wait_listening "$out/$name.out"; }
+trap 'kill $(jobs -p) $(cat "$out/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$out"' EXIT
+start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & echo $! >>"$out/pids"; wait_listening "$out/$name.out"; }
 wrk_run() { # url [script] → "rps p99_ms", failing on non-2xx answers
   local url=$1; shift
   local r; r=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url" 2>/dev/null | wrk_summary)

@@ -12,11 +12,12 @@ command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 
 cargo build --release -p atlas -p atlas-bench >/dev/null
 ATLAS=target/release/atlas; FLOOR=target/release/atlas-floor
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
+trap 'kill $(jobs -p) $(cat "$out/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 start() { # name cmd... → prints the URL
   local name=$1; shift
   "$@" >"$out/$name.out" 2>"$out/$name.err" &
+  echo $! >>"$out/pids"
   wait_listening "$out/$name.out"
 }
 

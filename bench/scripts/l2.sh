@@ -19,12 +19,12 @@ export KEYS=${KEYS:-20000}
 for t in wrk redis-server redis-cli; do command -v $t >/dev/null || { echo "needs $t" >&2; exit 1; }; done
 cargo build --release -p atlas -p atlas-bench >/dev/null 2>&1
 out=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
+trap 'kill $(jobs -p) $(cat "$out/pids" 2>/dev/null) 2>/dev/null || true; redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$out"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis_up() { redis-server --port "$port" --save "" --appendonly no --daemonize yes --logfile "$out/redis.log" >/dev/null;
   for _ in $(seq 50); do redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return; sleep 0.1; done; }
 redis_up
-start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & wait_listening "$out/$name.out"; }
+start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & echo $! >>"$out/pids"; wait_listening "$out/$name.out"; }
 R=redis://127.0.0.1:$port
 a=$(ATLAS_LOG=warn ATLAS_REDIS_URL=$R start a target/release/atlas serve --listen 127.0.0.1:0 --cores 1)
 b=$(ATLAS_LOG=warn ATLAS_REDIS_URL=$R ATLAS_REDIS_TIMEOUT_MS=${B_TIMEOUT_MS:-50} ATLAS_CACHE_MAX_BYTES=1048576 start b target/release/atlas serve --listen 127.0.0.1:0 --cores 1)

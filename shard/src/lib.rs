@@ -18,6 +18,7 @@
 //! | [`stats`] | counters, histograms and the mergeable [`ShardSnapshot`] |
 //! | [`breaker`] | [`CircuitBreaker`]: one model endpoint's closed / open / half-open state machine |
 //! | [`balancer`] | [`Balancer`]: power-of-two-choices over peak-EWMA latency, outstanding calls and weight |
+//! | [`ratelimit`] | [`Rate`] (GCRA token bucket), [`UserLimits`] per shard, the lock-free [`SharedBucket`], store-backed [`Grant`]s |
 //!
 //! The server drives everything: it reads the clock through these types, calls `get`/`insert`
 //! on the cache, `join`/`complete` on the single-flight table, `push`/`poll` on the batch
@@ -36,6 +37,7 @@ pub mod entry;
 mod index;
 pub mod key;
 pub mod policy;
+pub mod ratelimit;
 pub mod singleflight;
 pub mod stats;
 
@@ -52,6 +54,7 @@ pub use context::{Context, ContextCounters, ContextError, ContextOptions, Contex
 pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
 pub use key::{CacheKey, KeyError};
 pub use policy::PolicyKind;
+pub use ratelimit::{Decision, Grant, Rate, SharedBucket, Spend, UserLimitCounters, UserLimits};
 pub use singleflight::{FlightOptions, Join, SingleFlight, WaiterId};
 pub use stats::{
     BatchStats, CacheCounters, Distribution, FlightCounters, FlushReason, ShardSnapshot,

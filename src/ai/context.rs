@@ -280,15 +280,38 @@ pub fn user_from_path(path: &str) -> Result<String, ApiError> {
 }
 
 /// Handles `PUT|GET|DELETE /ai/context/{user_id}`.
-pub async fn handle(shard: &Rc<Shard>, method: Method, request: &Request) -> Response {
-    match run(shard, method, request).await {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    method: Method,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Response {
+    let user = match user_from_path(request.path()) {
+        Ok(user) => user,
+        Err(e) => return e.to_response(),
+    };
+    // Reading, writing and deleting a context are the user's own (or an admin's) business.
+    if let Err(e) = caller.check_user(&shard.auth, &user) {
+        return e.to_response();
+    }
+    // RATE LIMITS: every context call costs a token of the user in the path.
+    let allowance = match crate::ratelimit::check(shard, &user).await {
+        Ok(allowance) => allowance,
+        Err(refused) => return refused.to_response(),
+    };
+    let response = match run(shard, method, request, user).await {
         Ok(response) => response,
         Err(e) => e.to_response(),
-    }
+    };
+    allowance.finish(shard, response, None)
 }
 
-async fn run(shard: &Rc<Shard>, method: Method, request: &Request) -> Result<Response, ApiError> {
-    let user = user_from_path(request.path())?;
+async fn run(
+    shard: &Rc<Shard>,
+    method: Method,
+    request: &Request,
+    user: String,
+) -> Result<Response, ApiError> {
     let until = Instant::now() + shard.config.request_timeout;
     match method {
         Method::Get => {

@@ -26,7 +26,12 @@ use crate::runtime::shard::{Shard, ShardCall, ShardReply};
 use engine::{Job, Served};
 
 /// Handles `POST /ai/{op}`.
-pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Response {
+pub async fn handle(
+    shard: &Rc<Shard>,
+    op: Operation,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Response {
     let started = Instant::now();
     let metrics_on = shard.config.enable_prometheus;
     let record = |status: crate::http::Status| {
@@ -54,10 +59,15 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             return e.to_response();
         }
     };
-    let priority = match &prepared {
-        Prepared::Ready(p) => p.priority,
-        Prepared::NeedsContext(d) => d.priority,
+    let (priority, user) = match &prepared {
+        Prepared::Ready(p) => (p.priority, p.user.as_str()),
+        Prepared::NeedsContext(d) => (d.priority, d.user.as_str()),
     };
+    // A token's subject computes, reads and (through `use_context`) uses only its own data.
+    if let Err(e) = caller.check_user(&shard.auth, user) {
+        record(e.status);
+        return e.to_response();
+    }
     let Some(_in_flight) = shard.admit(priority) else {
         record(Status::ServiceUnavailable);
         return engine::overloaded(
@@ -65,6 +75,16 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
         )
         .to_response()
         .header("Retry-After", "1");
+    };
+    // RATE LIMITS: the one point where an AI request is charged, after parsing, the user
+    // check and admission (a malformed, forbidden or shed request costs no token) and before
+    // any work.
+    let allowance = match crate::ratelimit::check(shard, user).await {
+        Ok(allowance) => allowance,
+        Err(refused) => {
+            record(refused.error.status);
+            return refused.to_response();
+        }
     };
     let deadline = started + shard.config.request_timeout;
     let (parsed, context_version) = match prepared {
@@ -146,6 +166,7 @@ pub async fn handle(shard: &Rc<Shard>, op: Operation, request: &Request) -> Resp
             ApiError::new(Status::InternalServerError, "internal", "unexpected reply").to_response()
         }
     };
+    let response = allowance.finish(shard, response, cache);
     let total_ms = ms_since(started);
     if metrics_on {
         let mut metrics = shard.metrics.borrow_mut();

@@ -7,6 +7,7 @@
 
 pub mod endpoints;
 pub mod events;
+pub mod ratelimit;
 pub mod settings;
 pub mod url;
 
@@ -144,6 +145,26 @@ pub struct Config {
     pub adaptive_thresholds: bool,
     /// Where alert changes are POSTed as JSON.
     pub alert_webhook: Option<url::HttpUrl>,
+    /// Authentication mode.
+    pub auth: AuthMode,
+    /// HS* shared secret.
+    pub jwt_secret: Option<String>,
+    /// RS*/PS*/ES* public key: a PEM path or the PEM text.
+    pub jwt_public_key: Option<String>,
+    /// JWK Set file.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`.
+    pub jwt_audience: Option<String>,
+    /// Clock leeway for `exp`/`nbf`.
+    pub jwt_leeway: Duration,
+    /// Static admin bearer token.
+    pub admin_token: Option<String>,
+    /// Verified tokens kept per shard (0: no cache).
+    pub jwt_cache_entries: usize,
+    /// Auth failures from one address per window that raise an alert.
+    pub alert_auth_failures: u64,
     /// Redis L2: one node URL, or the seed URLs of a cluster (empty: no L2).
     pub redis_urls: Vec<String>,
     /// Treat `redis_urls` as Redis Cluster seeds (also implied by several URLs).
@@ -185,6 +206,8 @@ pub struct Config {
     pub alert_response_time: Duration,
     /// Error-rate alert threshold, a fraction.
     pub alert_error_rate: f64,
+    /// Per-user and global rate limits (`ATLAS_RATE_LIMIT_*`).
+    pub rate_limits: ratelimit::RateLimitConfig,
 }
 
 impl Default for Config {
@@ -211,6 +234,16 @@ impl Default for Config {
             monitor_history: 60,
             adaptive_thresholds: false,
             alert_webhook: None,
+            auth: AuthMode::Auto,
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwks_file: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_leeway: Duration::from_secs(30),
+            admin_token: None,
+            jwt_cache_entries: 10_000,
+            alert_auth_failures: 20,
             redis_urls: Vec::new(),
             redis_cluster: false,
             redis_timeout: Duration::from_millis(5),
@@ -231,6 +264,7 @@ impl Default for Config {
             enable_prometheus: true,
             alert_response_time: Duration::from_millis(400),
             alert_error_rate: 0.05,
+            rate_limits: ratelimit::RateLimitConfig::default(),
         }
     }
 }
@@ -238,10 +272,19 @@ impl Default for Config {
 /// Gathers raw values from the file (if any), the environment (through `env`) and the flags.
 /// File-level problems (unreadable, not TOML, unknown keys) are returned as errors.
 pub fn gather(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> (Raw, Vec<ConfigError>) {
+    gather_with(flags, env, |path| std::fs::read_to_string(path))
+}
+
+/// [`gather`] with the file read through `read` (the fuzz target and tests supply the text).
+pub fn gather_with(
+    flags: &Flags,
+    env: impl Fn(&str) -> Option<String>,
+    read: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> (Raw, Vec<ConfigError>) {
     let mut raw = Raw::default();
     let mut errors = Vec::new();
     if let Some(path) = &flags.config_file {
-        read_file(path, &mut raw, &mut errors);
+        read_file(path, read(path), &mut raw, &mut errors);
     }
     for setting in SETTINGS {
         if let Some(v) = env(setting.env) {
@@ -257,14 +300,19 @@ pub fn gather(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> (Raw, Vec<
     (raw, errors)
 }
 
-fn read_file(path: &Path, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+fn read_file(
+    path: &Path,
+    text: std::io::Result<String>,
+    raw: &mut Raw,
+    errors: &mut Vec<ConfigError>,
+) {
     let file_error = |problem: String| ConfigError {
         name: path.display().to_string(),
         value: None,
         source: Source::File(path.to_path_buf()),
         problem,
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match text {
         Ok(t) => t,
         Err(e) => return errors.push(file_error(format!("cannot read the file: {e}"))),
     };
@@ -364,6 +412,56 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
         "ATLAS_ADAPTIVE_THRESHOLDS",
         boolean,
     );
+    p.set(&mut c.auth, "ATLAS_AUTH", |v| match v {
+        "" => Ok(AuthMode::Auto),
+        "required" => Ok(AuthMode::Required),
+        "off" => Ok(AuthMode::Off),
+        _ => Err("expected required or off".to_string()),
+    });
+    p.set(&mut c.jwt_secret, "ATLAS_JWT_SECRET", |v| match v.len() {
+        0 => Ok(None),
+        1..=31 => Err("at least 32 bytes (HS256 needs a 256-bit key)".to_string()),
+        _ => Ok(Some(v.to_string())),
+    });
+    p.set(&mut c.jwt_public_key, "ATLAS_JWT_PUBLIC_KEY", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else if v.starts_with("-----BEGIN") || v.starts_with('/') {
+            Ok(Some(v.to_string()))
+        } else {
+            Err("expected PEM text or an absolute path to a PEM file".to_string())
+        }
+    });
+    p.set(&mut c.jwks_file, "ATLAS_JWKS_FILE", |v| {
+        if v.is_empty() {
+            Ok(None)
+        } else if v.starts_with('/') {
+            Ok(Some(PathBuf::from(v)))
+        } else {
+            Err("expected an absolute path".to_string())
+        }
+    });
+    p.set(&mut c.jwt_issuer, "ATLAS_JWT_ISSUER", optional);
+    p.set(&mut c.jwt_audience, "ATLAS_JWT_AUDIENCE", optional);
+    p.set(&mut c.jwt_leeway, "ATLAS_JWT_LEEWAY_S", |v| {
+        secs(v, 0, 3600)
+    });
+    p.set(&mut c.admin_token, "ATLAS_ADMIN_TOKEN", |v| match v.len() {
+        0 => Ok(None),
+        1..=31 => Err("at least 32 characters".to_string()),
+        _ if v.bytes().any(|b| !b.is_ascii_graphic()) => {
+            Err("printable characters without spaces".to_string())
+        }
+        _ => Ok(Some(v.to_string())),
+    });
+    p.set(&mut c.jwt_cache_entries, "ATLAS_JWT_CACHE_ENTRIES", |v| {
+        usize_in(v, 0, 10_000_000)
+    });
+    p.set(
+        &mut c.alert_auth_failures,
+        "ATLAS_ALERT_AUTH_FAILURES",
+        |v| int_in(v, 1, 1_000_000),
+    );
     p.set(&mut c.redis_urls, "ATLAS_REDIS_URL", redis_urls);
     p.set(&mut c.redis_cluster, "ATLAS_REDIS_CLUSTER", boolean);
     p.set(&mut c.redis_timeout, "ATLAS_REDIS_TIMEOUT_MS", |v| {
@@ -438,6 +536,7 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
             _ => Err("expected a fraction from 0 to 1, for example 0.05".to_string()),
         }
     });
+    ratelimit::parse(&mut p, &mut c.rate_limits);
     if !c.embedded && c.endpoints.is_empty() && p.errors.is_empty() {
         p.errors.push(ConfigError {
             name: "ATLAS_EMBEDDED".to_string(),
@@ -510,6 +609,23 @@ fn secs(v: &str, min: u64, max: u64) -> Result<Duration, String> {
     int_in(v, min, max)
         .map(Duration::from_secs)
         .map_err(|e| format!("{e} (seconds)"))
+}
+
+/// An optional text value (empty: `None`).
+fn optional(v: &str) -> Result<Option<String>, String> {
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
+/// `ATLAS_AUTH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Not set: required when a key is configured, off on a loopback address, refused
+    /// otherwise.
+    Auto,
+    /// Every user and admin route needs a valid token.
+    Required,
+    /// No authentication (explicit).
+    Off,
 }
 
 /// `redis://host:port[/db]`, comma-separated (several: cluster seeds).
@@ -661,7 +777,9 @@ mod tests {
     /// under its name (ATLAS_LOG takes any text).
     #[test]
     fn every_setting_is_parsed() {
-        for setting in SETTINGS.iter().filter(|s| s.env != "ATLAS_LOG") {
+        // Any text is a valid log filter, issuer or audience: those are checked below.
+        let free_text = ["ATLAS_LOG", "ATLAS_JWT_ISSUER", "ATLAS_JWT_AUDIENCE"];
+        for setting in SETTINGS.iter().filter(|s| !free_text.contains(&s.env)) {
             let env = env_from(&[(setting.env, "not-a-valid-value")]);
             let (raw, _) = gather(&Flags::default(), env);
             let errors = build(&raw).expect_err(setting.env);
@@ -671,6 +789,18 @@ mod tests {
                 setting.env
             );
         }
+    }
+
+    #[test]
+    fn free_text_settings_are_parsed() {
+        let env = env_from(&[
+            ("ATLAS_JWT_ISSUER", "https://id.example"),
+            ("ATLAS_JWT_AUDIENCE", "atlas"),
+        ]);
+        let (raw, _) = gather(&Flags::default(), env);
+        let c = build(&raw).unwrap();
+        assert_eq!(c.jwt_issuer.as_deref(), Some("https://id.example"));
+        assert_eq!(c.jwt_audience.as_deref(), Some("atlas"));
     }
 
     #[test]

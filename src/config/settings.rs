@@ -52,6 +52,18 @@ const fn flagged(
     }
 }
 
+/// A setting whose value is never printed (`check-config` shows `<redacted>`).
+const fn secret(env: &'static str, key: &'static str, help: &'static str) -> Setting {
+    Setting {
+        env,
+        key,
+        flag: None,
+        default: "",
+        secret: true,
+        help,
+    }
+}
+
 /// Every setting, in the order `check-config` prints them.
 pub const SETTINGS: &[Setting] = &[
     flagged("ATLAS_LISTEN", "listen", "--listen", "127.0.0.1:8083", "address to listen on (IP:PORT; port 0 picks a free port)"),
@@ -85,6 +97,16 @@ pub const SETTINGS: &[Setting] = &[
     s("ENABLE_PROMETHEUS", "enable_prometheus", "true", "serve GET /metrics"),
     s("ATLAS_MONITOR_INTERVAL_S", "monitor_interval_s", "5", "seconds between monitor collections (alert windows)"),
     s("ATLAS_ALERT_FOR_WINDOWS", "alert_for_windows", "2", "consecutive windows a condition must hold before an alert fires, and clear before it resolves"),
+    s("ATLAS_AUTH", "auth", "", "required | off; empty: required when a key is configured, off on a loopback listen address, and a refusal to start otherwise"),
+    secret("ATLAS_JWT_SECRET", "jwt_secret", "HS256/384/512 shared secret (at least 32 bytes)"),
+    s("ATLAS_JWT_PUBLIC_KEY", "jwt_public_key", "", "RSA or EC public key for RS*/PS*/ES* tokens: a PEM file path, or the PEM text itself"),
+    s("ATLAS_JWKS_FILE", "jwks_file", "", "a JWK Set file (keys chosen by the token's kid)"),
+    s("ATLAS_JWT_ISSUER", "jwt_issuer", "", "required iss claim (empty: not checked)"),
+    s("ATLAS_JWT_AUDIENCE", "jwt_audience", "", "required aud claim (empty: not checked)"),
+    s("ATLAS_JWT_LEEWAY_S", "jwt_leeway_s", "30", "clock leeway in seconds for exp and nbf"),
+    secret("ATLAS_ADMIN_TOKEN", "admin_token", "a static bearer token (at least 32 characters) with the admin role, for operators and scripts"),
+    s("ATLAS_JWT_CACHE_ENTRIES", "jwt_cache_entries", "10000", "verified tokens kept per shard, each until its exp or 60 s (0: verify every request)"),
+    s("ATLAS_ALERT_AUTH_FAILURES", "alert_auth_failures", "20", "authentication failures from one address within one monitor window that raise the auth_failures alert"),
     s("ATLAS_REDIS_URL", "redis_url", "", "Redis L2: redis://host:port[/db] for one node, or several comma-separated seed URLs of a Redis Cluster (empty: no L2)"),
     s("ATLAS_REDIS_CLUSTER", "redis_cluster", "false", "treat a single ATLAS_REDIS_URL as a Redis Cluster seed"),
     s("ATLAS_REDIS_TIMEOUT_MS", "redis_timeout_ms", "5", "longest a lookup waits for Redis before it counts as a miss"),
@@ -95,6 +117,13 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_ALERT_WEBHOOK", "alert_webhook", "", "http://host:port/path that receives every alert change as a JSON POST (3 tries, never blocking a shard)"),
     s("ALERT_RESPONSE_TIME_MS", "alert_response_time_ms", "400", "p95 response time that raises an alert"),
     s("ALERT_ERROR_RATE", "alert_error_rate", "0.05", "error-rate fraction that raises an alert"),
+    s("ATLAS_RATE_LIMIT_USER_RPS", "rate_limit_user_rps", "0", "requests per second each user may make on average (token bucket on the shard owning the user; 0: no per-user limit)"),
+    s("ATLAS_RATE_LIMIT_USER_BURST", "rate_limit_user_burst", "0", "requests a user may make at once from a full bucket (0: the per-user rate rounded up)"),
+    s("ATLAS_RATE_LIMIT_GLOBAL_RPS", "rate_limit_global_rps", "0", "requests per second for the whole instance, or every instance sharing ATLAS_REDIS_URL (0: no global limit)"),
+    s("ATLAS_RATE_LIMIT_GLOBAL_BURST", "rate_limit_global_burst", "0", "requests accepted at once from a full global bucket (0: the global rate rounded up)"),
+    s("ATLAS_RATE_LIMIT_HITS", "rate_limit_hits", "true", "answers served from the cache cost a token too (false: their token is given back)"),
+    s("ATLAS_RATE_LIMIT_MAX_USERS", "rate_limit_max_users", "100000", "users tracked at once across all shards (idle users with a full bucket are dropped; past it a new user is not limited)"),
+    s("ATLAS_RATE_LIMIT_REDIS_FAILURE", "rate_limit_redis_failure", "local", "with Redis unreachable: local (each instance enforces the limits alone), open (no limits) or closed (503)"),
 ];
 
 /// The setting with this environment variable name.

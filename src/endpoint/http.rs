@@ -121,38 +121,122 @@ impl ModelEndpoint for HttpEndpoint {
         if response.status != 200 {
             return Err(EndpointError::Status(response.status));
         }
-        let parsed: BatchResponse = serde_json::from_slice(&response.body)
-            .map_err(|e| EndpointError::Protocol(format!("not a batch response: {e}")))?;
-        if parsed.outputs.len() != inputs.len() {
-            return Err(EndpointError::Protocol(format!(
-                "{} outputs for {} inputs",
-                parsed.outputs.len(),
-                inputs.len()
-            )));
-        }
-        Ok(parsed
-            .outputs
-            .into_iter()
-            .map(|o| match o {
-                WireOutput::Err { error } => Err(item_error(error)),
-                WireOutput::Ok {
-                    result,
-                    confidence,
-                    volatility,
-                    dependencies,
-                    symbols,
-                } if confidence.is_finite() && volatility.is_finite() => Ok(ModelOutput {
+        decode(&response.body, inputs.len())
+    }
+}
+
+/// Most `dependencies` or `symbols` one output may declare, and the longest of each.
+const MAX_OUTPUT_TAGS: usize = 256;
+const MAX_OUTPUT_TAG_LEN: usize = 256;
+
+/// Turns a `200` batch response body into one result per input. The whole call fails (and
+/// may be retried elsewhere) unless the body is a batch response with exactly `inputs`
+/// outputs, each a `result` object with a finite confidence and volatility or an `error`:
+/// nothing from an answer that fails this check reaches the cache. Tags and symbols are
+/// bounded (at most 256 per output, 1 to 256 bytes without control characters), so an
+/// endpoint cannot bloat the cache's dependency index. Pure; fuzzed (`batch_response`).
+pub fn decode(body: &[u8], inputs: usize) -> Result<Outputs, EndpointError> {
+    let parsed: BatchResponse = serde_json::from_slice(body)
+        .map_err(|e| EndpointError::Protocol(format!("not a batch response: {e}")))?;
+    if parsed.outputs.len() != inputs {
+        return Err(EndpointError::Protocol(format!(
+            "{} outputs for {inputs} inputs",
+            parsed.outputs.len(),
+        )));
+    }
+    parsed
+        .outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| match o {
+            WireOutput::Err { error } => Ok(Err(item_error(error))),
+            WireOutput::Ok {
+                result,
+                confidence,
+                volatility,
+                dependencies,
+                symbols,
+            } => {
+                let bad = |what: &str| EndpointError::Protocol(format!("outputs[{i}]: {what}"));
+                if !result.is_object() {
+                    return Err(bad("`result` is not an object"));
+                }
+                for list in [&dependencies, &symbols] {
+                    if list.len() > MAX_OUTPUT_TAGS
+                        || list.iter().any(|t| {
+                            t.is_empty()
+                                || t.len() > MAX_OUTPUT_TAG_LEN
+                                || t.chars().any(char::is_control)
+                        })
+                    {
+                        return Err(bad("too many or malformed dependencies or symbols"));
+                    }
+                }
+                if !(confidence.is_finite() && volatility.is_finite()) {
+                    return Ok(Err(ModelError::Numerical {
+                        message: "the endpoint returned a non-finite confidence or volatility"
+                            .to_string(),
+                    }));
+                }
+                Ok(Ok(ModelOutput {
                     result,
                     confidence: confidence.clamp(0.0, 1.0),
                     volatility: volatility.max(0.0),
                     dependencies,
                     symbols,
-                }),
-                WireOutput::Ok { .. } => Err(ModelError::Numerical {
-                    message: "the endpoint returned a non-finite confidence or volatility"
-                        .to_string(),
-                }),
-            })
-            .collect())
+                }))
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_results_and_item_errors() {
+        let body = br#"{"outputs":[{"result":{"a":1},"confidence":1.5,"volatility":-1,"dependencies":["symbol:X"],"symbols":["X"]},{"error":{"code":"numerical_failure","message":"m"}}],"endpoint_id":"e"}"#;
+        let out = decode(body, 2).unwrap();
+        let first = out[0].as_ref().unwrap();
+        assert_eq!((first.confidence, first.volatility), (1.0, 0.0));
+        assert_eq!(first.symbols, vec!["X".to_string()]);
+        assert!(matches!(out[1], Err(ModelError::Numerical { .. })));
+    }
+
+    #[test]
+    fn a_wrong_count_or_garbage_fails_the_whole_call() {
+        let one = br#"{"outputs":[{"result":{},"confidence":0.5}]}"#;
+        assert!(decode(one, 1).is_ok());
+        assert!(matches!(decode(one, 2), Err(EndpointError::Protocol(_))));
+        assert!(matches!(decode(one, 0), Err(EndpointError::Protocol(_))));
+        assert!(decode(b"not json", 1).is_err());
+        assert!(decode(b"{}", 1).is_err());
+    }
+
+    /// Regression: a `result` that is not an object (a number, a string, null) was accepted,
+    /// cached and served inside `{"result": ...}` as if the model had computed it.
+    #[test]
+    fn a_result_that_is_not_an_object_fails_the_call() {
+        for result in ["1", "\"x\"", "null", "[]", "true"] {
+            let body = format!(r#"{{"outputs":[{{"result":{result},"confidence":0.5}}]}}"#);
+            assert!(
+                matches!(decode(body.as_bytes(), 1), Err(EndpointError::Protocol(_))),
+                "{result}"
+            );
+        }
+    }
+
+    #[test]
+    fn tags_are_bounded() {
+        let many: Vec<String> = (0..=MAX_OUTPUT_TAGS).map(|i| format!("t{i}")).collect();
+        let body = serde_json::json!({"outputs": [{"result": {}, "confidence": 0.5,
+            "dependencies": many}]})
+        .to_string();
+        assert!(decode(body.as_bytes(), 1).is_err());
+        let body = br#"{"outputs":[{"result":{},"confidence":0.5,"symbols":["a\u0000b"]}]}"#;
+        assert!(decode(body, 1).is_err());
+        let body = br#"{"outputs":[{"result":{},"confidence":0.5,"symbols":[""]}]}"#;
+        assert!(decode(body, 1).is_err());
     }
 }

@@ -8,6 +8,8 @@ pub mod chunked;
 pub mod parse;
 pub mod response;
 pub mod status;
+#[cfg(any(test, fuzzing))]
+pub mod stream;
 
 use bytes::Bytes;
 

@@ -26,6 +26,19 @@ pub struct Limits {
     pub max_body: u64,
 }
 
+impl Limits {
+    /// The longest head these limits can accept: the request-line allowance (method, target,
+    /// version) plus the header section. A buffer longer than this without a complete head is
+    /// parsed regardless, to produce its 414 or 431.
+    pub fn max_head(&self) -> usize {
+        self.max_target + LINE_OVERHEAD + self.max_header_bytes + 2
+    }
+}
+
+/// Allowance on the request line beyond the target: method (≤ 16), two spaces, `HTTP/1.1`,
+/// CRLF, with room to spare.
+const LINE_OVERHEAD: usize = 32;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -153,8 +166,7 @@ fn offset_of(buf: &[u8], part: &[u8]) -> Range<usize> {
 /// Checks the size limits on a head that is still incomplete, so a client cannot make the
 /// server buffer without bound while it waits for the end of the head.
 fn check_incomplete(buf: &[u8], limits: &Limits) -> Result<(), ApiError> {
-    // Method (≤ 16) + space + target + space + "HTTP/1.1" + CRLF.
-    let line_allowance = limits.max_target + 32;
+    let line_allowance = limits.max_target + LINE_OVERHEAD;
     match memchr(b'\n', buf) {
         None if buf.len() > line_allowance => Err(too_long_target(limits)),
         None => Ok(()),
@@ -265,6 +277,72 @@ pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError>
         headers: header_ranges,
         len,
     }))
+}
+
+/// Incremental head parsing over a growing buffer, as the connection loop does it: the parser
+/// runs only once the buffer may hold a complete head (it contains the blank line that ends
+/// one) or has outgrown [`Limits::max_head`], and the search for the blank line resumes where
+/// the previous call stopped, so a head arriving a byte at a time is not re-scanned from the
+/// start on every read.
+///
+/// The outcome for a byte stream does not depend on how it was split into reads (checked by
+/// the property tests in `http::stream` and by the `http_request` fuzz target).
+#[derive(Debug, Clone, Default)]
+pub struct HeadScanner {
+    /// Bytes of the current buffer already searched for the end of the head.
+    scanned: usize,
+}
+
+impl HeadScanner {
+    /// A scanner at the start of a head.
+    pub fn new() -> Self {
+        HeadScanner::default()
+    }
+
+    /// Parses the head at the start of `buf` (the whole unconsumed input, which only grows
+    /// between calls until a head is returned). After `Done`, the caller consumes `head.len`
+    /// bytes and the scanner starts over.
+    pub fn poll(&mut self, buf: &[u8], limits: &Limits) -> Result<Parsed<Head>, ApiError> {
+        // No valid head is longer than `max_head`, and parsing never looks further: so the
+        // outcome depends on the same bytes however the buffer grew (a parse forced by size
+        // sees exactly the bytes a parse of the whole input would).
+        let window = &buf[..buf.len().min(limits.max_head() + 1)];
+        let parsed = if buf.len() > limits.max_head() || head_may_be_complete(window, self.scanned)
+        {
+            parse_head(window, limits)?
+        } else {
+            Parsed::Incomplete
+        };
+        self.scanned = match parsed {
+            Parsed::Incomplete => buf.len(),
+            Parsed::Done(_) => 0,
+        };
+        Ok(parsed)
+    }
+}
+
+/// Whether `buf` may hold a complete head: after the empty lines a client may send before a
+/// request (RFC 9112 §2.2, skipped by the parser too), it contains the blank line (`\n\r\n`
+/// or `\n\n`) that ends one, searching from just before `scanned` (bytes already searched).
+pub fn head_may_be_complete(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.saturating_sub(2).max(leading_empty_lines(buf));
+    buf.get(from..).is_some_and(|tail| {
+        tail.windows(2).enumerate().any(|(i, w)| {
+            w[0] == b'\n' && (w[1] == b'\n' || (w[1] == b'\r' && tail.get(i + 2) == Some(&b'\n')))
+        })
+    })
+}
+
+/// Length of the empty lines (`\r\n` or `\n`) at the start of `buf`.
+fn leading_empty_lines(buf: &[u8]) -> usize {
+    let mut i = 0;
+    loop {
+        match buf.get(i..i + 2) {
+            Some(b"\r\n") => i += 2,
+            _ if buf.get(i) == Some(&b'\n') => i += 1,
+            _ => return i,
+        }
+    }
 }
 
 fn describe(e: httparse::Error) -> &'static str {
@@ -622,6 +700,58 @@ mod tests {
         );
         assert_eq!(parse_decimal(b""), None);
         assert_eq!(parse_decimal(b"1a"), None);
+    }
+
+    /// Regression (fuzz: http_request): the empty lines a client may send before a request
+    /// were taken for the blank line that ends a head, so a buffer that arrived whole was
+    /// parsed (and refused) at once while the same bytes arriving in pieces waited for more.
+    #[test]
+    fn leading_empty_lines_do_not_end_a_head() {
+        assert!(!head_may_be_complete(
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n",
+            0
+        ));
+        assert!(!head_may_be_complete(b"\n\n\r\nGET /", 0));
+        assert!(head_may_be_complete(
+            b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            0
+        ));
+        assert!(head_may_be_complete(b"GET / HTTP/1.0\n\n", 0));
+        assert_eq!(leading_empty_lines(b"\r\n\n\r\rx"), 3);
+        let input = b"\r\n\r\nT /a HTTP/1.1\r\nHost: a\r\n@\x80\r\nPO /b HTTP/1.1\r\n";
+        let (mut whole, mut split) = (HeadScanner::new(), HeadScanner::new());
+        assert_eq!(
+            whole.poll(input, &Limits::default()),
+            Ok(Parsed::Incomplete)
+        );
+        for end in 1..=input.len() {
+            assert_eq!(
+                split.poll(&input[..end], &Limits::default()),
+                Ok(Parsed::Incomplete)
+            );
+        }
+    }
+
+    /// A head too long to be valid is judged on its first `max_head + 1` bytes, however it
+    /// arrived: a bad byte past them (here a NUL) does not turn the 431 into a 400 when the
+    /// whole buffer arrives at once.
+    #[test]
+    fn an_oversized_head_is_judged_on_the_same_bytes_whole_or_split() {
+        let limits = Limits::default();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        raw.resize(limits.max_head() + 500, b'a');
+        raw.extend_from_slice(b"\0\r\n\r\n");
+        let whole = HeadScanner::new().poll(&raw, &limits).unwrap_err();
+        let mut split = HeadScanner::new();
+        let mut err = None;
+        for end in (1000..raw.len()).step_by(1000).chain([raw.len()]) {
+            if let Err(e) = split.poll(&raw[..end], &limits) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(Some(whole.clone()), err);
+        assert_eq!(whole.status, Status::HeaderFieldsTooLarge);
     }
 
     proptest! {

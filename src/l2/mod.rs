@@ -124,6 +124,26 @@ fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// A worker's answer, or an error when it does not come within `limit`.
+async fn answer_within<T>(
+    rx: oneshot::Receiver<Result<T, String>>,
+    limit: Duration,
+) -> Result<T, String> {
+    let answer = futures_lite::future::or(async { Some(rx.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await;
+    match answer {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => Err("the Redis worker went away".into()),
+        None => Err(format!(
+            "Redis did not answer within {} ms",
+            limit.as_millis()
+        )),
+    }
+}
+
 /// The breaker settings for Redis.
 fn breaker_options(timeout: Duration) -> BreakerOptions {
     BreakerOptions {
@@ -211,19 +231,7 @@ impl L2 {
         self.pool
             .send(Command::Query { cmd, reply: tx })
             .map_err(|_| "the Redis queue is full".to_string())?;
-        let answer = futures_lite::future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(limit).await;
-            None
-        })
-        .await;
-        match answer {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err("the Redis worker went away".into()),
-            None => Err(format!(
-                "Redis did not answer within {} ms",
-                limit.as_millis()
-            )),
-        }
+        answer_within(rx, limit).await
     }
 
     /// `SET key value PX ttl_ms`, waiting at most `limit`.
@@ -360,19 +368,7 @@ impl L2 {
                 reply: Some(tx),
             })
             .map_err(|_| "the Redis queue is full".to_string())?;
-        let answer = futures_lite::future::or(async { Some(rx.await) }, async {
-            glommio::timer::sleep(limit).await;
-            None
-        })
-        .await;
-        match answer {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err("the Redis worker went away".into()),
-            None => Err(format!(
-                "Redis did not answer within {} ms",
-                limit.as_millis()
-            )),
-        }
+        answer_within(rx, limit).await
     }
 
     /// The pub/sub channel invalidations travel on (`{prefix}invalidate`).

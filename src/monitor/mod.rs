@@ -18,6 +18,7 @@
 //! | `cache_hit_rate` (≥ 20 lookups) | < 70 % | < 50 % | — |
 //! | `concurrent_requests` | > 80 % of `MAX_CONCURRENT_REQUESTS` (8000) | > 95 % (9500) | — |
 //! | `latency_deviation` (`ATLAS_ADAPTIVE_THRESHOLDS`, per operation, ≥ 20 answers) | p95 > min(static warning, max(3 × baseline, 5 ms)) | — | — |
+//! | `auth_failures` (refusals from one client address in the window) | ≥ `ATLAS_ALERT_AUTH_FAILURES` (20) | — | — |
 //!
 //! An alert fires at a severity once its condition has held for `ATLAS_ALERT_FOR_WINDOWS`
 //! consecutive windows, and resolves only after as many consecutive clear windows
@@ -77,12 +78,13 @@ impl Severity {
 }
 
 /// The alert rules, in a fixed order.
-pub const ALERTS: [&str; 5] = [
+pub const ALERTS: [&str; 6] = [
     "response_time",
     "error_rate",
     "cache_hit_rate",
     "concurrent_requests",
     "latency_deviation",
+    "auth_failures",
 ];
 
 /// The health score and the terms it was computed from (each in [0, 1], 0 = perfect).
@@ -185,6 +187,7 @@ struct Settings {
     response_target: f64,
     error_rate: f64,
     max_concurrent: f64,
+    auth_failures: u64,
 }
 
 impl From<&Config> for Settings {
@@ -197,6 +200,7 @@ impl From<&Config> for Settings {
             response_target: config.alert_response_time.as_secs_f64(),
             error_rate: config.alert_error_rate,
             max_concurrent: config.max_concurrent_requests as f64,
+            auth_failures: config.alert_auth_failures,
         }
     }
 }
@@ -365,6 +369,7 @@ impl Monitor {
                         [0.8, 0.95, f64::INFINITY].map(|k| k * s.max_concurrent),
                     ),
                     deviation,
+                    (w.auth_refused_max.0 >= s.auth_failures).then_some(Severity::Warning),
                 ],
                 [
                     t.p95().unwrap_or(0.0),
@@ -372,6 +377,7 @@ impl Monitor {
                     t.hit_rate().unwrap_or(1.0),
                     w.in_flight as f64,
                     ratio,
+                    w.auth_refused_max.0 as f64,
                 ],
             )
         };

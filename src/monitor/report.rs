@@ -81,6 +81,7 @@ pub fn performance(m: &Monitor) -> Value {
                 "error_rate": {"warning": s.error_rate, "critical": 2.0 * s.error_rate, "emergency": 5.0 * s.error_rate},
                 "cache_hit_rate_below": {"warning": 0.7, "critical": 0.5},
                 "concurrent_requests": {"warning": 0.8 * s.max_concurrent, "critical": 0.95 * s.max_concurrent},
+                "auth_failures_per_address": s.auth_failures,
                 "for_windows": s.for_windows,
             },
             "history": m.events.borrow().iter().map(|e| json!({

@@ -66,6 +66,8 @@ pub struct Window {
     pub in_flight: u64,
     /// Share of endpoints whose breaker is open on some shard.
     pub endpoints_open: f64,
+    /// Most authentication refusals from one client address in the window, and the address.
+    pub auth_refused_max: (u64, Option<std::net::IpAddr>),
 }
 
 /// The window between two cumulative totals (`last` `None`: since start). `shards` are the
@@ -127,6 +129,18 @@ pub fn between(
         w.total.model.queue_s += model.queue_s;
     }
     w.total.quantiles = quantiles(&all);
+    for (addr, n) in &now.auth.by_addr {
+        let before = last
+            .auth
+            .by_addr
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map_or(0, |(_, m)| *m);
+        let d = n.saturating_sub(before);
+        if d > w.auth_refused_max.0 {
+            w.auth_refused_max = (d, Some(*addr));
+        }
+    }
     w
 }
 

@@ -18,6 +18,7 @@ pub mod reload;
 pub mod sd_notify;
 pub mod shard;
 pub mod sys;
+pub mod trim;
 pub mod watchdog;
 
 use std::io::Write;
@@ -113,7 +114,12 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         endpoints: resolve_endpoints(&config)?,
         webhook: resolve_webhook(&config, addr)?,
         redis: start_redis(&config)?,
+        verifier: auth_keys(&config, addr)?,
         restore: Arc::new(Mutex::new(load_snapshots(&config, shards))),
+        global_limit: config
+            .rate_limits
+            .global()
+            .map(|rate| Arc::new(atlas_shard::SharedBucket::new(rate))),
     });
 
     let signals = signal_hook::iterator::Signals::new([
@@ -199,6 +205,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         status,
         drain_started: Arc::clone(&drain_started),
     };
+    trim::spawn(Arc::clone(&shared));
     std::thread::Builder::new()
         .name("atlas-signals".into())
         .spawn(move || watcher.run(signals))
@@ -274,6 +281,53 @@ fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartErro
             })
         })
         .collect()
+}
+
+/// Loads the JWT keys and decides whether authentication is on (`ATLAS_AUTH`): required
+/// needs a key; unset means required when a key is configured, off on a loopback address,
+/// and a refusal to start on any other address. Logs the decision (never a secret).
+fn auth_keys(
+    config: &Config,
+    bound: SocketAddr,
+) -> Result<Option<Arc<crate::auth::verify::Verifier>>, StartError> {
+    use crate::config::AuthMode;
+    let verifier = crate::auth::verify::Verifier::load(config).map_err(StartError::Config)?;
+    let loopback = bound.ip().is_loopback();
+    let on = match (config.auth, &verifier) {
+        (AuthMode::Off, _) => {
+            if !loopback {
+                log::warn!(
+                    target: "atlas::security",
+                    "event=config auth=off listen={bound}: ATLAS_AUTH=off on a non-loopback address; every route is open"
+                );
+            }
+            false
+        }
+        (AuthMode::Required | AuthMode::Auto, Some(_)) => true,
+        (AuthMode::Required, None) => return Err(StartError::Config(
+            "ATLAS_AUTH=required needs ATLAS_JWT_SECRET, ATLAS_JWT_PUBLIC_KEY or ATLAS_JWKS_FILE"
+                .into(),
+        )),
+        (AuthMode::Auto, None) if loopback => false,
+        (AuthMode::Auto, None) => {
+            return Err(StartError::Config(format!(
+                "listening on {bound} (not loopback) without authentication: configure \
+                 ATLAS_JWT_SECRET, ATLAS_JWT_PUBLIC_KEY or ATLAS_JWKS_FILE, or set ATLAS_AUTH=off \
+                 explicitly"
+            )))
+        }
+    };
+    let verifier = verifier.filter(|_| on).map(Arc::new);
+    match &verifier {
+        Some(v) => log::info!(
+            target: "atlas::security",
+            "event=config auth=required keys=\"{}\" admin_token={}",
+            v.describe(),
+            if config.admin_token.is_some() { "set" } else { "unset" }
+        ),
+        None => log::info!(target: "atlas::security", "event=config auth=off listen={bound}"),
+    }
+    Ok(verifier)
 }
 
 /// Starts the Redis workers when `ATLAS_REDIS_URL` is set: min(`CONNECTION_POOL_SIZE`, 4)
@@ -460,8 +514,12 @@ pub struct Resolved {
     pub webhook: Option<WebhookTarget>,
     /// The Redis workers of the L2 (`ATLAS_REDIS_URL`).
     pub redis: Option<crate::l2::pool::Pool>,
+    /// The JWT keys when authentication is required (`None`: auth off).
+    pub verifier: Option<Arc<crate::auth::verify::Verifier>>,
     /// Snapshot entries for each shard to restore (taken once by the shard).
     pub restore: Arc<Mutex<Vec<Vec<atlas_shard::SnapshotEntry>>>>,
+    /// The global rate-limit bucket every shard shares (`ATLAS_RATE_LIMIT_GLOBAL_RPS`).
+    pub global_limit: Option<Arc<atlas_shard::SharedBucket>>,
 }
 
 impl Resolved {
@@ -618,7 +676,12 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        if shard.shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+        let open = shard.shared.connections.fetch_add(1, Ordering::Relaxed);
+        shard
+            .shared
+            .connections_peak
+            .fetch_max(open + 1, Ordering::Relaxed);
+        if open >= max {
             shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
             let c = &shard.counters.connections_rejected;
             c.set(c.get() + 1);

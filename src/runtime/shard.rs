@@ -24,6 +24,7 @@ use crate::mesh::Mesh;
 use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
 use crate::monitor::{Monitor, MonitorSummary};
+use crate::ratelimit::{Limiter, RateCall, RateFigures, RateReply, Verdict};
 
 /// How long a scrape, `/health/detailed` or the monitor waits for each shard's answer.
 pub const BROADCAST_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -36,6 +37,8 @@ pub struct Shared {
     pub shards: usize,
     /// Open client connections across all shards (for `ATLAS_MAX_CONNECTIONS`).
     pub connections: AtomicUsize,
+    /// Highest `connections` since the memory trimmer last looked (see `runtime::trim`).
+    pub connections_peak: AtomicUsize,
     /// Every shard is listening (`/health/ready`).
     pub ready: AtomicBool,
     /// A shutdown signal arrived: stop accepting, finish in-flight requests.
@@ -50,6 +53,7 @@ impl Shared {
         Shared {
             shards,
             connections: AtomicUsize::new(0),
+            connections_peak: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
@@ -78,6 +82,8 @@ pub enum ShardCall {
     Invalidate(Box<Invalidation>),
     /// Read or change a stored user context this shard owns.
     Context(Box<ContextCall>),
+    /// Take or give back rate-limit tokens of a user this shard owns.
+    RateLimit(Box<RateCall>),
     /// Answer at once (the watchdog's liveness check of every shard).
     Ping,
 }
@@ -97,6 +103,8 @@ pub enum ShardReply {
     Invalidated(u64),
     /// Answer to `Context`.
     Context(ContextReply),
+    /// Answer to `RateLimit`.
+    RateLimit(RateReply),
     /// Answer to `Ping`: the shard's index.
     Pong(usize),
 }
@@ -122,6 +130,8 @@ pub struct ShardInfo {
     pub engine: EngineFigures,
     /// The monitor's summary (shard 0 only).
     pub monitor: Option<MonitorSummary>,
+    /// The rate limits' figures (`None` when every limit is off).
+    pub rate: Option<RateFigures>,
 }
 
 /// Plain per-shard counters.
@@ -177,6 +187,10 @@ pub struct Shard {
     pub monitor: Option<Rc<Monitor>>,
     /// When the process started the shards (for uptime).
     pub origin: Instant,
+    /// Authentication state (keys shared, token cache and counters per shard).
+    pub auth: crate::auth::Auth,
+    /// The rate limits (`None` when every limit is off, and on a model endpoint).
+    pub rate_limits: Option<Rc<Limiter>>,
 }
 
 /// What a shard serves: the gateway (with its owner-side engine) or the model tier.
@@ -261,6 +275,17 @@ impl Shard {
             )),
             Role::ModelEndpoint(opts) => App::Model(ModelServer::new(opts.clone(), id, cpu)),
         };
+        let rate_limits = match &app {
+            App::Gateway(engine) => Limiter::start(
+                &config.rate_limits,
+                shards,
+                origin,
+                resolved.global_limit.clone(),
+                engine.l2.clone(),
+                config.redis_timeout,
+            ),
+            App::Model(_) => None,
+        };
         if let App::Gateway(engine) = &app {
             let entries = resolved.take_restore(id);
             if !entries.is_empty() {
@@ -277,6 +302,11 @@ impl Shard {
                 .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
             origin,
+            auth: crate::auth::Auth::new(
+                resolved.verifier.clone(),
+                config.admin_token.as_deref(),
+                config.jwt_cache_entries,
+            ),
             live: RefCell::new(Arc::clone(&config)),
             config,
             limits,
@@ -286,6 +316,7 @@ impl Shard {
             shutdown: Semaphore::new(0),
             in_flight_cap,
             health_body,
+            rate_limits,
         }
     }
 
@@ -337,6 +368,13 @@ impl Shard {
                 App::Model(_) => 0,
             }),
             ShardCall::Context(call) => crate::ai::context::on_shard(&self, *call),
+            ShardCall::RateLimit(call) => ShardReply::RateLimit(match &self.rate_limits {
+                Some(limiter) => limiter.answer(*call).await,
+                None => RateReply::Taken(Verdict::Allowed {
+                    user: None,
+                    charges: Default::default(),
+                }),
+            }),
             ShardCall::Ping => ShardReply::Pong(self.id),
             ShardCall::Ai(job) => match &self.app {
                 App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
@@ -362,6 +400,7 @@ impl Shard {
             in_flight: c.in_flight.get(),
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|m| m.summary()),
+            rate: self.rate_limits.as_ref().map(|l| l.figures()),
         }
     }
 
@@ -393,6 +432,8 @@ impl Shard {
             connections_open: self.counters.connections_open.get(),
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|mon| mon.summary()),
+            auth: self.auth.figures(),
+            rate: self.rate_limits.as_ref().map(|l| l.figures()),
             ..MetricsSnapshot::default()
         };
         if let App::Gateway(e) = &self.app {

@@ -36,6 +36,24 @@ impl Server {
         )
     }
 
+    /// Like [`Server::start`], with `configure` applied to the command before it is spawned
+    /// (resource limits, credentials).
+    pub fn start_with(
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
+        Self::spawn_with(
+            &[],
+            "serve",
+            "127.0.0.1:0",
+            "atlas listening on http://",
+            args,
+            env,
+            configure,
+        )
+    }
+
     /// Starts `atlas model-endpoint --listen 127.0.0.1:0` with extra args.
     pub fn model_endpoint(args: &[&str]) -> Server {
         Self::model_endpoint_at("127.0.0.1:0", args)
@@ -66,6 +84,19 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Self::spawn_with(wrapper, subcommand, listen, prefix, args, env, |_| {})
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_with(
+        wrapper: &[&str],
+        subcommand: &str,
+        listen: &str,
+        prefix: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Server {
         let atlas = env!("CARGO_BIN_EXE_atlas");
         let mut cmd = match wrapper.split_first() {
             Some((program, rest)) => {
@@ -89,6 +120,7 @@ impl Server {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        configure(&mut cmd);
         let mut child = cmd.spawn().expect("spawn atlas");
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();

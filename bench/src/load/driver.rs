@@ -46,6 +46,8 @@ pub struct Plan {
     /// Per request, connect included.
     pub timeout: Duration,
     pub threads: usize,
+    /// Keep a per-second timeline (`--timeline`).
+    pub timeline: bool,
 }
 
 /// Live counters one thread publishes for the progress line.
@@ -180,6 +182,11 @@ pub fn run(
     progress: &Progress,
 ) -> io::Result<ThreadStats> {
     let stats = ThreadStats::new().map_err(|e| io::Error::other(e.to_string()))?;
+    let stats = if plan.timeline {
+        stats.with_timeline()
+    } else {
+        stats
+    };
     let threads = plan.threads.max(1);
     let slots: Vec<Conn> = match plan.mode {
         Mode::Closed { users, .. } => (thread as u64..users)
@@ -588,6 +595,8 @@ impl Driver<'_> {
         let latency = now.saturating_duration_since(req.scheduled).as_micros() as u64;
         let service = now.saturating_duration_since(req.sent).as_micros() as u64;
         self.stats.ops[req.op.index()].record_response(&head, latency, service);
+        let second = now.saturating_duration_since(self.start).as_secs();
+        self.stats.timeline_response(second, head.status, latency);
         if head.close || close {
             c.close();
         }
@@ -603,6 +612,8 @@ impl Driver<'_> {
         if let Some(req) = c.req.take() {
             self.in_flight -= 1;
             self.stats.ops[req.op.index()].record_error(kind);
+            let second = self.start.elapsed().as_secs();
+            self.stats.timeline_error(second, kind);
             if kind == ErrorKind::Connect && closed_loop {
                 c.retry_at = Some(Instant::now() + CONNECT_BACKOFF);
                 return;

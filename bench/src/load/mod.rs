@@ -114,6 +114,14 @@ pub struct LoadArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Fraction (0 to 1) of requests sent with a user id no other request has, so they are
+    /// cache misses that reach the model tier however long the run.
+    #[arg(long, default_value_t = 0.0)]
+    pub miss_share: f64,
+    /// Write a per-second timeline as CSV to this file: second, responses, 2xx, failures by
+    /// kind, p50 and p99 latency (ms) of the responses that ended in that second.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
 }
 
 /// A validated run: the plan the drivers execute plus what the report needs.
@@ -122,6 +130,7 @@ pub(crate) struct Config {
     url: String,
     targets: Targets,
     json: Option<PathBuf>,
+    timeline: Option<PathBuf>,
     server_pid: Option<u32>,
     quiet: bool,
     workload_json: serde_json::Value,
@@ -183,6 +192,9 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
     }
     if a.users == 0 {
         errs.push("--users: must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&a.miss_share) {
+        errs.push("--miss-share: must be a fraction from 0 to 1".into());
     }
     if a.user_ids == Some(0) {
         errs.push("--user-ids: must be at least 1".into());
@@ -275,6 +287,7 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
         "duration_s": a.duration,
         "timeout_s": a.timeout,
         "seed": a.seed,
+        "miss_share": a.miss_share,
         }),
     };
     Ok(Config {
@@ -288,11 +301,13 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
                 user_ids,
                 host,
                 get_path: a.path.clone(),
+                miss_share: a.miss_share,
             },
             mode,
             duration,
             timeout: Duration::from_secs_f64(a.timeout),
             threads: a.threads,
+            timeline: a.timeline.is_some(),
         },
         url: a.url.clone(),
         targets: Targets {
@@ -301,6 +316,7 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
             hit_rate_pct: a.path.is_none().then_some(a.target_hit_rate),
         },
         json: a.json.clone(),
+        timeline: a.timeline.clone(),
         server_pid: a.server_pid,
         quiet: a.quiet,
         workload_json,
@@ -455,6 +471,11 @@ fn run(cfg: &Config, out: &mut impl Write) -> std::io::Result<Outcome> {
         let text = serde_json::to_string_pretty(&v).map_err(std::io::Error::other)?;
         std::fs::write(path, text + "\n").map_err(|e| {
             std::io::Error::new(e.kind(), format!("--json {}: {e}", path.display()))
+        })?;
+    }
+    if let Some(path) = &cfg.timeline {
+        std::fs::write(path, report::timeline_csv(&stats)).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("--timeline {}: {e}", path.display()))
         })?;
     }
     let pass = goals.iter().all(|g| g.pass);

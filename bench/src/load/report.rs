@@ -207,6 +207,33 @@ pub fn to_json(stats: &ThreadStats, info: &RunInfo, goals: &[Goal]) -> Value {
     })
 }
 
+/// The `--timeline` CSV: one row per second of the run (by completion time) with responses,
+/// 2xx answers, failures by kind, and the p50 and p99 latency in milliseconds of the
+/// responses that ended in it (empty when there were none).
+pub fn timeline_csv(stats: &ThreadStats) -> String {
+    let mut out = String::from("second,responses,ok");
+    for k in ErrorKind::ALL {
+        out.push_str(&format!(",err_{}", k.name()));
+    }
+    out.push_str(",p50_ms,p99_ms\n");
+    for (second, s) in stats.timeline.iter().flatten().enumerate() {
+        out.push_str(&format!("{second},{},{}", s.responses, s.ok));
+        for n in s.errors {
+            out.push_str(&format!(",{n}"));
+        }
+        if s.responses > 0 {
+            out.push_str(&format!(
+                ",{:.3},{:.3}\n",
+                ms(s.latency.value_at_quantile(0.5)),
+                ms(s.latency.value_at_quantile(0.99))
+            ));
+        } else {
+            out.push_str(",,\n");
+        }
+    }
+    out
+}
+
 fn opt_pct(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| format!("{:.1}", v * 100.0))
 }

@@ -216,12 +216,42 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
 
+/// What ended in one second of the run (`--timeline`): latency of the responses, and the
+/// requests that failed, by completion time.
+#[derive(Clone, Debug)]
+pub struct Slot {
+    /// Latency of responses, microseconds, two significant digits (a slot per second must
+    /// stay small).
+    pub latency: Histogram<u64>,
+    /// Responses, and of them 2xx.
+    pub responses: u64,
+    pub ok: u64,
+    /// Requests without a response, by kind (indexed like `ErrorKind::ALL`).
+    pub errors: [u64; 5],
+}
+
+impl Slot {
+    fn new() -> Result<Slot, CreationError> {
+        Ok(Slot {
+            latency: Histogram::new_with_bounds(HIST_LOW_US, HIST_HIGH_US, 2)?,
+            responses: 0,
+            ok: 0,
+            errors: [0; 5],
+        })
+    }
+}
+
+/// Longest timeline kept, in seconds (a day).
+const MAX_TIMELINE_S: usize = 86_400;
+
 /// One driver thread's results: statistics per operation, indexed like `Operation::ALL`.
 #[derive(Clone, Debug)]
 pub struct ThreadStats {
     pub ops: [OpStats; 4],
     /// Connections opened (successful connects), including reconnects.
     pub connects: u64,
+    /// `--timeline`: one slot per second of the run, by completion time; `None` when off.
+    pub timeline: Option<Vec<Slot>>,
 }
 
 impl ThreadStats {
@@ -235,7 +265,42 @@ impl ThreadStats {
                 OpStats::new()?,
             ],
             connects: 0,
+            timeline: None,
         })
+    }
+
+    /// Keeps a per-second timeline from now on.
+    pub fn with_timeline(mut self) -> Self {
+        self.timeline = Some(Vec::new());
+        self
+    }
+
+    /// The timeline slot of `second`, grown on demand (`None` when off or past a day).
+    fn slot(&mut self, second: u64) -> Option<&mut Slot> {
+        let timeline = self.timeline.as_mut()?;
+        let i = usize::try_from(second)
+            .ok()
+            .filter(|&i| i < MAX_TIMELINE_S)?;
+        while timeline.len() <= i {
+            timeline.push(Slot::new().ok()?);
+        }
+        timeline.get_mut(i)
+    }
+
+    /// Records a response with `status` and `latency_us` that ended in `second`.
+    pub fn timeline_response(&mut self, second: u64, status: u16, latency_us: u64) {
+        if let Some(s) = self.slot(second) {
+            s.latency.saturating_record(latency_us.max(HIST_LOW_US));
+            s.responses += 1;
+            s.ok += u64::from((200..300).contains(&status));
+        }
+    }
+
+    /// Records a request without a response that ended in `second`.
+    pub fn timeline_error(&mut self, second: u64, kind: ErrorKind) {
+        if let Some(s) = self.slot(second) {
+            s.errors[kind as usize] += 1;
+        }
     }
 
     /// Adds another thread's results.
@@ -244,6 +309,23 @@ impl ThreadStats {
             a.merge(b);
         }
         self.connects += other.connects;
+        if let Some(theirs) = &other.timeline {
+            for (second, o) in theirs.iter().enumerate() {
+                if let Some(s) = self.slot(second as u64) {
+                    if s.latency.add(&o.latency).is_err() {
+                        for v in o.latency.iter_recorded() {
+                            s.latency
+                                .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+                        }
+                    }
+                    s.responses += o.responses;
+                    s.ok += o.ok;
+                    for i in 0..s.errors.len() {
+                        s.errors[i] += o.errors[i];
+                    }
+                }
+            }
+        }
     }
 
     /// Every operation folded into one.
@@ -317,6 +399,29 @@ mod tests {
         assert_eq!(all.attempted(), 24);
         assert_eq!(all.latency.len(), 20);
         assert_eq!(all.errors[ErrorKind::Timeout as usize], 2);
+    }
+
+    #[test]
+    fn timelines_merge_by_second() {
+        let mut a = ThreadStats::new().unwrap().with_timeline();
+        let mut b = ThreadStats::new().unwrap().with_timeline();
+        a.timeline_response(0, 200, 1_000);
+        a.timeline_response(2, 503, 5_000);
+        b.timeline_response(2, 200, 3_000);
+        b.timeline_error(3, ErrorKind::Reset);
+        let mut all = ThreadStats::new().unwrap().with_timeline();
+        all.merge(&a);
+        all.merge(&b);
+        let t = all.timeline.unwrap();
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            (t[0].responses, t[1].responses, t[2].responses, t[2].ok),
+            (1, 0, 2, 1)
+        );
+        assert_eq!(t[3].errors[ErrorKind::Reset as usize], 1);
+        let mut off = ThreadStats::new().unwrap();
+        off.timeline_response(0, 200, 1);
+        assert!(off.timeline.is_none());
     }
 
     #[test]

@@ -249,6 +249,9 @@ pub struct RequestSpec {
     /// User id index (the body carries `u-{user}`).
     pub user: u64,
     pub priority: Priority,
+    /// `--miss-share`: this request carries a user id no other request has (`m-{a}-{b}`
+    /// from its coordinates), so its key is new and it is a cache miss.
+    pub fresh: Option<(u64, u64)>,
 }
 
 /// The whole workload definition, shared read-only by every driver thread.
@@ -265,6 +268,8 @@ pub struct Workload {
     /// `--path`: send `GET` to this path without a body instead of the AI operations (the
     /// draws still happen, so statistics land in the drawn operation's slot).
     pub get_path: Option<String>,
+    /// `--miss-share`: fraction of requests sent with a never-repeated user id.
+    pub miss_share: f64,
 }
 
 impl Workload {
@@ -272,14 +277,23 @@ impl Workload {
     /// fixed per virtual user, the rest is drawn.
     pub fn closed_request(&self, vuser: u64, seq: u64) -> RequestSpec {
         let mut rng = Rng::from_parts(&[self.seed, 1, vuser, seq]);
-        self.draw(&mut rng, vuser % self.user_ids.max(1))
+        let mut spec = self.draw(&mut rng, vuser % self.user_ids.max(1));
+        spec.fresh = self.fresh(&mut rng, (vuser, seq));
+        spec
     }
 
     /// The open-loop request with global sequence number `seq`; its user id is drawn too.
     pub fn open_request(&self, seq: u64) -> RequestSpec {
         let mut rng = Rng::from_parts(&[self.seed, 2, seq]);
         let user = rng.below(self.user_ids);
-        self.draw(&mut rng, user)
+        let mut spec = self.draw(&mut rng, user);
+        spec.fresh = self.fresh(&mut rng, (u64::MAX, seq));
+        spec
+    }
+
+    /// With probability `--miss-share`, the unique coordinates that make the user id new.
+    fn fresh(&self, rng: &mut Rng, coordinates: (u64, u64)) -> Option<(u64, u64)> {
+        (self.miss_share > 0.0 && rng.unit() < self.miss_share).then_some(coordinates)
     }
 
     fn draw(&self, rng: &mut Rng, user: u64) -> RequestSpec {
@@ -291,6 +305,7 @@ impl Workload {
             input,
             user,
             priority,
+            fresh: None,
         }
     }
 
@@ -304,10 +319,13 @@ impl Workload {
         }
         body.clear();
         // Writes into a Vec cannot fail.
+        let _ = match spec.fresh {
+            None => write!(body, "{{\"user_id\":\"u-{}\"", spec.user),
+            Some((a, b)) => write!(body, "{{\"user_id\":\"m-{}-{a}-{b}\"", self.seed),
+        };
         let _ = write!(
             body,
-            "{{\"user_id\":\"u-{}\",\"priority\":\"{}\",\"input\":",
-            spec.user,
+            ",\"priority\":\"{}\",\"input\":",
             spec.priority.name()
         );
         write_input(self.seed, spec.op, spec.input, body);
@@ -449,6 +467,7 @@ mod tests {
             user_ids: 10,
             host: "127.0.0.1:1".into(),
             get_path: None,
+            miss_share: 0.0,
         }
     }
 
@@ -519,6 +538,7 @@ mod tests {
             input: 3,
             user: 42,
             priority: Priority::High,
+            fresh: None,
         };
         let (mut out, mut body) = (Vec::new(), Vec::new());
         w.write_request(&spec, &mut out, &mut body);
@@ -533,6 +553,29 @@ mod tests {
         let mut again = Vec::new();
         w.write_request(&spec, &mut again, &mut body);
         assert_eq!(out, again);
+    }
+
+    #[test]
+    fn miss_share_sends_that_share_with_never_repeated_users() {
+        let w = Workload {
+            miss_share: 0.2,
+            ..workload("risk_assessment", 10, 0.0)
+        };
+        let (mut out, mut body) = (Vec::new(), Vec::new());
+        let mut fresh = HashSet::new();
+        for seq in 0..5000 {
+            let spec = w.open_request(seq);
+            w.write_request(&spec, &mut out, &mut body);
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let user = v["user_id"].as_str().unwrap().to_string();
+            if spec.fresh.is_some() {
+                assert!(user.starts_with("m-") && fresh.insert(user));
+            } else {
+                assert!(user.starts_with("u-"));
+            }
+        }
+        assert!((900..1100).contains(&fresh.len()), "{}", fresh.len());
+        assert!(w.closed_request(1, 2).fresh != Some((1, 3)));
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub fn hit_args(
         target_hit_rate: 0.0,
         server_pid: None,
         quiet: true,
+        miss_share: 0.0,
+        timeline: None,
     }
 }
 
