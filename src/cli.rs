@@ -45,6 +45,8 @@ enum Command {
     /// pages, governor, interrupts): one OK/WARN/FAIL line per item with the current and
     /// recommended values and the fix; exit 1 when any item FAILs. Read-only.
     Tune(TuneArgs),
+    /// Print the GraphQL schema of `/graphql` (SDL) and exit.
+    GraphqlSchema,
 }
 
 /// Flags of `atlas check-config`.
@@ -206,6 +208,10 @@ pub fn main() -> ExitCode {
     if let Some(Command::Tune(t)) = &cli.command {
         return tune(t.clone(), cli.common.clone());
     }
+    if let Some(Command::GraphqlSchema) = &cli.command {
+        print!("{}", crate::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
     let mut role = Role::Gateway;
     let mut role_errors = Vec::new();
     let mut check_only = None;
@@ -228,7 +234,9 @@ pub fn main() -> ExitCode {
             };
             common.merged(cli.common)
         }
-        Some(Command::Status { .. }) | Some(Command::Tune(_)) => return ExitCode::from(2),
+        Some(Command::Status { .. }) | Some(Command::Tune(_)) | Some(Command::GraphqlSchema) => {
+            return ExitCode::from(2)
+        }
     };
     let (raw, mut errors) = config::gather(&flags, |name| std::env::var(name).ok());
     let built = config::build(&raw);

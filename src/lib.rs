@@ -32,6 +32,7 @@ pub mod endpoint;
 pub mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
+pub mod graphql;
 pub mod http;
 pub mod l2;
 pub mod logging;

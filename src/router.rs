@@ -44,6 +44,9 @@ pub enum Route {
     /// `PUT|GET|HEAD|DELETE /ai/context/{user_id}`: a user's stored context (the handler
     /// reads the user id from the path).
     Context(ContextMethod),
+    /// `POST /graphql`, `GET|HEAD /graphql?query=`: GraphQL over the same handlers (admin
+    /// fields are checked per field).
+    GraphQl,
 }
 
 /// Who may call a route once authentication lands (the security issue enforces it; until then
@@ -74,6 +77,7 @@ impl Route {
                 | Route::Invalidate
                 | Route::Events
                 | Route::Context(_)
+                | Route::GraphQl
         )
     }
 
@@ -81,7 +85,7 @@ impl Route {
     pub fn access(self) -> Access {
         match self {
             Route::Invalidate | Route::Events | Route::Performance => Access::Admin,
-            Route::Ai(_) | Route::Context(_) => Access::User,
+            Route::Ai(_) | Route::Context(_) | Route::GraphQl => Access::User,
             Route::Health
             | Route::Ready
             | Route::Detailed
@@ -126,6 +130,10 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
             "/ai/admin/performance" => read_only(Route::Performance),
             "/ai/cache/invalidate" => post_only(Route::Invalidate),
             "/ai/events" => post_only(Route::Events),
+            "/graphql" => match method {
+                Method::Get | Method::Head | Method::Post => Ok(Route::GraphQl),
+                _ => Err(ApiError::method_not_allowed(method_str, "GET, HEAD, POST")),
+            },
             _ if path.starts_with("/ai/context/") => {
                 let user = &path["/ai/context/".len()..];
                 if user.is_empty() || user.contains('/') {
@@ -185,17 +193,29 @@ pub async fn handle(
         identity: &identity,
         peer,
     };
+    run_route(shard, route, request, &caller).await
+}
+
+/// Runs the handler for `route` for an authenticated caller (also how `/graphql` fields
+/// reach the REST handlers).
+pub async fn run_route(
+    shard: &Rc<Shard>,
+    route: Route,
+    request: &Request,
+    caller: &crate::auth::Caller<'_>,
+) -> Response {
     match route {
         Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
-        Route::Ai(op) => crate::ai::handle(shard, op, request, &caller).await,
+        Route::Ai(op) => crate::ai::handle(shard, op, request, caller).await,
         Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
         Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,
         Route::Events => crate::ai::events::handle(shard, request).await,
-        Route::Context(method) => crate::ai::context::handle(shard, method, request, &caller).await,
+        Route::Context(method) => crate::ai::context::handle(shard, method, request, caller).await,
+        Route::GraphQl => crate::graphql::handle(shard, request, caller).await,
         Route::Batch | Route::Info => match &shard.app {
             App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
             App::Model(server) => server.info(),

@@ -24,6 +24,12 @@ if ((${#need_pkgs[@]})); then
   fi
 fi
 
+# graphql-core (PyPI; Debian's python3-graphql-core is the old 2.x API) checks the GraphQL
+# schema in tests/graphql.rs through tests/graphql_schema.py.
+if ! python3 -c 'import graphql, sys; sys.exit(int(graphql.__version__.split(".")[0]) < 3)' 2>/dev/null; then
+  python3 -m pip install -q 'graphql-core>=3.2,<4' || pip3 install -q --break-system-packages 'graphql-core>=3.2,<4'
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -301,7 +301,7 @@ impl Draft {
 /// Media types whose body is read as JSON: `application/json` and `*/*+json`, plus
 /// `text/plain` and `application/x-www-form-urlencoded`, which plain `curl -d` sends. Anything
 /// else (multipart, XML, ...) is refused with 415.
-fn json_compatible(content_type: &str) -> bool {
+pub fn json_compatible(content_type: &str) -> bool {
     let media = content_type
         .split(';')
         .next()

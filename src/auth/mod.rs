@@ -250,6 +250,36 @@ impl Auth {
         );
     }
 
+    /// 403 `admin_required` (counted and logged as a refusal) unless `identity` may use the
+    /// admin operations; an allowed admin action is counted and logged. For the admin fields
+    /// of `/graphql`, which is a user route: the same rule as the admin routes.
+    pub fn check_admin(
+        &self,
+        identity: &Identity,
+        route: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
+        if self.verifier.is_none() {
+            return Ok(());
+        }
+        if !identity.is_admin() {
+            self.refuse("admin_required", route, peer);
+            return Err(ApiError::new(
+                Status::Forbidden,
+                "admin_required",
+                "this field needs the admin role or ATLAS_ADMIN_TOKEN",
+            ));
+        }
+        bump(&self.counters.admin_actions);
+        log::info!(
+            target: "atlas::security",
+            "event=admin_action route={route} subject={:?} peer={}",
+            identity.label(),
+            peer.map_or("-".to_string(), |p| p.to_string()),
+        );
+        Ok(())
+    }
+
     /// Who `request` is, or the response refusing it.
     pub fn authenticate(
         &self,

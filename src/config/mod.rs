@@ -192,6 +192,14 @@ pub struct Config {
     pub context_store_bytes: usize,
     /// Event types `POST /ai/events` maps to dependency tags.
     pub event_tags: Vec<events::EventTags>,
+    /// Whether `/graphql` answers introspection queries.
+    pub graphql_introspection: bool,
+    /// Deepest selection nesting of a `/graphql` document.
+    pub graphql_max_depth: usize,
+    /// Largest complexity of a `/graphql` document.
+    pub graphql_max_complexity: usize,
+    /// Most top-level fields (pipeline requests) in one `/graphql` operation.
+    pub graphql_max_fields: usize,
     /// Fallback result TTL.
     pub result_cache_ttl: Duration,
     /// Refresh hot entries before expiry.
@@ -255,6 +263,10 @@ impl Default for Config {
             batch_timeout: Duration::from_millis(50),
             context_cache_ttl: Duration::from_secs(3600),
             context_max_bytes: 64 * 1024,
+            graphql_introspection: false,
+            graphql_max_depth: 10,
+            graphql_max_complexity: 500,
+            graphql_max_fields: 16,
             context_store_bytes: 64 * 1024 * 1024,
             event_tags: Vec::new(),
             result_cache_ttl: Duration::from_secs(300),
@@ -514,6 +526,22 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
         |v| usize_in(v, 1 << 16, 1 << 40),
     );
     p.set(&mut c.event_tags, "ATLAS_EVENT_TAGS", events::parse);
+    p.set(
+        &mut c.graphql_introspection,
+        "ATLAS_GRAPHQL_INTROSPECTION",
+        boolean,
+    );
+    p.set(&mut c.graphql_max_depth, "ATLAS_GRAPHQL_MAX_DEPTH", |v| {
+        usize_in(v, 1, 1000)
+    });
+    p.set(
+        &mut c.graphql_max_complexity,
+        "ATLAS_GRAPHQL_MAX_COMPLEXITY",
+        |v| usize_in(v, 1, 1_000_000),
+    );
+    p.set(&mut c.graphql_max_fields, "ATLAS_GRAPHQL_MAX_FIELDS", |v| {
+        usize_in(v, 1, 1000)
+    });
     p.set(&mut c.result_cache_ttl, "RESULT_CACHE_TTL", |v| {
         secs(v, 1, 31_536_000)
     });

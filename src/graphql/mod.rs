@@ -1,0 +1,375 @@
+//! `POST /graphql` and `GET /graphql?query=`: GraphQL over the same pipeline as the REST
+//! routes. Every field is answered by the REST handler of its route (`crate::ai::handle` for
+//! the four operations, `ai::context`, `ai::invalidation`, `ai::events`, the performance
+//! document), called with a request built from the field's arguments: same validation, same
+//! cache key, same owner shard, same batches and the same exact body bytes, so a REST call and
+//! the same GraphQL field share one cache entry.
+//!
+//! async-graphql asks for `Send` resolver futures and `Send + Sync` context data; a shard's
+//! state is `Rc` and not `Send`. A resolver therefore never holds the shard: it spawns the
+//! REST handler as a local task on this shard's executor (through a thread-local weak pointer,
+//! taken and released inside one synchronous call) and awaits a `Send` oneshot for its
+//! `Response`. Everything still runs on one core. Fields of one query document run
+//! concurrently (async-graphql joins them), so their misses can share batches.
+//!
+//! This module owns the schema ([`schema`]) and the HTTP side (GraphQL-over-HTTP: request
+//! forms, status codes, limits); it must not touch caches, queues or the mesh directly.
+
+pub mod schema;
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::{Rc, Weak};
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
+};
+use serde_json::{json, Value};
+
+use crate::auth::{Caller, Identity};
+use crate::config::Config;
+use crate::http::{Method, Request, Response, Status};
+use crate::runtime::shard::Shard;
+
+pub use schema::{sdl, AtlasSchema};
+
+thread_local! {
+    /// This thread's shard, for the local tasks that resolvers spawn (weak: it never keeps a
+    /// shard alive past its shutdown).
+    static SHARD: RefCell<Weak<Shard>> = const { RefCell::new(Weak::new()) };
+    /// This thread's schema, built once from the configuration's limits.
+    static SCHEMA: OnceCell<AtlasSchema> = const { OnceCell::new() };
+}
+
+/// The shard a resolver on this thread runs its field on, if it is still alive.
+pub(crate) fn current_shard() -> Option<Rc<Shard>> {
+    SHARD.with(|s| s.borrow().upgrade())
+}
+
+/// Media type of GraphQL-over-HTTP responses that use status codes for request errors.
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// The caller of a GraphQL request, in a form that is `Send + Sync` (async-graphql context
+/// data); turned back into an [`Identity`] on the shard.
+#[derive(Debug, Clone)]
+pub struct GqlCaller {
+    /// Who is asking.
+    kind: CallerKind,
+    /// From where.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+enum CallerKind {
+    Open,
+    User { sub: String, admin: bool },
+    AdminToken,
+}
+
+impl GqlCaller {
+    fn new(caller: &Caller<'_>) -> Self {
+        let kind = match caller.identity {
+            Identity::Open => CallerKind::Open,
+            Identity::User { sub, admin } => CallerKind::User {
+                sub: sub.to_string(),
+                admin: *admin,
+            },
+            Identity::AdminToken => CallerKind::AdminToken,
+        };
+        GqlCaller {
+            kind,
+            peer: caller.peer,
+        }
+    }
+
+    /// The identity on the shard thread.
+    pub fn identity(&self) -> Identity {
+        match &self.kind {
+            CallerKind::Open => Identity::Open,
+            CallerKind::User { sub, admin } => Identity::User {
+                sub: sub.as_str().into(),
+                admin: *admin,
+            },
+            CallerKind::AdminToken => Identity::AdminToken,
+        }
+    }
+}
+
+/// Builds the schema with the configured limits.
+pub fn build(config: &Config) -> AtlasSchema {
+    schema::build(
+        config.graphql_introspection,
+        config.graphql_max_depth,
+        config.graphql_max_complexity,
+    )
+}
+
+/// Handles `/graphql`.
+pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -> Response {
+    SHARD.with(|s| {
+        if s.borrow().strong_count() == 0 {
+            *s.borrow_mut() = Rc::downgrade(shard);
+        }
+    });
+    let graphql_response = request
+        .header("accept")
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .is_some_and(|a| a.contains(GRAPHQL_RESPONSE));
+    let is_get = matches!(request.method(), Method::Get | Method::Head);
+    let mut gql = match read_request(request, is_get) {
+        Ok(r) => r,
+        Err(message) => return refused(Status::BadRequest, &message, graphql_response),
+    };
+    // Checks that need the parsed document (parse errors themselves are left to the executor,
+    // which reports them in the spec's shape).
+    let operation = gql.operation_name.clone();
+    if let Ok(doc) = gql.parsed_query() {
+        if is_get && has_mutation(doc, operation.as_deref()) {
+            return refused(
+                Status::MethodNotAllowed,
+                "mutations are sent with POST",
+                graphql_response,
+            )
+            .header("Allow", "POST");
+        }
+        if !shard.config.graphql_introspection && introspects(doc, operation.as_deref()) {
+            return request_error(
+                "introspection is disabled (ATLAS_GRAPHQL_INTROSPECTION); `atlas graphql-schema` prints the schema",
+                graphql_response,
+            );
+        }
+        let fields = root_fields(doc, operation.as_deref());
+        let max = shard.config.graphql_max_fields;
+        if fields > max {
+            let message =
+                format!("the operation selects {fields} top-level fields; at most {max} (ATLAS_GRAPHQL_MAX_FIELDS)");
+            return request_error(&message, graphql_response);
+        }
+    }
+    let gql = gql.data(GqlCaller::new(caller));
+    let schema = SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone());
+    let answer = schema.execute(gql).await;
+    let request_failed = answer.data == async_graphql::Value::Null
+        && !answer.errors.is_empty()
+        && answer.errors.iter().all(|e| e.path.is_empty());
+    let errors = serde_json::to_value(&answer.errors).unwrap_or(Value::Null);
+    let (status, body) = if request_failed {
+        let status = if graphql_response {
+            Status::BadRequest
+        } else {
+            Status::Ok
+        };
+        (status, json!({ "errors": errors }))
+    } else {
+        let data = serde_json::to_value(&answer.data).unwrap_or(Value::Null);
+        if answer.errors.is_empty() {
+            (Status::Ok, json!({ "data": data }))
+        } else {
+            (Status::Ok, json!({ "data": data, "errors": errors }))
+        }
+    };
+    respond(status, &body, graphql_response)
+}
+
+/// A request error detected before execution, in the spec's shape.
+fn request_error(message: &str, graphql_response: bool) -> Response {
+    let status = if graphql_response {
+        Status::BadRequest
+    } else {
+        Status::Ok
+    };
+    respond(
+        status,
+        &json!({"errors": [{"message": message}]}),
+        graphql_response,
+    )
+}
+
+/// A request that is not a well-formed GraphQL-over-HTTP request.
+fn refused(status: Status, message: &str, graphql_response: bool) -> Response {
+    respond(
+        status,
+        &json!({"errors": [{"message": message}]}),
+        graphql_response,
+    )
+}
+
+fn respond(status: Status, body: &Value, graphql_response: bool) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    if graphql_response {
+        Response::text(status, GRAPHQL_RESPONSE, bytes)
+    } else {
+        Response::json(status, bytes)
+    }
+}
+
+/// The GraphQL request of a POST body (`{"query", "variables", "operationName"}`) or a GET
+/// query string.
+fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Request, String> {
+    if is_get {
+        let query = request.query().unwrap_or_default();
+        let mut gql_query = None;
+        let mut variables = None;
+        let mut operation = None;
+        for pair in query.split(|b| *b == b'&') {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &[][..]),
+            };
+            let value = form_decode(value).ok_or("the query string is not valid UTF-8")?;
+            match name {
+                b"query" => gql_query = Some(value),
+                b"variables" => variables = Some(value),
+                b"operationName" => operation = Some(value),
+                _ => {}
+            }
+        }
+        let query = gql_query.ok_or("missing `query` parameter")?;
+        let mut gql = async_graphql::Request::new(query);
+        if let Some(v) = variables.filter(|v| !v.is_empty()) {
+            let value: Value =
+                serde_json::from_str(&v).map_err(|e| format!("`variables` is not JSON: {e}"))?;
+            gql = gql.variables(async_graphql::Variables::from_json(value));
+        }
+        if let Some(op) = operation.filter(|o| !o.is_empty()) {
+            gql = gql.operation_name(op);
+        }
+        Ok(gql)
+    } else {
+        // The media types REST reads as JSON (`application/json`, `*/*+json`, and what
+        // `curl -d` sends); anything else is not a GraphQL-over-HTTP request.
+        if let Some(ct) = request.header("content-type") {
+            let ct = String::from_utf8_lossy(ct);
+            if !crate::ai::request::json_compatible(&ct) {
+                return Err(format!(
+                    "the body must be application/json, not `{}`",
+                    crate::error::truncate(&ct, 64)
+                ));
+            }
+        }
+        let body: Value = serde_json::from_slice(&request.body)
+            .map_err(|e| format!("the body is not JSON: {e}"))?;
+        if !body.get("query").is_some_and(Value::is_string) {
+            return Err("the body has no `query` string".into());
+        }
+        serde_json::from_value::<async_graphql::Request>(body)
+            .map_err(|e| format!("the body is not a GraphQL request: {e}"))
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
+fn form_decode(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < raw.len() => {
+                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Percent-encodes a user id for a `/ai/context/{user_id}` path.
+pub(crate) fn path_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The operation the request runs (the named one, or the only one).
+fn chosen<'d>(
+    doc: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d async_graphql::parser::types::OperationDefinition> {
+    match (&doc.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(&op.node),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, op)| &op.node),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+fn has_mutation(doc: &ExecutableDocument, name: Option<&str>) -> bool {
+    chosen(doc, name)
+        .is_some_and(|op| op.ty == async_graphql::parser::types::OperationType::Mutation)
+}
+
+/// Top-level fields of the chosen operation, through fragments (each one pipeline request).
+fn root_fields(doc: &ExecutableDocument, name: Option<&str>) -> usize {
+    let mut names = Vec::new();
+    if let Some(op) = chosen(doc, name) {
+        collect(doc, &op.selection_set.node, 0, &mut names);
+    }
+    names.len()
+}
+
+/// Whether the chosen operation asks for `__schema` or `__type` (async-graphql answers them
+/// with null when introspection is off; Atlas refuses the request instead).
+fn introspects(doc: &ExecutableDocument, name: Option<&str>) -> bool {
+    let mut names = Vec::new();
+    if let Some(op) = chosen(doc, name) {
+        collect(doc, &op.selection_set.node, 0, &mut names);
+    }
+    names.iter().any(|n| *n == "__schema" || *n == "__type")
+}
+
+/// The names of the fields of `set`, through fragments (at most 8 fragments deep; deeper or
+/// cyclic fragments are left to validation).
+fn collect<'d>(
+    doc: &'d ExecutableDocument,
+    set: &'d SelectionSet,
+    depth: usize,
+    out: &mut Vec<&'d str>,
+) {
+    if depth > 8 {
+        return;
+    }
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => out.push(f.node.name.node.as_str()),
+            Selection::InlineFragment(f) => {
+                collect(doc, &f.node.selection_set.node, depth + 1, out)
+            }
+            Selection::FragmentSpread(s) => {
+                if let Some(f) = doc.fragments.get(&s.node.fragment_name.node) {
+                    collect(doc, &f.node.selection_set.node, depth + 1, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_decode() {
+        assert_eq!(form_decode(b"a+b%7Bc%7D").as_deref(), Some("a b{c}"));
+        assert_eq!(form_decode(b"%zz"), None);
+        assert_eq!(path_encode("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn counts_top_level_fields_through_fragments() {
+        let doc = async_graphql::parser::parse_query(
+            "query { a b ...F ... on Query { c } } fragment F on Query { d e }",
+        )
+        .unwrap();
+        assert_eq!(root_fields(&doc, None), 5);
+    }
+}
