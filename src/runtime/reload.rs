@@ -210,6 +210,27 @@ mod tests {
         Reloader::new(flags, &raw, config)
     }
 
+    /// README's reload table names exactly the reloadable settings.
+    #[test]
+    fn readme_lists_the_reloadable_settings() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("## Reload (SIGHUP)")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .unwrap();
+        let mut listed: Vec<&str> = section
+            .lines()
+            .filter(|l| l.trim_start().starts_with("| `"))
+            .flat_map(|l| l.split('|').nth(1).unwrap().split('`'))
+            .filter(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !w.is_empty())
+            .collect();
+        listed.sort_unstable();
+        let mut expected = RELOADABLE.to_vec();
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
+    }
+
     #[test]
     fn every_reloadable_name_is_a_setting() {
         for name in RELOADABLE {
