@@ -271,7 +271,8 @@ fn unprivileged(cmd: &mut std::process::Command) {
 /// "Nothing lost": with a read-only state directory the service starts and answers every
 /// request, logs that it cannot use or write snapshots, and exits cleanly; a snapshot left
 /// there from earlier is not loaded (it could not be removed, so loading it would bring the
-/// same entries back at every start, including after they were invalidated).
+/// same entries back at every start): no entry is served after its invalidation, even
+/// across restarts.
 #[test]
 fn a_read_only_snapshot_dir_is_logged_and_service_continues() {
     let dir = state_dir("ro");
@@ -299,6 +300,16 @@ fn a_read_only_snapshot_dir_is_logged_and_service_continues() {
     for i in 0..5 {
         assert_eq!(post(&mut c, &format!("ro-{i}")).status, 200);
     }
+    // Invalidate the user's results; the snapshot on disk still holds the old entry.
+    let body = r#"{"user_id":"ro-old"}"#;
+    c.send(
+        format!(
+            "POST /ai/cache/invalidate HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.read_response(false).status, 200);
     drop(c);
     let log = stop(server);
     assert!(
@@ -310,6 +321,11 @@ fn a_read_only_snapshot_dir_is_logged_and_service_continues() {
             .any(|l| l.contains("could not write its snapshot")),
         "{log:#?}"
     );
+    // Another start from the same read-only directory: the invalidated entry stays gone.
+    let server = start_in(&dir, unprivileged);
+    let r = post(&mut server.connect(), "ro-old");
+    assert_eq!(r.header("X-Atlas-Cache"), Some("miss"), "not back after invalidation");
+    stop(server);
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&dir, perms).unwrap();
     let names: Vec<String> = std::fs::read_dir(&dir)

@@ -113,10 +113,12 @@ impl Record {
     }
 
     /// Milliseconds the record stays useful after `now_unix_ms` (fresh plus the longer stale
-    /// window); 0 once past it.
+    /// window); 0 once past it. A record stamped in the future (another instance's clock
+    /// ahead, or a crafted value) counts as created now: it never lives past its retention.
     pub fn remaining_ms(&self, now_unix_ms: u64) -> u64 {
         let retention = u64::from(self.ttl_ms) + u64::from(self.swr_ms.max(self.sie_ms));
-        (self.created_unix_ms + retention).saturating_sub(now_unix_ms)
+        let age = now_unix_ms.saturating_sub(self.created_unix_ms);
+        retention.saturating_sub(age)
     }
 
     /// The encoded bytes: archive, CRC-32 (little endian), magic.
@@ -234,6 +236,21 @@ mod tests {
             assert!(Record::decode(&bytes[..cut], None).is_err(), "cut at {cut}");
         }
         assert!(Record::decode(b"{\"json\":true}", None).is_err());
+    }
+
+    /// Regression: `created_unix_ms + retention` overflowed for a record stamped near
+    /// `u64::MAX` (a panic in debug builds, a wrapped "expired" in release), and a record from
+    /// the future lived longer than its retention.
+    #[test]
+    fn remaining_time_is_defined_for_any_stamp() {
+        let far = Record {
+            created_unix_ms: u64::MAX,
+            ..sample()
+        };
+        assert_eq!(far.remaining_ms(1_000), 90_000, "from the future: its retention");
+        assert_eq!(far.remaining_ms(u64::MAX), 90_000);
+        assert_eq!(sample().remaining_ms(u64::MAX), 0);
+        assert_eq!(sample().remaining_ms(0), 90_000);
     }
 
     proptest! {

@@ -310,6 +310,8 @@ impl ThreadStats {
         }
         self.connects += other.connects;
         if let Some(theirs) = &other.timeline {
+            // Merging into empty statistics keeps the timeline the threads kept.
+            self.timeline.get_or_insert_with(Vec::new);
             for (second, o) in theirs.iter().enumerate() {
                 if let Some(s) = self.slot(second as u64) {
                     if s.latency.add(&o.latency).is_err() {
@@ -409,7 +411,8 @@ mod tests {
         a.timeline_response(2, 503, 5_000);
         b.timeline_response(2, 200, 3_000);
         b.timeline_error(3, ErrorKind::Reset);
-        let mut all = ThreadStats::new().unwrap().with_timeline();
+        // As `measure` does: into statistics that did not ask for a timeline themselves.
+        let mut all = ThreadStats::new().unwrap();
         all.merge(&a);
         all.merge(&b);
         let t = all.timeline.unwrap();
