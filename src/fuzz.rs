@@ -354,12 +354,26 @@ mod tests {
         replay("config", config);
     }
 
-    /// Writes the archive seeds of `l2_record` and `snapshot` (archives without the trailer,
-    /// which those targets add): `cargo test --lib fuzz::tests::write_archive_seeds --
-    /// --ignored`.
+    /// The committed archive seeds of `l2_record` and `snapshot` (archives without the
+    /// trailer, which those targets add, and sealed ones) are what the current encoders
+    /// write: a format change fails here until the seeds are rewritten with
+    /// `ATLAS_WRITE_SEEDS=1 cargo test --lib fuzz::tests::archive_seeds_match_the_encoders`.
     #[test]
-    #[ignore]
-    fn write_archive_seeds() {
+    fn archive_seeds_match_the_encoders() {
+        let write = std::env::var_os("ATLAS_WRITE_SEEDS").is_some();
+        let put = |path: std::path::PathBuf, bytes: Vec<u8>| {
+            if write {
+                std::fs::write(&path, bytes).unwrap();
+            } else {
+                let committed = std::fs::read(&path).unwrap_or_default();
+                assert!(
+                    committed == bytes,
+                    "{} differs from what the encoder writes now; rewrite the seeds \
+                     (ATLAS_WRITE_SEEDS=1)",
+                    path.display()
+                );
+            }
+        };
         use crate::l2::record::Record;
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
         let key = |user: &str| {
@@ -387,14 +401,14 @@ mod tests {
         let strip = |b: Vec<u8>| b[..b.len() - 8].to_vec();
         for (name, e) in [("one", entry("u-1", 1)), ("tags", entry("u-2", 5))] {
             let bytes = Record::from_entry(&e, 2_000_000).encode().unwrap();
-            std::fs::write(root.join("l2_record").join(name), strip(bytes.clone())).unwrap();
-            std::fs::write(root.join("l2_record").join(format!("{name}.sealed")), bytes).unwrap();
+            put(root.join("l2_record").join(name), strip(bytes.clone()));
+            put(root.join("l2_record").join(format!("{name}.sealed")), bytes);
         }
         let entries: Vec<_> = (0..3).map(|i| entry(&format!("s-{i}"), i)).collect();
         for (name, list) in [("three", &entries[..]), ("empty", &entries[..0])] {
             let bytes = crate::snapshot::encode(0, list, 2_000_000).unwrap();
-            std::fs::write(root.join("snapshot").join(name), strip(bytes.clone())).unwrap();
-            std::fs::write(root.join("snapshot").join(format!("{name}.sealed")), bytes).unwrap();
+            put(root.join("snapshot").join(name), strip(bytes.clone()));
+            put(root.join("snapshot").join(format!("{name}.sealed")), bytes);
         }
     }
 

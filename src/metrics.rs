@@ -91,6 +91,8 @@ pub struct RequestMetrics {
     pub model: [ModelFigures; Operation::COUNT],
     /// Invalidations this shard accepted (API, events, context changes), by selector kind.
     pub invalidations: [u64; Kind::COUNT],
+    /// Invalidations another instance published and this one applied, by selector kind.
+    pub peer_invalidations: [u64; Kind::COUNT],
     /// Events accepted, by type (the built-in and configured types only: bounded).
     pub events: Vec<(String, u64)>,
 }
@@ -162,6 +164,13 @@ impl RequestMetrics {
         }
     }
 
+    /// Records an invalidation another instance published, applied here.
+    pub fn record_peer_invalidation(&mut self, inv: &Invalidation) {
+        for kind in inv.kinds() {
+            self.peer_invalidations[kind.index()] += 1;
+        }
+    }
+
     /// Records an accepted event of type `event`.
     pub fn record_event(&mut self, event: &str) {
         add_event(&mut self.events, event, 1);
@@ -172,6 +181,9 @@ impl RequestMetrics {
             a.add(b);
         }
         for (a, b) in self.invalidations.iter_mut().zip(o.invalidations) {
+            *a += b;
+        }
+        for (a, b) in self.peer_invalidations.iter_mut().zip(o.peer_invalidations) {
             *a += b;
         }
         for (event, n) in &o.events {
@@ -651,7 +663,7 @@ fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
         w,
         "ai_l2_operations_total",
         "counter",
-        "Redis L2 lookups by result (hit, miss, error, timeout, corrupt, skipped) and stores (store, store_dropped).",
+        "Redis L2 lookups by result (hit, miss, error, timeout, corrupt, stale, skipped) and stores (store, store_dropped).",
     );
     for (result, n) in [
         ("hit", t.hits),
@@ -659,6 +671,7 @@ fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
         ("error", t.errors),
         ("timeout", t.timeouts),
         ("corrupt", t.corrupt),
+        ("stale", t.stale),
         ("skipped", t.skipped),
         ("store", t.stores),
         ("store_dropped", t.stores_dropped),
@@ -696,6 +709,20 @@ fn invalidations(w: &mut String, total: &MetricsSnapshot) {
         let _ = writeln!(
             w,
             "ai_invalidations_total{{kind=\"{}\"}} {n}",
+            kind.as_str()
+        );
+    }
+    head(
+        w,
+        "ai_peer_invalidations_total",
+        "counter",
+        "Invalidations other instances published (Redis pub/sub) and this one applied, by selector kind.",
+    );
+    for kind in Kind::ALL {
+        let n = total.requests.peer_invalidations[kind.index()];
+        let _ = writeln!(
+            w,
+            "ai_peer_invalidations_total{{kind=\"{}\"}} {n}",
             kind.as_str()
         );
     }

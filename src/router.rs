@@ -268,6 +268,7 @@ fn redis_json(
         "errors": total.errors,
         "timeouts": total.timeouts,
         "corrupt": total.corrupt,
+        "stale": total.stale,
         "skipped": total.skipped,
         "stores": total.stores,
         "stores_dropped": total.stores_dropped,

@@ -324,7 +324,11 @@ fn a_read_only_snapshot_dir_is_logged_and_service_continues() {
     // Another start from the same read-only directory: the invalidated entry stays gone.
     let server = start_in(&dir, unprivileged);
     let r = post(&mut server.connect(), "ro-old");
-    assert_eq!(r.header("X-Atlas-Cache"), Some("miss"), "not back after invalidation");
+    assert_eq!(
+        r.header("X-Atlas-Cache"),
+        Some("miss"),
+        "not back after invalidation"
+    );
     stop(server);
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(&dir, perms).unwrap();

@@ -326,6 +326,62 @@ fn an_invalidation_on_one_instance_removes_the_result_on_the_other_and_in_redis(
     );
 }
 
+/// The race a write-behind store can lose: it lands in Redis after another instance deleted
+/// the result. Replayed deterministically by putting the pre-invalidation record back with
+/// `COPY` after the invalidation; no instance that applied the invalidation may serve it.
+#[test]
+fn a_store_landing_after_an_invalidation_is_never_served_again() {
+    let redis = Redis::start();
+    let a = gateway(&redis.url(), &[]);
+    let b = gateway(&redis.url(), &[]);
+    let (mut ca, mut cb) = (a.connect(), b.connect());
+    let body = tagged("late-1", "market:late");
+    let first = post(&mut ca, &body);
+    assert_eq!(first.header("X-Atlas-Cache"), Some("miss"));
+    wait_until(Duration::from_secs(5), "the store", || {
+        result_keys(&redis) == 1
+    });
+    let key = redis.cli(&["--scan", "--pattern", "atlas:v1:r:*"]);
+    let key = key.trim();
+    assert_eq!(redis.cli(&["COPY", key, "stash"]).trim(), "1");
+
+    let r = post_to(
+        &mut cb,
+        "/ai/cache/invalidate",
+        r#"{"dependencies":["market:late"]}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["l2"]["removed"], 1);
+    wait_until(Duration::from_secs(5), "A applies B's invalidation", || {
+        metric(&a, r#"ai_invalidated_entries_total{kind="tag"}"#) == 1.0
+    });
+
+    // The late store lands; A (which computed it) and B (which invalidated) both refuse it.
+    for (server, client) in [(&a, &mut ca), (&b, &mut cb)] {
+        assert_eq!(redis.cli(&["COPY", "stash", key, "REPLACE"]).trim(), "1");
+        let r = post(client, &body);
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("X-Atlas-Cache"),
+            Some("miss"),
+            "stale record served"
+        );
+        assert_eq!(
+            metric(server, r#"ai_l2_operations_total{result="stale"}"#),
+            1.0
+        );
+        // The recomputed result replaced the stale record: the next instance to miss L1
+        // gets it from Redis.
+        wait_until(Duration::from_secs(5), "the fresh store", || {
+            redis.cli(&["GET", key]) != redis.cli(&["GET", "stash"])
+        });
+    }
+    let c = gateway(&redis.url(), &[]);
+    let r = post(&mut c.connect(), &body);
+    assert_eq!(r.header("X-Atlas-Cache-Level"), Some("l2"));
+    assert_eq!(r.body, first.body);
+}
+
 #[test]
 fn invalidate_all_clears_redis_everywhere_in_a_cluster() {
     let cluster = Cluster::start();
@@ -370,6 +426,13 @@ fn a_context_stored_on_one_instance_is_used_updated_and_deleted_on_the_other() {
     let r = send(&mut ca, "PUT", "/ai/context/ctx-u", context);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["context_l2"]["stored"], true);
+    // The PUT's invalidation reaches B asynchronously; a result B computes before it arrives
+    // would be dropped by it (correctly: B cannot tell it was computed after the change).
+    wait_until(
+        Duration::from_secs(5),
+        "B applies A's context change",
+        || metric(&b, r#"ai_peer_invalidations_total{kind="tag"}"#) >= 1.0,
+    );
     // B has no local copy: it reads A's from Redis.
     let got = send(&mut cb, "GET", "/ai/context/ctx-u", "");
     assert_eq!(got.status, 200);

@@ -228,6 +228,9 @@ pub struct Engine {
     warming: Cell<bool>,
     /// The invalidations applied last (see [`invalidation::Recent`]).
     recent: RefCell<invalidation::Recent>,
+    /// When each selector was last invalidated here: refuses results read back from Redis
+    /// that an invalidation applied here made stale (see [`super::horizon`]).
+    horizon: RefCell<super::horizon::Horizon>,
     /// Stored user contexts of the users this shard owns (`/ai/context/{user_id}`).
     pub contexts: RefCell<ContextStore<MonotonicClock, SharedContext>>,
     /// Counters for `/health/detailed`.
@@ -282,6 +285,7 @@ impl Engine {
             wake: Notify::default(),
             warming: Cell::new(opts.warming),
             recent: RefCell::new(invalidation::Recent::default()),
+            horizon: RefCell::new(super::horizon::Horizon::default()),
             contexts: RefCell::new(ContextStore::new(opts.contexts, clock)),
             counters: EngineCounters::default(),
             l2: setup
@@ -349,12 +353,14 @@ impl Engine {
     /// place where a shard drops results on request (API, events, context changes, and later
     /// messages from other instances).
     ///
-    /// Seam for the Redis tier: today the L1 cache. With L2, this shard's pending write-behind
-    /// stores that `inv` selects are dropped here too, so that a write queued before the
-    /// invalidation cannot put the result back into Redis after it. Deleting from Redis itself
-    /// happens once per invalidation in [`invalidation::everywhere`], not per shard.
+    /// Deleting from Redis happens once per invalidation in [`invalidation::everywhere`], not
+    /// per shard. A write-behind store that lands in Redis after that delete is refused when
+    /// read back ([`super::horizon`]), here and on every instance that applied `inv`.
     pub fn invalidate(&self, inv: &Invalidation) -> u64 {
         self.recent.borrow_mut().record(inv);
+        self.horizon
+            .borrow_mut()
+            .record(inv, crate::monitor::unix_ms_now());
         let removed = invalidation::apply(&mut self.cache.borrow_mut(), inv);
         for (cell, n) in self.counters.invalidated.iter().zip(removed.0) {
             bump(cell, n);
@@ -512,6 +518,17 @@ impl Engine {
         if !fresh || job.max_age.is_some_and(|max| age > max) {
             return None;
         }
+        let created = crate::monitor::unix_ms_now().saturating_sub(entry.age_ms);
+        if self
+            .horizon
+            .borrow()
+            .refuses(created, &job.key, &entry.tags, &entry.symbols)
+        {
+            // Written by a store that raced an invalidation applied here: a miss; the
+            // recomputed result overwrites it.
+            l2.count_stale();
+            return None;
+        }
         let body = entry.body.clone();
         self.cache.borrow_mut().restore(std::iter::once(entry));
         let mut served = served_from_cache(body, CacheStatus::Hit);
@@ -523,6 +540,7 @@ impl Engine {
     async fn compute_and_store(self: &Rc<Self>, job: Job) -> Outcome {
         let op = job.key.operation();
         let mark = self.recent.borrow().mark();
+        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let deadline = self.timestamp(job.deadline);
         let pending = Pending {
@@ -554,7 +572,8 @@ impl Engine {
             .await
             .unwrap_or_else(|| Err(internal("the batch was dropped")))?;
         if job.mode.stores() {
-            self.store(&job.key, op, &computed, job.max_age, job.tags, mark);
+            let from = Stamp { mark, started };
+            self.store(&job.key, op, &computed, job.max_age, job.tags, from);
         }
         Ok(Served {
             body: computed.body,
@@ -583,8 +602,10 @@ impl Engine {
     /// invalidation of any of them removes the result for everyone; an entry loses its tags
     /// only by leaving the cache.
     ///
-    /// A result that an invalidation applied since `mark` (taken when its computation
-    /// started) selects is not stored: the invalidation ran while it was being computed.
+    /// A result that an invalidation applied since `from.mark` (taken when its computation
+    /// started) selects is not stored: the invalidation ran while it was being computed. The
+    /// copy written to Redis is aged from `from.started`, so that its creation time is when its
+    /// input was read (what [`super::horizon`] compares invalidations with).
     fn store(
         &self,
         key: &CacheKey,
@@ -592,7 +613,7 @@ impl Engine {
         computed: &Computed,
         max_age: Option<Duration>,
         mut tags: Vec<String>,
-        mark: u64,
+        from: Stamp,
     ) {
         let out = &computed.output;
         tags.extend(out.dependencies.iter().cloned());
@@ -605,7 +626,7 @@ impl Engine {
         if self
             .recent
             .borrow()
-            .selects_since(mark, key, &tags, &out.symbols)
+            .selects_since(from.mark, key, &tags, &out.symbols)
         {
             return;
         }
@@ -627,11 +648,10 @@ impl Engine {
             .is_ok();
         if let (true, Some(l2)) = (stored, &self.l2) {
             // Write-behind: queued after this task yields, never awaited by the client.
-            let (l2, key, entry) = (
-                Rc::clone(l2),
-                key.clone(),
-                l2_entry(key, &computed.body, meta),
-            );
+            let mut entry = l2_entry(key, &computed.body, meta);
+            // Rounded up: the record's creation time is never after the input was read.
+            entry.age_ms = from.started.elapsed().as_millis() as u64 + 1;
+            let (l2, key) = (Rc::clone(l2), key.clone());
             glommio::spawn_local(async move { l2.store(&key, &entry) }).detach();
         }
     }
@@ -791,6 +811,13 @@ fn body_of(op: Operation, output: &ModelOutput) -> Result<Bytes, ApiError> {
 }
 
 /// A just-computed entry in the form L2 stores.
+/// When a computation started: the invalidation mark and the instant.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    mark: u64,
+    started: Instant,
+}
+
 fn l2_entry(key: &CacheKey, body: &Bytes, meta: EntryMeta) -> atlas_shard::SnapshotEntry {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     atlas_shard::SnapshotEntry {

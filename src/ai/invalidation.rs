@@ -387,7 +387,15 @@ pub async fn follow_other_instances(
                 for user in users {
                     super::context::forget(&shard, &user).await;
                 }
-                let report = on_every_shard(&shard, m.invalidation).await;
+                let report = on_every_shard(&shard, m.invalidation.clone()).await;
+                // Counted once applied: a test (or an operator) that sees the count knows
+                // this instance acts on it.
+                if shard.config.enable_prometheus {
+                    shard
+                        .metrics
+                        .borrow_mut()
+                        .record_peer_invalidation(&m.invalidation);
+                }
                 log::debug!(
                     "redis: applied a peer's invalidation: {} removed",
                     report.removed

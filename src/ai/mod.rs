@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod context;
 pub mod engine;
 pub mod events;
+pub mod horizon;
 pub mod invalidation;
 pub mod pool;
 pub mod request;

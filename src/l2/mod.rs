@@ -52,6 +52,7 @@ struct Counters {
     errors: Cell<u64>,
     timeouts: Cell<u64>,
     corrupt: Cell<u64>,
+    stale: Cell<u64>,
     skipped: Cell<u64>,
     stores: Cell<u64>,
     stores_dropped: Cell<u64>,
@@ -70,6 +71,9 @@ pub struct L2Figures {
     pub timeouts: u64,
     /// Values that failed validation or held another key.
     pub corrupt: u64,
+    /// Lookups that found a record an invalidation applied on this instance had made stale
+    /// (written by a store that raced it; see `ai::horizon`). Not counted as hits.
+    pub stale: u64,
     /// Lookups and stores skipped because the breaker was open or the queue full.
     pub skipped: u64,
     /// Stores queued.
@@ -90,6 +94,7 @@ impl L2Figures {
         self.errors += o.errors;
         self.timeouts += o.timeouts;
         self.corrupt += o.corrupt;
+        self.stale += o.stale;
         self.skipped += o.skipped;
         self.stores += o.stores;
         self.stores_dropped += o.stores_dropped;
@@ -223,6 +228,14 @@ impl L2 {
                 None
             }
         }
+    }
+
+    /// Recounts the last hit of [`L2::get`] as stale: the caller refused it.
+    pub fn count_stale(&self) {
+        self.counters
+            .hits
+            .set(self.counters.hits.get().saturating_sub(1));
+        bump(&self.counters.stale);
     }
 
     /// Runs one command and waits at most `limit` for its answer.
@@ -402,6 +415,7 @@ impl L2 {
             errors: c.errors.get(),
             timeouts: c.timeouts.get(),
             corrupt: c.corrupt.get(),
+            stale: c.stale.get(),
             skipped: c.skipped.get(),
             stores: c.stores.get(),
             stores_dropped: c.stores_dropped.get(),

@@ -247,7 +247,11 @@ mod tests {
             created_unix_ms: u64::MAX,
             ..sample()
         };
-        assert_eq!(far.remaining_ms(1_000), 90_000, "from the future: its retention");
+        assert_eq!(
+            far.remaining_ms(1_000),
+            90_000,
+            "from the future: its retention"
+        );
         assert_eq!(far.remaining_ms(u64::MAX), 90_000);
         assert_eq!(sample().remaining_ms(u64::MAX), 0);
         assert_eq!(sample().remaining_ms(0), 90_000);
