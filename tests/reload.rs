@@ -283,3 +283,57 @@ fn sighup_tightens_the_user_rate_at_once() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("X-RateLimit-Remaining"), Some("2"));
 }
+
+/// `(calls, weight)` of endpoint `name`, summed and as seen by each shard.
+fn endpoint_figures(server: &Server, name: &str) -> (u64, Vec<f64>) {
+    let doc = server.connect().get("/health/detailed").json();
+    let mut calls = 0;
+    let mut weights = Vec::new();
+    for shard in doc["shards"].as_array().unwrap() {
+        for e in shard["endpoints"].as_array().unwrap() {
+            if e["name"] == name {
+                calls += e["calls"].as_u64().unwrap();
+                weights.push(e["weight"].as_f64().unwrap());
+            }
+        }
+    }
+    (calls, weights)
+}
+
+#[test]
+fn sighup_keeps_an_unchanged_endpoint_and_changes_its_weight_in_place() {
+    let a = Server::model_endpoint(&[]);
+    let b = Server::model_endpoint(&[]);
+    let file = ConfigFile::new(
+        "keep",
+        &format!("embedded = false\nendpoints = \"a={}\"\n", a.url()),
+    );
+    let server = Server::start(&["--cores", "2", "--config", file.path()], &[]);
+    let mut c = server.connect();
+    for i in 0..6 {
+        assert_eq!(post(&mut c, &risk(&format!("keep-{i}"), 30)).status, 200);
+    }
+    let (calls, weights) = endpoint_figures(&server, "a");
+    assert_eq!((calls, weights), (6, vec![1.0, 1.0]));
+
+    file.write(&format!(
+        "embedded = false\nendpoints = \"a={};weight=3,b={}\"\n",
+        a.url(),
+        b.url()
+    ));
+    sighup(&server);
+    let mut log = Vec::new();
+    assert!(
+        log_until(&server, &mut log, "SIGHUP: applied on all 2 shards"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("endpoints on each shard: kept [a], started [b], retired []")),
+        "{log:#?}"
+    );
+    assert_eq!(pools(&server), [["a", "b"], ["a", "b"]]);
+    // What the shards learned of `a` is kept (its breakers' call counts), the weight is new.
+    assert_eq!(endpoint_figures(&server, "a"), (6, vec![3.0, 3.0]));
+    assert_eq!(endpoint_figures(&server, "b"), (0, vec![1.0, 1.0]));
+}
