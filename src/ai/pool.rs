@@ -191,7 +191,8 @@ pub struct PoolChange {
     pub kept: Vec<String>,
     /// Endpoints started.
     pub added: Vec<String>,
-    /// Endpoints removed, with the calls still running on each (they finish there).
+    /// Endpoints removed, with the calls (or a health check) still running on each (they
+    /// finish there).
     pub removed: Vec<(String, usize)>,
 }
 
@@ -269,7 +270,7 @@ impl EndpointPool {
                 if *k {
                     kept.push(m);
                 } else {
-                    // Every clone besides this one is a call still running on it.
+                    // Every clone besides this one is a call (or a health check) still running on it.
                     let running = Rc::strong_count(&m) - 1;
                     change.removed.push((m.endpoint.id().to_string(), running));
                 }
