@@ -156,7 +156,7 @@ impl<C: Clock> Balancer<C> {
     }
 
     /// Adds an endpoint with the prior estimate; returns its index (indexes are dense, in order
-    /// of addition, and never change).
+    /// of addition, and change only when [`Balancer::retain`] removes endpoints before them).
     pub fn add(&mut self, name: &str, weight: f64) -> Result<usize, InvalidWeight> {
         let weight = check_weight(weight)?;
         self.endpoints.push(Endpoint {
@@ -178,6 +178,18 @@ impl<C: Clock> Balancer<C> {
             e.weight = weight;
         }
         Ok(())
+    }
+
+    /// Keeps the endpoints for which `keep(index)` holds, with everything learned of them
+    /// (estimate, calls in flight, counts), in their order: the ones after a removed endpoint
+    /// move down. `keep` is called once per endpoint, in index order.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize) -> bool) {
+        let mut i = 0;
+        self.endpoints.retain(|_| {
+            let kept = keep(i);
+            i += 1;
+            kept
+        });
     }
 
     /// Number of endpoints.

@@ -17,7 +17,7 @@
 //! compare-and-swap loop, never a lock.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::{Clock, Timestamp};
@@ -133,6 +133,18 @@ impl Rate {
     pub fn untake(&self, tat: u64) -> u64 {
         tat.saturating_sub(self.interval_ns)
     }
+
+    /// The TAT under `to` of a bucket whose TAT under this rate is `tat` at `now`: the same
+    /// whole tokens available (at most `to`'s burst; the fraction of the next token is lost),
+    /// refilling at `to`'s pace from now on. A full bucket stays full.
+    pub fn rescale(&self, tat: u64, now: u64, to: &Rate) -> u64 {
+        if tat <= now {
+            return tat;
+        }
+        let tokens = self.available(tat, now).min(to.burst);
+        let used = u64::from(to.burst - tokens).saturating_mul(to.interval_ns);
+        now.saturating_add(used)
+    }
 }
 
 /// One bucket shared by every shard of a process (the global limit): its TAT in one
@@ -143,9 +155,19 @@ impl Rate {
 /// `now` is slightly stale (read just before another shard's take) can only be refused
 /// earlier, never accepted beyond the limit: the TAT only moves forward by one interval per
 /// accepted request, whatever `now` each caller read.
+///
+/// The rate itself can change in place ([`SharedBucket::set_rate`], a configuration reload):
+/// it is kept in atomics too, so a take never waits. A take that races the change may be
+/// decided with the old interval and the new burst (or the reverse): one decision, at the
+/// instant of the change, off by at most the difference between the two limits.
 #[derive(Debug)]
 pub struct SharedBucket {
-    rate: Rate,
+    /// `Rate::per_second`, as `f64` bits.
+    per_second: AtomicU64,
+    /// `Rate::burst`.
+    burst: AtomicU32,
+    /// `Rate::interval_ns`.
+    interval_ns: AtomicU64,
     /// The TAT, nanoseconds on the shared clock.
     tat: AtomicU64,
 }
@@ -154,23 +176,45 @@ impl SharedBucket {
     /// A full bucket.
     pub fn new(rate: Rate) -> SharedBucket {
         SharedBucket {
-            rate,
+            per_second: AtomicU64::new(rate.per_second.to_bits()),
+            burst: AtomicU32::new(rate.burst),
+            interval_ns: AtomicU64::new(rate.interval_ns),
             tat: AtomicU64::new(0),
         }
     }
 
-    /// The limit.
-    pub fn rate(&self) -> &Rate {
-        &self.rate
+    /// The limit in force.
+    pub fn rate(&self) -> Rate {
+        Rate {
+            per_second: f64::from_bits(self.per_second.load(Ordering::Acquire)),
+            burst: self.burst.load(Ordering::Acquire),
+            interval_ns: self.interval_ns.load(Ordering::Acquire),
+        }
+    }
+
+    /// Changes the limit at `now`, keeping the tokens the bucket holds (at most the new
+    /// burst): see [`Rate::rescale`].
+    pub fn set_rate(&self, rate: Rate, now: Timestamp) {
+        let old = self.rate();
+        self.per_second
+            .store(rate.per_second.to_bits(), Ordering::Release);
+        self.burst.store(rate.burst, Ordering::Release);
+        self.interval_ns.store(rate.interval_ns, Ordering::Release);
+        let _ = self
+            .tat
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(old.rescale(t, now.as_nanos(), &rate))
+            });
     }
 
     /// Takes one token at `now` if there is one.
     pub fn take(&self, now: Timestamp) -> Decision {
+        let rate = self.rate();
         // Relaxed is enough: the TAT is the only data, and read-modify-writes of one location
         // are totally ordered.
         let mut current = self.tat.load(Ordering::Relaxed);
         loop {
-            let (decision, next) = self.rate.take(current, now.as_nanos());
+            let (decision, next) = rate.take(current, now.as_nanos());
             if !decision.allowed {
                 return decision;
             }
@@ -188,16 +232,17 @@ impl SharedBucket {
 
     /// Gives back one token taken earlier.
     pub fn untake(&self) {
+        let rate = self.rate();
         let _ = self
             .tat
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                Some(self.rate.untake(t))
+                Some(rate.untake(t))
             });
     }
 
     /// Tokens available at `now`.
     pub fn available(&self, now: Timestamp) -> u32 {
-        self.rate
+        self.rate()
             .available(self.tat.load(Ordering::Relaxed), now.as_nanos())
     }
 }
@@ -385,6 +430,23 @@ impl<C: Clock> UserLimits<C> {
     /// The limit every user gets.
     pub fn rate(&self) -> &Rate {
         &self.rate
+    }
+
+    /// Changes the limit of every user, keeping each one's tokens (at most the new burst: see
+    /// [`Rate::rescale`]). Tokens already taken from the shared store stay granted.
+    pub fn set_rate(&mut self, rate: Rate) {
+        let now = self.clock.now().as_nanos();
+        let old = self.rate;
+        for slot in self.map.values_mut() {
+            slot.tat = old.rescale(slot.tat, now, &rate);
+        }
+        self.rate = rate;
+    }
+
+    /// Changes how many users are tracked at once (at least 1). A smaller table shrinks as
+    /// idle users are swept; nobody is dropped early.
+    pub fn set_max_users(&mut self, max_users: usize) {
+        self.max_users = max_users.max(1);
     }
 
     /// The current time on this table's clock.

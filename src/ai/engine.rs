@@ -671,8 +671,9 @@ impl Engine {
     /// deadlines, priorities and shedding apply, instead of piling up at an endpoint.
     async fn dispatch_loop(self: Rc<Self>) {
         let mut poll: Poll<Pending> = Poll::default();
-        let capacity = self.pool.capacity();
         loop {
+            // Read each time: a reload of the endpoints changes it.
+            let capacity = self.pool.capacity();
             if self.busy.get() > capacity {
                 self.wake.wait().await;
                 continue;

@@ -57,26 +57,89 @@ pub struct PoolOptions {
 
 struct Member {
     endpoint: Endpoint,
-    ops: Option<Vec<Operation>>,
-    timeout: Duration,
+    /// Where a remote endpoint is (resolved address and `Host` header; `None`: embedded). A
+    /// reload keeps a member whose name and address are unchanged.
+    address: Option<(SocketAddr, String)>,
+    /// Operations it serves (`None`: all). A reload may change it.
+    ops: RefCell<Option<Vec<Operation>>>,
+    /// Deadline of one call (the latency charged for a timeout). A reload may change it.
+    timeout: Cell<Duration>,
     /// Largest batch one call to it may carry; larger batches go in several calls.
-    max_batch: usize,
+    max_batch: Cell<usize>,
+    /// Batch calls it runs at once (its share of the pool's capacity).
+    concurrency: Cell<usize>,
     breaker: RefCell<CircuitBreaker<MonotonicClock>>,
 }
 
 impl Member {
+    fn embedded(cpu: Option<usize>, clock: MonotonicClock) -> Member {
+        Member {
+            endpoint: Endpoint::Embedded(Embedded::new(cpu)),
+            address: None,
+            ops: RefCell::new(None),
+            timeout: Cell::new(Duration::MAX),
+            max_batch: Cell::new(usize::MAX),
+            concurrency: Cell::new(1),
+            breaker: RefCell::new(CircuitBreaker::new(BreakerOptions::default(), clock)),
+        }
+    }
+
+    fn remote(r: &ResolvedEndpoint, pool_size: usize, clock: MonotonicClock) -> Member {
+        let host = format!("{}:{}", r.spec.host, r.spec.port);
+        let member = Member {
+            endpoint: Endpoint::Http(HttpEndpoint::new(
+                r.spec.name.clone(),
+                r.addr,
+                host.clone(),
+                pool_size,
+                r.spec.timeout,
+            )),
+            address: Some((r.addr, host)),
+            ops: RefCell::new(None),
+            timeout: Cell::new(r.spec.timeout),
+            max_batch: Cell::new(1),
+            concurrency: Cell::new(1),
+            breaker: RefCell::new(CircuitBreaker::new(BreakerOptions::default(), clock)),
+        };
+        member.configure(r);
+        member
+    }
+
+    /// Whether `r` names this member: same name, same address.
+    fn is(&self, r: &ResolvedEndpoint) -> bool {
+        self.endpoint.id() == r.spec.name
+            && self.address.as_ref().is_some_and(|(addr, host)| {
+                *addr == r.addr && *host == format!("{}:{}", r.spec.host, r.spec.port)
+            })
+    }
+
+    /// Takes `r`'s options (all but name and address, which identify the member).
+    fn configure(&self, r: &ResolvedEndpoint) {
+        *self.ops.borrow_mut() = r.spec.ops.clone();
+        self.timeout.set(r.spec.timeout);
+        self.max_batch.set(r.spec.max_batch.max(1));
+        self.concurrency.set(r.spec.concurrency.max(1));
+        if let Endpoint::Http(http) = &self.endpoint {
+            http.set_timeout(r.spec.timeout);
+        }
+    }
+
     fn serves(&self, op: Operation) -> bool {
-        self.ops.as_ref().is_none_or(|ops| ops.contains(&op))
+        self.ops
+            .borrow()
+            .as_ref()
+            .is_none_or(|ops| ops.contains(&op))
     }
 
     /// Runs `inputs` on this endpoint in calls of at most `max_batch` inputs, one after
     /// another; any failed call fails the whole batch (so it can fail over as one).
     async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
-        if inputs.len() <= self.max_batch {
+        let max_batch = self.max_batch.get();
+        if inputs.len() <= max_batch {
             return self.endpoint.infer(inputs).await;
         }
         let mut outputs = Vec::with_capacity(inputs.len());
-        for chunk in inputs.chunks(self.max_batch) {
+        for chunk in inputs.chunks(max_batch) {
             outputs.extend(self.endpoint.infer(chunk).await?);
         }
         Ok(outputs)
@@ -121,16 +184,40 @@ pub struct EndpointInfo {
     pub weight: f64,
 }
 
+/// What a reload of the endpoint list did on one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolChange {
+    /// Endpoints kept with their state (name and address unchanged).
+    pub kept: Vec<String>,
+    /// Endpoints started.
+    pub added: Vec<String>,
+    /// Endpoints removed, with the calls (or a health check) still running on each (they
+    /// finish there).
+    pub removed: Vec<(String, usize)>,
+}
+
 /// The endpoints of one shard.
+///
+/// The member list can change while the shard serves ([`EndpointPool::update`], a SIGHUP):
+/// `members[i]` is always the balancer's endpoint `i`, both changed together without an
+/// `await`. A call holds its member (`Rc`) until it finishes, so a removed endpoint finishes
+/// the calls it has, then is dropped with its connections; a call that finishes looks its
+/// member up again to report to the balancer.
 pub struct EndpointPool {
     clock: MonotonicClock,
     /// Batch calls the endpoints run at once, summed (embedded counts 1).
-    capacity: usize,
-    members: Vec<Member>,
+    capacity: Cell<usize>,
+    members: RefCell<Vec<Rc<Member>>>,
     balancer: RefCell<Balancer<MonotonicClock>>,
     rng: RefCell<XorShift64>,
     calls: Cell<u64>,
     retries: Cell<u64>,
+    /// Idle keep-alive connections kept per remote endpoint.
+    connection_pool_size: usize,
+    /// Interval of the active health checks.
+    health_interval: Duration,
+    /// Whether the health-check task runs (it ends when no remote endpoint is left).
+    checking: Cell<bool>,
 }
 
 impl EndpointPool {
@@ -138,66 +225,106 @@ impl EndpointPool {
     pub fn start(opts: &PoolOptions, clock: MonotonicClock, seed: u64) -> Rc<Self> {
         let mut members = Vec::new();
         let mut balancer = Balancer::new(BalancerOptions::default(), clock);
-        let breaker = || RefCell::new(CircuitBreaker::new(BreakerOptions::default(), clock));
         if opts.embedded {
             let _ = balancer.add("embedded", 1.0);
-            members.push(Member {
-                endpoint: Endpoint::Embedded(Embedded::new(opts.cpu)),
-                ops: None,
-                timeout: Duration::MAX,
-                max_batch: usize::MAX,
-                breaker: breaker(),
-            });
+            members.push(Rc::new(Member::embedded(opts.cpu, clock)));
         }
         for r in &opts.remote {
             // Weights were validated with the configuration.
             let _ = balancer.add(&r.spec.name, r.spec.weight);
-            members.push(Member {
-                endpoint: Endpoint::Http(HttpEndpoint::new(
-                    r.spec.name.clone(),
-                    r.addr,
-                    format!("{}:{}", r.spec.host, r.spec.port),
-                    opts.connection_pool_size,
-                    r.spec.timeout,
-                )),
-                ops: r.spec.ops.clone(),
-                timeout: r.spec.timeout,
-                max_batch: r.spec.max_batch.max(1),
-                breaker: breaker(),
-            });
+            members.push(Rc::new(Member::remote(r, opts.connection_pool_size, clock)));
         }
-        let capacity = usize::from(opts.embedded)
-            + opts
-                .remote
-                .iter()
-                .map(|r| r.spec.concurrency)
-                .sum::<usize>();
         let pool = Rc::new(EndpointPool {
-            capacity: capacity.max(1),
+            capacity: Cell::new(capacity(&members)),
             clock,
-            members,
+            members: RefCell::new(members),
             balancer: RefCell::new(balancer),
             rng: RefCell::new(XorShift64::new(seed)),
             calls: Cell::new(0),
             retries: Cell::new(0),
+            connection_pool_size: opts.connection_pool_size,
+            health_interval: opts.health_interval,
+            checking: Cell::new(false),
         });
-        if !opts.remote.is_empty() {
-            glommio::spawn_local(Rc::clone(&pool).health_loop(opts.health_interval)).detach();
-        }
+        pool.check_health();
         pool
+    }
+
+    /// Replaces the remote endpoints with `remote` (a reload; the embedded models stay as
+    /// they are). An endpoint whose name and address are unchanged keeps its breaker, latency
+    /// estimate, calls in flight and connections, and takes the new weight and options in
+    /// place; a new one starts with a closed breaker and the prior estimate; a removed one
+    /// gets no new call, finishes those it has, and is no longer health-checked.
+    pub fn update(self: &Rc<Self>, remote: &[ResolvedEndpoint]) -> PoolChange {
+        let mut change = PoolChange::default();
+        {
+            let mut members = self.members.borrow_mut();
+            let mut balancer = self.balancer.borrow_mut();
+            let keep: Vec<bool> = members
+                .iter()
+                .map(|m| m.address.is_none() || remote.iter().any(|r| m.is(r)))
+                .collect();
+            balancer.retain(|i| keep.get(i).copied().unwrap_or(false));
+            let mut kept = Vec::with_capacity(members.len());
+            for (m, k) in members.drain(..).zip(&keep) {
+                if *k {
+                    kept.push(m);
+                } else {
+                    // Every clone besides this one is a call (or a health check) still running on it.
+                    let running = Rc::strong_count(&m) - 1;
+                    change.removed.push((m.endpoint.id().to_string(), running));
+                }
+            }
+            *members = kept;
+            for r in remote {
+                match members.iter().position(|m| m.is(r)) {
+                    Some(i) => {
+                        // Weights were validated with the configuration.
+                        let _ = balancer.set_weight(i, r.spec.weight);
+                        members[i].configure(r);
+                        change.kept.push(r.spec.name.clone());
+                    }
+                    None => {
+                        let _ = balancer.add(&r.spec.name, r.spec.weight);
+                        members.push(Rc::new(Member::remote(
+                            r,
+                            self.connection_pool_size,
+                            self.clock,
+                        )));
+                        change.added.push(r.spec.name.clone());
+                    }
+                }
+            }
+            self.capacity.set(capacity(&members));
+        }
+        self.check_health();
+        change
+    }
+
+    /// Starts the health-check task if there is a remote endpoint and it is not running.
+    fn check_health(self: &Rc<Self>) {
+        let any_remote = self.members.borrow().iter().any(|m| m.address.is_some());
+        if any_remote && !self.checking.replace(true) {
+            glommio::spawn_local(Rc::clone(self).health_loop()).detach();
+        }
     }
 
     /// Batch calls the endpoints can run at once, summed over endpoints.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.capacity.get()
     }
 
-    /// Whether a call may be routed to member `i` for `op` now.
-    fn eligible(&self, i: usize, op: Operation, now: Timestamp, excluded: &[usize]) -> bool {
-        let Some(m) = self.members.get(i) else {
-            return false;
-        };
-        if excluded.contains(&i) || !m.serves(op) {
+    /// Where `member` is in the list now (`None`: a reload removed it).
+    fn index_of(&self, member: &Rc<Member>) -> Option<usize> {
+        self.members
+            .borrow()
+            .iter()
+            .position(|m| Rc::ptr_eq(m, member))
+    }
+
+    /// Whether a call may be routed to `m` for `op` now.
+    fn eligible(m: &Rc<Member>, op: Operation, now: Timestamp, excluded: &[Rc<Member>]) -> bool {
+        if excluded.iter().any(|e| Rc::ptr_eq(e, m)) || !m.serves(op) {
             return false;
         }
         let breaker = m.breaker.borrow();
@@ -219,26 +346,31 @@ impl EndpointPool {
         inputs: Vec<ModelInput>,
         deadline: Timestamp,
     ) -> Result<(Outputs, String), PoolError> {
-        let mut excluded: Vec<usize> = Vec::new();
+        let mut excluded: Vec<Rc<Member>> = Vec::new();
         let mut last: Option<PoolError> = None;
-        for attempt in 0..self.members.len() * 2 {
+        let attempts = self.members.borrow().len() * 2;
+        for attempt in 0..attempts {
             let now = self.clock.now();
             if attempt > 0 && (now >= deadline || (last.is_some() && !self.retry_allowed())) {
                 break;
             }
-            let pick = {
+            let member = {
+                let members = self.members.borrow();
                 let mut rng = self.rng.borrow_mut();
-                self.balancer
-                    .borrow()
-                    .pick(|i| self.eligible(i, op, now, &excluded), &mut || {
-                        rng.next_u64()
-                    })
+                let pick = self.balancer.borrow().pick(
+                    |i| {
+                        members
+                            .get(i)
+                            .is_some_and(|m| Self::eligible(m, op, now, &excluded))
+                    },
+                    &mut || rng.next_u64(),
+                );
+                pick.and_then(|i| members.get(i).map(|m| (i, Rc::clone(m))))
             };
-            let Some(i) = pick else { break };
-            let member = &self.members[i];
+            let Some((i, member)) = member else { break };
             let permit = member.breaker.borrow_mut().try_acquire();
             if !permit.is_allowed() {
-                excluded.push(i);
+                excluded.push(member);
                 continue;
             }
             let probe = permit.is_probe();
@@ -250,26 +382,32 @@ impl EndpointPool {
             let started = self.clock.now();
             let result = member.infer(&inputs).await;
             let rtt = self.clock.now().since(started);
+            // A reload during the call may have moved the member or removed it.
+            let index = self.index_of(&member);
             match result {
                 Ok(outputs) => {
                     member.breaker.borrow_mut().on_success(rtt, probe);
-                    self.balancer.borrow_mut().finish(i, rtt);
+                    if let Some(i) = index {
+                        self.balancer.borrow_mut().finish(i, rtt);
+                    }
                     return Ok((outputs, member.endpoint.id().to_string()));
                 }
                 Err(error) => {
                     member.breaker.borrow_mut().on_failure(probe);
                     let penalty = if error == EndpointError::Timeout {
-                        member.timeout
+                        member.timeout.get()
                     } else {
                         Duration::ZERO
                     };
-                    self.balancer.borrow_mut().fail(i, penalty);
+                    if let Some(i) = index {
+                        self.balancer.borrow_mut().fail(i, penalty);
+                    }
                     log::debug!("endpoint {} failed: {error}", member.endpoint.id());
-                    excluded.push(i);
                     last = Some(PoolError::Failed {
                         endpoint: member.endpoint.id().to_string(),
                         error,
                     });
+                    excluded.push(member);
                 }
             }
         }
@@ -281,6 +419,7 @@ impl EndpointPool {
     /// How long until some endpoint serving `op` may take calls again (at least 1 s).
     fn retry_after(&self, op: Operation) -> Duration {
         self.members
+            .borrow()
             .iter()
             .filter(|m| m.serves(op))
             .filter_map(|m| m.breaker.borrow().retry_after())
@@ -289,11 +428,28 @@ impl EndpointPool {
             .max(Duration::from_secs(1))
     }
 
-    /// Probes every remote endpoint's `/health` each interval and feeds the breakers.
-    async fn health_loop(self: Rc<Self>, interval: Duration) {
+    /// Probes every remote endpoint's `/health` each interval and feeds the breakers; ends
+    /// when no remote endpoint is left (a reload that adds one starts it again). An endpoint
+    /// a reload removed is not checked again.
+    async fn health_loop(self: Rc<Self>) {
+        let interval = self.health_interval;
         loop {
             glommio::timer::sleep(interval).await;
-            for m in &self.members {
+            let remote: Vec<Rc<Member>> = self
+                .members
+                .borrow()
+                .iter()
+                .filter(|m| m.address.is_some())
+                .cloned()
+                .collect();
+            if remote.is_empty() {
+                self.checking.set(false);
+                return;
+            }
+            for m in remote {
+                if self.index_of(&m).is_none() {
+                    continue;
+                }
                 if let Endpoint::Http(http) = &m.endpoint {
                     let ok = http.health(interval.min(Duration::from_secs(2))).await;
                     m.breaker.borrow_mut().on_health_check(ok);
@@ -307,6 +463,7 @@ impl EndpointPool {
         let balancer = self.balancer.borrow();
         let figures = balancer.snapshot();
         self.members
+            .borrow()
             .iter()
             .enumerate()
             .map(|(i, m)| {
@@ -325,4 +482,13 @@ impl EndpointPool {
             })
             .collect()
     }
+}
+
+/// Batch calls `members` run at once (at least 1).
+fn capacity(members: &[Rc<Member>]) -> usize {
+    members
+        .iter()
+        .map(|m| m.concurrency.get())
+        .sum::<usize>()
+        .max(1)
 }

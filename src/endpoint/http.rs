@@ -19,7 +19,8 @@ use crate::models::{ModelError, ModelInput, ModelOutput};
 pub struct HttpEndpoint {
     name: String,
     client: HttpClient,
-    timeout: Duration,
+    /// Deadline of one batch call (a reload may change it).
+    timeout: std::cell::Cell<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -63,8 +64,13 @@ impl HttpEndpoint {
         HttpEndpoint {
             name,
             client: HttpClient::new(addr, host, pool_size, timeout.min(Duration::from_secs(2))),
-            timeout,
+            timeout: std::cell::Cell::new(timeout),
         }
+    }
+
+    /// Changes the deadline of the next batch calls (a reload of `ATLAS_ENDPOINTS`).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout.set(timeout);
     }
 
     /// `GET /health` within `timeout`: true on a 200.
@@ -116,7 +122,7 @@ impl ModelEndpoint for HttpEndpoint {
         let body = request_body(inputs)?;
         let response = self
             .client
-            .post_json("/v1/batch", &body, self.timeout)
+            .post_json("/v1/batch", &body, self.timeout.get())
             .await?;
         if response.status != 200 {
             return Err(EndpointError::Status(response.status));

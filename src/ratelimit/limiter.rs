@@ -78,22 +78,24 @@ struct Global {
     local: Arc<SharedBucket>,
     /// Tokens this shard took from the Redis bucket.
     grant: RefCell<Grant>,
-    /// Tokens asked of Redis at a time.
-    batch: u32,
+    /// Tokens asked of Redis at a time (a reload may change it).
+    batch: Cell<u32>,
 }
 
 /// One shard's rate limits.
 pub struct Limiter {
     /// The users this shard owns (`None`: no per-user limit).
     users: Option<RefCell<UserLimits<MonotonicClock>>>,
-    /// Tokens asked of Redis at a time for one user.
-    user_batch: u32,
+    /// Tokens asked of Redis at a time for one user (a reload may change it).
+    user_batch: Cell<u32>,
     /// The global limit (`None`: none).
     global: Option<Global>,
     /// Whether hits keep their tokens.
-    count_hits: bool,
+    count_hits: Cell<bool>,
     /// What to do while Redis fails.
-    failure: RedisFailure,
+    failure: Cell<RedisFailure>,
+    /// Shards sharing the global limit (the global batch is split over them).
+    shards: usize,
     /// Redis, when configured.
     store: Option<Store>,
     /// The clock every shard shares (the global bucket's time base).
@@ -133,16 +135,17 @@ impl Limiter {
             (Some(rate), Some(local)) => Some(Global {
                 local,
                 grant: RefCell::new(Grant::default()),
-                batch: batch(&rate, shards),
+                batch: Cell::new(batch(&rate, shards)),
             }),
             _ => None,
         };
         let limiter = Rc::new(Limiter {
-            user_batch: config.user().map_or(1, |r| batch(&r, 1)),
+            user_batch: Cell::new(config.user().map_or(1, |r| batch(&r, 1))),
             users,
             global,
-            count_hits: config.count_hits,
-            failure: config.redis_failure,
+            count_hits: Cell::new(config.count_hits),
+            failure: Cell::new(config.redis_failure),
+            shards,
             store: l2.map(|l2| Store::new(l2, (redis_timeout * 10).max(STORE_LIMIT), origin)),
             clock,
             counters: Counters::default(),
@@ -160,7 +163,30 @@ impl Limiter {
 
     /// Whether cache hits keep their tokens (`ATLAS_RATE_LIMIT_HITS`).
     pub fn counts_hits(&self) -> bool {
-        self.count_hits
+        self.count_hits.get()
+    }
+
+    /// Applies reloaded settings to the limits this shard was started with: the per-user rate
+    /// and burst (every tracked user keeps its tokens, at most the new burst), the users
+    /// tracked, the Redis batch sizes derived from the rates, whether hits cost a token and
+    /// the Redis failure mode. A limit that was off at start stays off, and one that was on
+    /// stays on (`runtime::reload` keeps such a change pending until a restart). The global
+    /// bucket's rate is changed once for all shards by the caller
+    /// ([`SharedBucket::set_rate`]); this shard only resizes its Redis batch.
+    pub fn reconfigure(&self, config: &RateLimitConfig) {
+        if let (Some(users), Some(rate)) = (&self.users, config.user()) {
+            let mut users = users.borrow_mut();
+            if *users.rate() != rate {
+                users.set_rate(rate);
+            }
+            users.set_max_users(config.max_users.div_ceil(self.shards.max(1)));
+            self.user_batch.set(batch(&rate, 1));
+        }
+        if let (Some(global), Some(rate)) = (&self.global, config.global()) {
+            global.batch.set(batch(&rate, self.shards));
+        }
+        self.count_hits.set(config.count_hits);
+        self.failure.set(config.redis_failure);
     }
 
     /// Counts a refusal this shard answers: by `scope`, or (`None`) a 503 because Redis was
@@ -192,7 +218,7 @@ impl Limiter {
             if let (Some(store), Some(g)) = (&self.store, &self.global) {
                 let n = g.grant.borrow_mut().take_expired(self.clock.now());
                 if n > 0 {
-                    store.give_back(store.global_key(), g.local.rate(), n);
+                    store.give_back(store.global_key(), &g.local.rate(), n);
                 }
             }
         }
@@ -249,7 +275,7 @@ impl Limiter {
                     store,
                     || store.user_key(user),
                     &rate,
-                    self.user_batch,
+                    self.user_batch.get(),
                     || users.borrow_mut().spend(user),
                     |granted, wait| users.borrow_mut().fill(user, granted, wait, GRANT_TTL),
                 )
@@ -265,21 +291,19 @@ impl Limiter {
     async fn take_global(&self, global: &Global) -> Step {
         if let Some(store) = &self.store {
             let now = || self.clock.now();
+            let rate = global.local.rate();
             let step = self
                 .via_store(
                     store,
                     || store.global_key(),
-                    global.local.rate(),
-                    global.batch,
-                    || global.grant.borrow_mut().spend(global.local.rate(), now()),
+                    &rate,
+                    global.batch.get(),
+                    || global.grant.borrow_mut().spend(&rate, now()),
                     |granted, wait| {
-                        global.grant.borrow_mut().fill(
-                            global.local.rate(),
-                            now(),
-                            granted,
-                            wait,
-                            GRANT_TTL,
-                        )
+                        global
+                            .grant
+                            .borrow_mut()
+                            .fill(&rate, now(), granted, wait, GRANT_TTL)
                     },
                 )
                 .await;
@@ -295,7 +319,7 @@ impl Limiter {
     fn local_or_fallback(&self, take: impl FnOnce() -> Decision) -> Step {
         if self.store.is_some() {
             bump(&self.counters.fallbacks);
-            match self.failure {
+            match self.failure.get() {
                 RedisFailure::Local => {}
                 RedisFailure::Open => return Step::Allowed(None, Charge::Free),
                 RedisFailure::Closed => return Step::Unavailable,

@@ -340,9 +340,10 @@ pub async fn check(shard: &Rc<Shard>, user: Option<&str>) -> Result<Allowance, R
             if metrics_on {
                 limiter.count_refused(Some(scope));
             }
+            let live = shard.live_config();
             let rate = match scope {
-                Scope::User => shard.config.rate_limits.user(),
-                Scope::Global => shard.config.rate_limits.global(),
+                Scope::User => live.rate_limits.user(),
+                Scope::Global => live.rate_limits.global(),
             };
             Err(Refused::limited(scope, decision, rate))
         }

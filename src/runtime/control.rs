@@ -2,7 +2,8 @@
 //! executors start. The main thread writes one byte per order; each shard's control task reads
 //! them on its executor:
 //!
-//! - `r`: apply the reloaded configuration waiting in the shared slot, then acknowledge;
+//! - `r`: apply the reload waiting in the shared slot (the configuration, and the remote
+//!   endpoints resolved on the signal thread when they changed), then acknowledge;
 //! - `x` (or the socket closing): start draining (close the shard's shutdown semaphore).
 //!
 //! The slot is a mutex touched once per reload by each shard, never on the request path.
@@ -18,15 +19,25 @@ use futures_lite::AsyncReadExt;
 use glommio::net::UnixStream;
 
 use super::shard::Shard;
+use crate::ai::pool::ResolvedEndpoint;
 use crate::config::Config;
 
 const RELOAD: u8 = b'r';
 const DRAIN: u8 = b'x';
 
-/// The reloaded configuration waiting for the shards, and where they acknowledge it.
+/// What a reload hands every shard.
+#[derive(Debug)]
+pub struct Reload {
+    /// The configuration in force from now on (start values for what needs a restart).
+    pub config: Arc<Config>,
+    /// The remote endpoints, resolved on the signal thread (`None`: unchanged).
+    pub endpoints: Option<Vec<ResolvedEndpoint>>,
+}
+
+/// The reload waiting for the shards, and where they acknowledge it.
 #[derive(Debug)]
 struct Slot {
-    config: Mutex<Option<Arc<Config>>>,
+    config: Mutex<Option<Arc<Reload>>>,
     acks: Mutex<mpsc::Sender<usize>>,
 }
 
@@ -82,7 +93,8 @@ impl Control {
 
     /// Hands `config` to every shard and waits up to `limit` for them to apply it; returns
     /// how many did.
-    pub fn reload(&mut self, config: Arc<Config>, limit: Duration) -> usize {
+    pub fn reload(&mut self, config: Reload, limit: Duration) -> usize {
+        let config = Arc::new(config);
         while self.acks.try_recv().is_ok() {}
         if let Ok(mut slot) = self.slot.config.lock() {
             *slot = Some(config);
@@ -122,8 +134,8 @@ impl ShardEnd {
 
     fn apply(&self, shard: &Rc<Shard>) {
         let config = self.slot.config.lock().ok().and_then(|c| c.clone());
-        if let Some(config) = config {
-            shard.reconfigure(config);
+        if let Some(reload) = config {
+            shard.reconfigure(&reload);
             if let Ok(acks) = self.slot.acks.lock() {
                 let _ = acks.send(shard.id);
             }

@@ -198,6 +198,8 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
 
     let drain_started = Arc::new(OnceLock::new());
     let watcher = SignalWatcher {
+        global_limit: resolved.global_limit.clone(),
+        clock: atlas_shard::MonotonicClock::with_origin(origin),
         shared: Arc::clone(&shared),
         control,
         reloader,
@@ -401,6 +403,10 @@ struct SignalWatcher {
     status: String,
     /// When the drain started and its grace period (the L2 flush gets what is left of it).
     drain_started: Arc<OnceLock<(Instant, Duration)>>,
+    /// The global rate-limit bucket every shard shares: a reload changes its rate here, once.
+    global_limit: Option<Arc<atlas_shard::SharedBucket>>,
+    /// The shards' shared clock (the global bucket's time base).
+    clock: atlas_shard::MonotonicClock,
 }
 
 impl SignalWatcher {
@@ -452,7 +458,22 @@ impl SignalWatcher {
             Ok(plan) if plan.changes.is_empty() => {
                 log::info!("SIGHUP: configuration read again; nothing changed");
             }
-            Ok(plan) => {
+            Ok(mut plan) => {
+                let current = self.reloader.current();
+                // Resolved here, on the signal thread: a shard never waits for DNS.
+                let endpoints = if plan.config.endpoints == current.endpoints {
+                    None
+                } else {
+                    match resolve_endpoints(&plan.config) {
+                        Ok(list) => Some(list),
+                        Err(e) => {
+                            log::error!("SIGHUP: {e}");
+                            let current = current.clone();
+                            plan.hold_endpoints(&current, "cannot be resolved");
+                            None
+                        }
+                    }
+                };
                 for change in &plan.changes {
                     log::info!("SIGHUP: {}", reload::describe(change));
                 }
@@ -460,10 +481,20 @@ impl SignalWatcher {
                     crate::logging::set_filter(&plan.config.log);
                 }
                 if plan.changes.iter().any(|c| c.applied) {
+                    use atlas_shard::Clock;
+                    if let (Some(bucket), Some(rate)) =
+                        (&self.global_limit, plan.config.rate_limits.global())
+                    {
+                        if bucket.rate() != rate {
+                            bucket.set_rate(rate, self.clock.now());
+                        }
+                    }
                     let shards = self.shared.shards;
-                    let applied = self
-                        .control
-                        .reload(Arc::new(plan.config.clone()), Duration::from_secs(2));
+                    let reload = control::Reload {
+                        config: Arc::new(plan.config.clone()),
+                        endpoints,
+                    };
+                    let applied = self.control.reload(reload, Duration::from_secs(2));
                     if applied == shards {
                         log::info!("SIGHUP: applied on all {shards} shards");
                     } else {

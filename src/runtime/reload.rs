@@ -3,19 +3,23 @@
 //! apply the settings that can change without a restart.
 //!
 //! Reloadable ([`RELOADABLE`]): the log filter, the drain grace, batch size and window, cache
-//! warming, and the monitor's alert thresholds, hold windows, interval, history and adaptive
-//! baselines. Everything else is fixed at start because it shaped something built once:
-//! sockets (listen address, backlog), the shard count and the memory split across shards,
-//! remote endpoints (resolved into per-shard pools with their breakers and connections), the
-//! Redis workers, the webhook address, snapshots, limits and timeouts read on the request path.
-//! A changed fixed setting is logged as needing a restart and not applied; an invalid
-//! configuration is logged in full and nothing changes.
+//! warming, the monitor's alert thresholds, hold windows, interval, history and adaptive
+//! baselines, the rate limits' rates, bursts and options, and the remote endpoints (each shard
+//! rebuilds its pool, keeping the state of the endpoints whose name and address are
+//! unchanged). A rate limit switched on or off waits for a restart (its state exists only for
+//! limits on at start), and so does an endpoint list that would leave no endpoint with the
+//! embedded models off. Everything else is fixed at start because it shaped something built
+//! once: sockets (listen address, backlog), the shard count and the memory split across
+//! shards, the embedded models, the Redis workers, the webhook address, snapshots, limits and
+//! timeouts read on the request path. A change that is not applied is logged with why; an
+//! invalid configuration is logged in full and nothing changes.
 //!
 //! This file is the pure part (what changed, what applies); `runtime` runs it on the signal
 //! thread and hands the result to the shards over `control`.
 
 use std::collections::HashMap;
 
+use crate::config::ratelimit::RateLimitConfig;
 use crate::config::{self, Config, ConfigError, Flags, Raw, SETTINGS};
 
 /// Settings a SIGHUP reload applies (environment names).
@@ -31,6 +35,14 @@ pub const RELOADABLE: &[&str] = &[
     "ATLAS_ADAPTIVE_THRESHOLDS",
     "ALERT_RESPONSE_TIME_MS",
     "ALERT_ERROR_RATE",
+    "ATLAS_RATE_LIMIT_USER_RPS",
+    "ATLAS_RATE_LIMIT_USER_BURST",
+    "ATLAS_RATE_LIMIT_GLOBAL_RPS",
+    "ATLAS_RATE_LIMIT_GLOBAL_BURST",
+    "ATLAS_RATE_LIMIT_HITS",
+    "ATLAS_RATE_LIMIT_MAX_USERS",
+    "ATLAS_RATE_LIMIT_REDIS_FAILURE",
+    "ATLAS_ENDPOINTS",
 ];
 
 /// Whether a SIGHUP reload applies this setting.
@@ -58,8 +70,10 @@ pub struct Change {
     pub old: String,
     /// The value read now.
     pub new: String,
-    /// Applied now (`false`: needs a restart).
+    /// Applied now (`false`: see `why`).
     pub applied: bool,
+    /// Why it is not applied (empty when applied).
+    pub why: String,
 }
 
 /// The outcome of reading the configuration again.
@@ -114,25 +128,40 @@ impl Reloader {
                 let old = self.in_force.get(s.env).cloned().unwrap_or_default();
                 (new != old).then(|| {
                     let shown = |v: String| if s.secret { "<redacted>".into() } else { v };
+                    let why = if !is_reloadable(s.env) {
+                        "needs a restart".to_string()
+                    } else if switches_a_limit(&self.current, &fresh, s.env) {
+                        "turns a rate limit on or off, which needs a restart".to_string()
+                    } else {
+                        String::new()
+                    };
                     Change {
                         name: s.env,
                         old: shown(old),
                         new: shown(new),
-                        applied: is_reloadable(s.env),
+                        applied: why.is_empty(),
+                        why,
                     }
                 })
             })
             .collect();
         let reloaded = SETTINGS
             .iter()
-            .filter(|s| is_reloadable(s.env))
+            .filter(|s| is_reloadable(s.env) && !switches_a_limit(&self.current, &fresh, s.env))
             .map(|s| (s.env, raw.get(s).0.trim().to_string()))
             .collect();
-        Ok(Plan {
+        let mut plan = Plan {
             config: merge(&self.current, &fresh),
             changes,
             reloaded,
-        })
+        };
+        if !plan.config.embedded && plan.config.endpoints.is_empty() {
+            plan.hold_endpoints(
+                &self.current,
+                "would leave no endpoint: ATLAS_EMBEDDED=false is in force until a restart",
+            );
+        }
+        Ok(plan)
     }
 
     /// Records `plan` as in force (after it was handed to the shards).
@@ -144,9 +173,57 @@ impl Reloader {
     }
 }
 
+impl Plan {
+    /// Keeps the endpoints in force (`ATLAS_ENDPOINTS` not applied, for `why`): a reload
+    /// that cannot resolve the new list, or one that would leave no endpoint.
+    pub fn hold_endpoints(&mut self, current: &Config, why: &str) {
+        const NAME: &str = "ATLAS_ENDPOINTS";
+        self.config.endpoints = current.endpoints.clone();
+        self.reloaded.retain(|(name, _)| *name != NAME);
+        for change in self.changes.iter_mut().filter(|c| c.name == NAME) {
+            change.applied = false;
+            change.why = why.to_string();
+        }
+    }
+}
+
+/// Whether `env` is a rate-limit setting whose change in `fresh` turns its limit (per user or
+/// global) on or off. The limits' state (the per-user tables, the global bucket shared by
+/// the shards, the Redis batches) is built at start only for limits that are on, so such a
+/// change waits for a restart; a change of rate or burst of a limit that stays on applies.
+fn switches_a_limit(current: &Config, fresh: &Config, env: &str) -> bool {
+    let (c, f) = (&current.rate_limits, &fresh.rate_limits);
+    match env {
+        "ATLAS_RATE_LIMIT_USER_RPS" | "ATLAS_RATE_LIMIT_USER_BURST" => {
+            c.user().is_some() != f.user().is_some()
+        }
+        "ATLAS_RATE_LIMIT_GLOBAL_RPS" | "ATLAS_RATE_LIMIT_GLOBAL_BURST" => {
+            c.global().is_some() != f.global().is_some()
+        }
+        _ => false,
+    }
+}
+
+/// The rate limits of `fresh`, except that a limit switched on or off keeps its current
+/// rate and burst (see [`switches_a_limit`]).
+fn merge_rate_limits(current: &RateLimitConfig, fresh: &RateLimitConfig) -> RateLimitConfig {
+    let mut merged = fresh.clone();
+    if current.user().is_some() != fresh.user().is_some() {
+        merged.user_rps = current.user_rps;
+        merged.user_burst = current.user_burst;
+    }
+    if current.global().is_some() != fresh.global().is_some() {
+        merged.global_rps = current.global_rps;
+        merged.global_burst = current.global_burst;
+    }
+    merged
+}
+
 /// `current` with every reloadable setting taken from `fresh`.
 pub fn merge(current: &Config, fresh: &Config) -> Config {
     Config {
+        rate_limits: merge_rate_limits(&current.rate_limits, &fresh.rate_limits),
+        endpoints: fresh.endpoints.clone(),
         log: fresh.log.clone(),
         shutdown_grace: fresh.shutdown_grace,
         batch_size: fresh.batch_size,
@@ -170,9 +247,9 @@ pub fn describe(change: &Change) -> String {
         shown(&change.old),
         shown(&change.new),
         if change.applied {
-            "applied"
+            "applied".to_string()
         } else {
-            "needs a restart, not applied"
+            format!("{}, not applied", change.why)
         }
     )
 }
@@ -188,6 +265,7 @@ fn shown(v: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ratelimit::RedisFailure;
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
@@ -243,7 +321,8 @@ mod tests {
     fn merge_takes_exactly_the_reloadable_settings() {
         let path = file(
             "merge",
-            "alert_error_rate = 0.05\nbatch_size = 32\nlisten = \"127.0.0.1:8083\"\n",
+            "alert_error_rate = 0.05\nbatch_size = 32\nlisten = \"127.0.0.1:8083\"\n\
+             rate_limit_user_rps = 100\nrate_limit_global_rps = 1000\n",
         );
         let mut r = start(&path);
         std::fs::write(
@@ -252,7 +331,10 @@ mod tests {
              enable_cache_warming = false\nmonitor_interval_s = 2\nmonitor_history = 9\n\
              alert_for_windows = 4\nadaptive_thresholds = true\nalert_response_time_ms = 900\n\
              alert_error_rate = 0.2\nlisten = \"127.0.0.1:9\"\ncores = 1\n\
-             max_connections = 5\nendpoints = \"a=http://127.0.0.1:9000\"\n",
+             max_connections = 5\nendpoints = \"a=http://127.0.0.1:9000\"\n\
+             rate_limit_user_rps = 2\nrate_limit_user_burst = 4\nrate_limit_global_rps = 50\n\
+             rate_limit_global_burst = 60\nrate_limit_hits = false\nrate_limit_max_users = 7\n\
+             rate_limit_redis_failure = \"closed\"\n",
         )
         .unwrap();
         let plan = r.plan(|_| None).unwrap();
@@ -269,11 +351,18 @@ mod tests {
         assert!(c.adaptive_thresholds);
         assert_eq!(c.alert_response_time, Duration::from_millis(900));
         assert_eq!(c.alert_error_rate, 0.2);
+        let rl = &c.rate_limits;
+        assert_eq!((rl.user_rps, rl.user_burst), (2.0, 4));
+        assert_eq!((rl.global_rps, rl.global_burst), (50.0, 60));
+        assert!(!rl.count_hits);
+        assert_eq!(rl.max_users, 7);
+        assert_eq!(rl.redis_failure, RedisFailure::Closed);
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(c.endpoints[0].name, "a");
         // Fixed settings keep their start values.
         let start = Config::default();
         assert_eq!(c.listen, start.listen);
         assert_eq!((c.cores, c.max_connections), (None, start.max_connections));
-        assert!(c.endpoints.is_empty());
         let applied: Vec<&str> = plan
             .changes
             .iter()
@@ -289,12 +378,7 @@ mod tests {
             .collect();
         assert_eq!(
             restart,
-            [
-                "ATLAS_LISTEN",
-                "ATLAS_CORES",
-                "ATLAS_MAX_CONNECTIONS",
-                "ATLAS_ENDPOINTS"
-            ]
+            ["ATLAS_LISTEN", "ATLAS_CORES", "ATLAS_MAX_CONNECTIONS"]
         );
         // ALERT_ERROR_RATE 0.05 -> 0.2 is one of them; after commit it is no longer a change.
         assert!(plan
@@ -308,7 +392,71 @@ mod tests {
             "{:?}",
             again.changes
         );
-        assert_eq!(again.changes.len(), 4, "fixed settings stay pending");
+        assert_eq!(again.changes.len(), 3, "fixed settings stay pending");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A rate limit switched on or off waits for a restart; the other changes apply.
+    #[test]
+    fn switching_a_limit_on_or_off_needs_a_restart() {
+        let path = file("toggle", "rate_limit_user_rps = 10\n");
+        let mut r = start(&path);
+        std::fs::write(
+            &path,
+            "rate_limit_user_rps = 0\nrate_limit_global_rps = 5\nbatch_size = 4\n",
+        )
+        .unwrap();
+        let plan = r.plan(|_| None).unwrap();
+        let rl = &plan.config.rate_limits;
+        assert_eq!(rl.user_rps, 10.0, "the per-user limit stays on");
+        assert!(rl.global().is_none(), "the global limit stays off");
+        assert_eq!(plan.config.batch_size, 4);
+        let held: Vec<String> = plan
+            .changes
+            .iter()
+            .filter(|c| !c.applied)
+            .map(describe)
+            .collect();
+        assert_eq!(
+            held,
+            [
+                "ATLAS_RATE_LIMIT_USER_RPS: 10 -> 0 (turns a rate limit on or off, which needs a \
+                 restart, not applied)",
+                "ATLAS_RATE_LIMIT_GLOBAL_RPS: 0 -> 5 (turns a rate limit on or off, which \
+                 needs a restart, not applied)"
+            ]
+        );
+        r.commit(plan);
+        let again = r.plan(|_| None).unwrap();
+        assert_eq!(again.changes.len(), 2, "still pending: {:?}", again.changes);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// With the embedded models off (fixed), a reload may not remove the last endpoint, even
+    /// where the file also turns them on.
+    #[test]
+    fn a_reload_never_leaves_no_endpoint() {
+        let path = file(
+            "last",
+            "embedded = false\nendpoints = \"a=http://127.0.0.1:9000\"\n",
+        );
+        let r = start(&path);
+        std::fs::write(&path, "embedded = true\nendpoints = \"\"\n").unwrap();
+        let plan = r.plan(|_| None).unwrap();
+        assert!(!plan.config.embedded);
+        assert_eq!(plan.config.endpoints.len(), 1);
+        assert!(
+            plan.changes.iter().all(|c| !c.applied),
+            "{:?}",
+            plan.changes
+        );
+        std::fs::write(
+            &path,
+            "embedded = false\nendpoints = \"b=http://127.0.0.1:9001\"\n",
+        )
+        .unwrap();
+        let plan = r.plan(|_| None).unwrap();
+        assert_eq!(plan.config.endpoints[0].name, "b");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -325,16 +325,39 @@ impl Shard {
         Arc::clone(&self.live.borrow())
     }
 
-    /// Applies a reloaded configuration to what this shard owns: its engine's batching and
-    /// cache warming, and on shard 0 the monitor's thresholds and windows. `config` already
-    /// holds the start values of every setting that needs a restart.
-    pub fn reconfigure(&self, config: Arc<Config>) {
+    /// Applies a reload to what this shard owns: its engine's batching and cache warming, its
+    /// endpoint pool (when the endpoints changed), its rate limits, and on shard 0 the
+    /// monitor's thresholds and windows. The configuration already holds the start values of
+    /// every setting that needs a restart.
+    pub fn reconfigure(&self, reload: &super::control::Reload) {
+        let config = Arc::clone(&reload.config);
         if let App::Gateway(engine) = &self.app {
+            if let Some(endpoints) = &reload.endpoints {
+                let change = engine.pool.update(endpoints);
+                // Every shard does the same; one line says it.
+                if self.id == 0 {
+                    let removed: Vec<String> = change
+                        .removed
+                        .iter()
+                        .map(|(name, running)| format!("{name} ({running} call(s) finishing)"))
+                        .collect();
+                    log::info!(
+                        "SIGHUP: endpoints on each shard: kept [{}], started [{}], retired [{}]",
+                        change.kept.join(", "),
+                        change.added.join(", "),
+                        removed.join(", ")
+                    );
+                }
+            }
+            // After the pool: this wakes the dispatcher, which reads the new capacity.
             engine.reconfigure(
                 config.batch_size,
                 config.batch_timeout,
                 config.enable_cache_warming,
             );
+        }
+        if let Some(limiter) = &self.rate_limits {
+            limiter.reconfigure(&config.rate_limits);
         }
         if let Some(monitor) = &self.monitor {
             monitor.reconfigure(&config);

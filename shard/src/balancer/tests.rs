@@ -364,3 +364,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn retain_keeps_what_was_learned_of_the_endpoints_kept() {
+    let clock = ManualClock::new();
+    let mut b = Balancer::new(BalancerOptions::default(), clock.clone());
+    for name in ["a", "b", "c"] {
+        b.add(name, 1.0).unwrap();
+    }
+    b.start(2);
+    b.start(2);
+    b.finish(2, Duration::from_millis(300));
+    b.retain(|i| i != 1);
+    assert_eq!(b.len(), 2);
+    assert_eq!((b.name(0), b.name(1)), (Some("a"), Some("c")));
+    assert_eq!(b.index_of("c"), Some(1));
+    assert_eq!(
+        b.outstanding(1),
+        Some(1),
+        "the call still in flight is kept"
+    );
+    assert_eq!(b.ewma(1), Some(Duration::from_millis(300)));
+    assert_eq!(b.add("d", 2.0).unwrap(), 2);
+}

@@ -303,3 +303,75 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_new_rate_keeps_the_tokens_clamped_to_the_new_burst() {
+    let clock = ManualClock::new();
+    clock.advance_ms(10_000);
+    let mut users = UserLimits::new(rate(1.0, 10), 10, clock.clone());
+    for _ in 0..4 {
+        assert!(users.take("u").allowed);
+    }
+    // 6 tokens left; the full user "idle" has 10.
+    assert_eq!(users.take("idle").remaining, 9);
+    users.untake("idle");
+    // Tighter: burst 3, 2 per second. Both hold 3 (clamped), refilling every 500 ms.
+    users.set_rate(rate(2.0, 3));
+    assert_eq!(users.rate().burst(), 3);
+    for _ in 0..3 {
+        assert!(users.take("u").allowed);
+    }
+    let refused = users.take("u");
+    assert!(!refused.allowed);
+    assert_eq!(refused.retry_after, Duration::from_millis(500));
+    clock.advance_ms(500);
+    assert!(users.take("u").allowed);
+    assert!(!users.take("u").allowed);
+    // Looser: burst 100. "u" keeps its 0 tokens (no free refill), refills at 100/s.
+    users.set_rate(rate(100.0, 100));
+    let d = users.take("u");
+    assert!(!d.allowed, "no token was added by the change");
+    clock.advance_ms(10);
+    assert!(users.take("u").allowed);
+    // A never-seen user gets the new full bucket.
+    assert_eq!(users.take("new").remaining, 99);
+}
+
+#[test]
+fn a_shared_bucket_changes_rate_in_place() {
+    let bucket = SharedBucket::new(rate(1.0, 10));
+    let now = Timestamp(100_000_000_000);
+    for _ in 0..7 {
+        assert!(bucket.take(now).allowed);
+    }
+    assert_eq!(bucket.available(now), 3);
+    bucket.set_rate(rate(10.0, 2), now);
+    assert_eq!(bucket.rate().burst(), 2);
+    assert_eq!(bucket.available(now), 2);
+    assert!(bucket.take(now).allowed);
+    assert!(bucket.take(now).allowed);
+    assert!(!bucket.take(now).allowed);
+    // The new pace: one token 100 ms later.
+    assert!(bucket.take(Timestamp(now.0 + 100_000_000)).allowed);
+    // A full bucket stays full under a bigger burst.
+    let full = SharedBucket::new(rate(1.0, 1));
+    full.set_rate(rate(5.0, 5), now);
+    assert_eq!(full.available(now), 5);
+}
+
+proptest! {
+    /// Rescaling never creates tokens beyond what the bucket held, nor beyond the new burst.
+    #[test]
+    fn rescale_keeps_tokens(
+        used_ms in 0u64..20_000,
+        a in 1u32..50, b in 1u32..50,
+        ra in 1u32..100, rb in 1u32..100,
+    ) {
+        let (from, to) = (rate(f64::from(ra), a), rate(f64::from(rb), b));
+        let now = 1_000_000_000_000u64;
+        let tat = now + used_ms * 1_000_000;
+        let before = from.available(tat, now);
+        let after = to.available(from.rescale(tat, now, &to), now);
+        prop_assert_eq!(after, before.min(b));
+    }
+}
