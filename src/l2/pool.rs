@@ -431,40 +431,19 @@ impl Worker {
         result
     }
 
-    /// Sends the round as one pipeline and hands out the answers.
+    /// Sends the round as one pipeline and hands out the answers. A connection found dead
+    /// (Redis restarted since this worker last used it: nothing sent on it reached the new
+    /// server) is replaced and the round sent once more, so that a restart costs no request
+    /// its answer.
     fn pipeline(&mut self, round: &mut Vec<Command>) {
-        let mut cmds = Vec::with_capacity(round.len() * 2);
-        for c in round.iter() {
-            match c {
-                Command::Get { key, .. } => cmds.push(redis::cmd("GET").arg(key).clone()),
-                Command::Set {
-                    key,
-                    value,
-                    ttl_ms,
-                    index,
-                } => {
-                    cmds.push(
-                        redis::cmd("SET")
-                            .arg(key)
-                            .arg(value)
-                            .arg("PX")
-                            .arg(*ttl_ms)
-                            .clone(),
-                    );
-                    let secs = ttl_ms.div_ceil(1000);
-                    for set in index {
-                        cmds.push(redis::cmd("SADD").arg(set).arg(key).clone());
-                        // An index lives as long as its longest-lived member (NX sets the
-                        // first expiry, GT only ever extends it).
-                        cmds.push(redis::cmd("EXPIRE").arg(set).arg(secs).arg("NX").clone());
-                        cmds.push(redis::cmd("EXPIRE").arg(set).arg(secs).arg("GT").clone());
-                    }
-                }
-                Command::Fire(cmd) | Command::Query { cmd, .. } => cmds.push(cmd.clone()),
-                Command::Publish { .. } | Command::Invalidate { .. } => {}
+        let had_conn = self.conn.is_some();
+        let mut result = self.run_pipeline(commands(round));
+        if let Err(e) = &result {
+            if had_conn && self.conn.is_none() && e.is_connection_dropped() && self.connect() {
+                result = self.run_pipeline(commands(round));
             }
         }
-        match self.run_pipeline(cmds) {
+        match result {
             Ok(values) => reply(round, values),
             Err(e) => fail(round, &e.to_string()),
         }
@@ -520,6 +499,42 @@ impl Worker {
             flag.store(on, Ordering::Relaxed);
         }
     }
+}
+
+/// The round's commands, in order (a `Set` is `SET` plus three per index set).
+fn commands(round: &[Command]) -> Vec<Cmd> {
+    let mut cmds = Vec::with_capacity(round.len() * 2);
+    for c in round.iter() {
+        match c {
+            Command::Get { key, .. } => cmds.push(redis::cmd("GET").arg(key).clone()),
+            Command::Set {
+                key,
+                value,
+                ttl_ms,
+                index,
+            } => {
+                cmds.push(
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(*ttl_ms)
+                        .clone(),
+                );
+                let secs = ttl_ms.div_ceil(1000);
+                for set in index {
+                    cmds.push(redis::cmd("SADD").arg(set).arg(key).clone());
+                    // An index lives as long as its longest-lived member (NX sets the
+                    // first expiry, GT only ever extends it).
+                    cmds.push(redis::cmd("EXPIRE").arg(set).arg(secs).arg("NX").clone());
+                    cmds.push(redis::cmd("EXPIRE").arg(set).arg(secs).arg("GT").clone());
+                }
+            }
+            Command::Fire(cmd) | Command::Query { cmd, .. } => cmds.push(cmd.clone()),
+            Command::Publish { .. } | Command::Invalidate { .. } => {}
+        }
+    }
+    cmds
 }
 
 /// Hands each command of the round its answer (values come in command order; a `Set`
