@@ -15,6 +15,10 @@
 //! This module owns the schema ([`schema`]) and the HTTP side (GraphQL-over-HTTP: request
 //! forms, status codes, limits); it must not touch caches, queues or the mesh directly.
 
+mod bridge;
+mod inputs;
+mod operation;
+mod outputs;
 pub mod schema;
 
 use std::cell::{OnceCell, RefCell};
@@ -23,7 +27,7 @@ use std::rc::{Rc, Weak};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Selection, SelectionSet,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::auth::{Caller, Identity};
 use crate::config::Config;
@@ -147,27 +151,101 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     }
     let gql = gql.data(GqlCaller::new(caller));
     let schema = SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone());
-    let answer = schema.execute(gql).await;
+    let mut answer = schema.execute(gql).await;
     let request_failed = answer.data == async_graphql::Value::Null
         && !answer.errors.is_empty()
         && answer.errors.iter().all(|e| e.path.is_empty());
-    let errors = serde_json::to_value(&answer.errors).unwrap_or(Value::Null);
-    let (status, body) = if request_failed {
+    if request_failed {
         let status = if graphql_response {
             Status::BadRequest
         } else {
             Status::Ok
         };
-        (status, json!({ "errors": errors }))
-    } else {
-        let data = serde_json::to_value(&answer.data).unwrap_or(Value::Null);
-        if answer.errors.is_empty() {
-            (Status::Ok, json!({ "data": data }))
-        } else {
-            (Status::Ok, json!({ "data": data, "errors": errors }))
+        return respond(status, &Answer::errors(&answer.errors), graphql_response);
+    }
+    null_failed_fields(&mut answer);
+    let retry_after = all_rate_limited(&answer);
+    let response = respond(Status::Ok, &Answer::data(&answer), graphql_response);
+    match retry_after {
+        Some(s) => response.header("Retry-After", s.to_string()),
+        None => response,
+    }
+}
+
+/// The GraphQL response body, serialised straight from async-graphql's values.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+}
+
+impl<'a> Answer<'a> {
+    fn data(r: &'a async_graphql::Response) -> Self {
+        Answer {
+            data: Some(&r.data),
+            errors: &r.errors,
         }
+    }
+
+    fn errors(errors: &'a [async_graphql::ServerError]) -> Self {
+        Answer { data: None, errors }
+    }
+}
+
+/// Puts `null` in `data` for each top-level field that failed, as the spec asks
+/// (async-graphql leaves a failed field out, and answers `data: null` when all failed).
+fn null_failed_fields(answer: &mut async_graphql::Response) {
+    if answer.errors.is_empty() {
+        return;
+    }
+    if answer.data == async_graphql::Value::Null {
+        answer.data = async_graphql::Value::Object(Default::default());
+    }
+    let async_graphql::Value::Object(fields) = &mut answer.data else {
+        return;
     };
-    respond(status, &body, graphql_response)
+    for e in &answer.errors {
+        if let [async_graphql::PathSegment::Field(name)] = e.path.as_slice() {
+            fields
+                .entry(async_graphql::Name::new(name))
+                .or_insert(async_graphql::Value::Null);
+        }
+    }
+}
+
+/// When every top-level field of the answer is null because a rate limit refused it: the
+/// longest of their `retryAfterS` (at least 1), for the response's `Retry-After`.
+fn all_rate_limited(answer: &async_graphql::Response) -> Option<u64> {
+    let async_graphql::Value::Object(fields) = &answer.data else {
+        return None;
+    };
+    if fields.is_empty() {
+        return None;
+    }
+    let mut longest = 1;
+    for (name, value) in fields {
+        if *value != async_graphql::Value::Null {
+            return None;
+        }
+        let limited = answer.errors.iter().find(|e| {
+            matches!(e.path.first(), Some(async_graphql::PathSegment::Field(f)) if f == name.as_str())
+                && extension(e, "code")
+                    == Some(&async_graphql::Value::String(bridge::RATE_LIMITED.into()))
+        })?;
+        if let Some(async_graphql::Value::Number(n)) = extension(limited, "retryAfterS") {
+            longest = longest.max(n.as_u64().unwrap_or(1));
+        }
+    }
+    Some(longest)
+}
+
+fn extension<'e>(
+    e: &'e async_graphql::ServerError,
+    name: &str,
+) -> Option<&'e async_graphql::Value> {
+    e.extensions.as_ref().and_then(|x| x.get(name))
 }
 
 /// A request error detected before execution, in the spec's shape.
@@ -193,7 +271,7 @@ fn refused(status: Status, message: &str, graphql_response: bool) -> Response {
     )
 }
 
-fn respond(status: Status, body: &Value, graphql_response: bool) -> Response {
+fn respond(status: Status, body: &impl serde::Serialize, graphql_response: bool) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     if graphql_response {
         Response::text(status, GRAPHQL_RESPONSE, bytes)
@@ -226,9 +304,9 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
         let query = gql_query.ok_or("missing `query` parameter")?;
         let mut gql = async_graphql::Request::new(query);
         if let Some(v) = variables.filter(|v| !v.is_empty()) {
-            let value: Value =
-                serde_json::from_str(&v).map_err(|e| format!("`variables` is not JSON: {e}"))?;
-            gql = gql.variables(async_graphql::Variables::from_json(value));
+            let variables: async_graphql::Variables = serde_json::from_str(&v)
+                .map_err(|e| format!("`variables` is not a JSON object: {e}"))?;
+            gql = gql.variables(variables);
         }
         if let Some(op) = operation.filter(|o| !o.is_empty()) {
             gql = gql.operation_name(op);
@@ -246,13 +324,14 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
                 ));
             }
         }
-        let body: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| format!("the body is not JSON: {e}"))?;
-        if !body.get("query").is_some_and(Value::is_string) {
+        // Read straight into async-graphql's request (its variables into its own values).
+        let gql: async_graphql::Request = serde_json::from_slice(&request.body).map_err(|e| {
+            format!("the body is not a GraphQL request (JSON with a `query` string): {e}")
+        })?;
+        if gql.query.is_empty() {
             return Err("the body has no `query` string".into());
         }
-        serde_json::from_value::<async_graphql::Request>(body)
-            .map_err(|e| format!("the body is not a GraphQL request: {e}"))
+        Ok(gql)
     }
 }
 
