@@ -42,6 +42,39 @@ thread_local! {
     static SHARD: RefCell<Weak<Shard>> = const { RefCell::new(Weak::new()) };
     /// This thread's schema, built once from the configuration's limits.
     static SCHEMA: OnceCell<AtlasSchema> = const { OnceCell::new() };
+    /// This thread's parsed documents by query text: parsing is the largest single cost of a
+    /// small request (validation still runs on every request). Bounded: see [`DOCS_MAX`].
+    static DOCS: RefCell<ahash::AHashMap<String, ExecutableDocument>> = RefCell::new(Default::default());
+}
+
+/// Most documents a shard keeps parsed (the set is emptied when full: clients send a handful
+/// of distinct documents, so it refills with the live ones).
+const DOCS_MAX: usize = 256;
+/// Longest query text whose parsed document is kept.
+const DOC_MAX_LEN: usize = 8 * 1024;
+
+/// Gives `gql` its parsed document from this thread's cache, or parses it and keeps it.
+fn parse_cached(gql: &mut async_graphql::Request) {
+    if gql.query.len() > DOC_MAX_LEN {
+        return;
+    }
+    let cached = DOCS.with(|d| d.borrow().get(&gql.query).cloned());
+    match cached {
+        Some(doc) => gql.set_parsed_query(doc),
+        None => {
+            if let Ok(doc) = gql.parsed_query() {
+                let doc = doc.clone();
+                let query = gql.query.clone();
+                DOCS.with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.len() >= DOCS_MAX {
+                        d.clear();
+                    }
+                    d.insert(query, doc);
+                });
+            }
+        }
+    }
 }
 
 /// The shard a resolver on this thread runs its field on, if it is still alive.
@@ -123,6 +156,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
         Ok(r) => r,
         Err(message) => return refused(Status::BadRequest, &message, graphql_response),
     };
+    parse_cached(&mut gql);
     // Checks that need the parsed document (parse errors themselves are left to the executor,
     // which reports them in the spec's shape).
     let operation = gql.operation_name.clone();
@@ -450,5 +484,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(root_fields(&doc, None), 5);
+    }
+
+    #[test]
+    fn parsed_documents_are_kept_and_bad_ones_are_not() {
+        let mut a = async_graphql::Request::new("{ a }");
+        parse_cached(&mut a);
+        assert!(DOCS.with(|d| d.borrow().contains_key("{ a }")));
+        let mut b = async_graphql::Request::new("{ a }");
+        parse_cached(&mut b);
+        assert_eq!(root_fields(b.parsed_query().unwrap(), None), 1);
+        let mut bad = async_graphql::Request::new("{ a");
+        parse_cached(&mut bad);
+        assert!(!DOCS.with(|d| d.borrow().contains_key("{ a")));
+        assert!(bad.parsed_query().is_err());
     }
 }
