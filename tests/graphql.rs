@@ -41,6 +41,7 @@ fn gql(c: &mut Client, query: &str, variables: Value) -> Response {
     )
 }
 
+/// (REST operation, GraphQL field, REST input).
 fn cases() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
@@ -73,8 +74,75 @@ fn cases() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
+/// The GraphQL input type of a field.
+fn input_type(field: &str) -> String {
+    let mut t = field[..1].to_uppercase();
+    t.push_str(&field[1..]);
+    t + "Input"
+}
+
+/// The whole typed result of each field (every field of the result types).
+fn result_selection(field: &str) -> &'static str {
+    match field {
+        "portfolioAnalysis" => "symbols weights returns expectedReturn volatility sharpeRatio sortinoRatio maxDrawdown var95 cvar95 beta correlation concentrationHhi minVarianceWeights maxSharpeWeights maxSharpeMethod maxSharpeRatio rebalancing { symbol currentWeight targetWeight trade action }",
+        "budgetOptimization" => "needs { ...B } wants { ...B } savings { ...B } savingsRate debtPlan { monthlyBudget minimumPayments avalanche { ...P } snowball { ...P } interestSavedByAvalanche } availableForGoals goals { name remaining months monthlyRequired monthlyAllocated feasible shortfall } suggestedCuts { category current cut newAmount } uncoveredShortfall",
+        "riskAssessment" => "riskScore profile recommendedAllocation { stocks bonds cash } volatilityBand { lower upper } portfolio { volatility band { lower upper } distance status }",
+        "cashflowForecast" => "forecast lower80 upper80 lower95 upper95 method fittedParams { alpha beta gamma seasonLength } mape rmse",
+        _ => unreachable!(),
+    }
+}
+
+/// Fragments `result_selection` uses.
+const FRAGMENTS: &str = "fragment B on Bucket { amount share targetShare targetAmount difference } fragment P on DebtStrategy { months paidOff totalInterest totalPaid remainingBalance order scheduleSummary { debts { name payoffMonth interestPaid totalPaid } remainingByYear } }";
+
+/// `snake_case` → `camelCase` (`var_95` → `var95`).
+fn camel(s: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in s.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A REST JSON value as GraphQL shows it: camelCase keys, enum names upper case, nulls
+/// dropped (REST leaves some absent optional fields out, GraphQL answers them null).
+fn as_graphql(v: &Value) -> Value {
+    const ENUMS: [&str; 5] = ["action", "max_sharpe_method", "profile", "status", "method"];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) if ENUMS.contains(&k.as_str()) => {
+                            Value::String(s.to_uppercase())
+                        }
+                        other => as_graphql(other),
+                    };
+                    (camel(k), v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(as_graphql).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Drops the nulls of a GraphQL answer (see `as_graphql`).
+fn without_nulls(v: &Value) -> Value {
+    as_graphql(&serde_json::from_str::<Value>(&v.to_string()).unwrap())
+}
+
 const FIELDS: &str =
-    "operation result confidence modelVersion meta { cache shard totalMs batchSize endpoint }";
+    "operation confidence modelVersion meta { cache shard totalMs batchSize endpoint }";
 
 #[test]
 fn each_operation_answers_what_rest_answers_from_the_same_cache_entry() {
@@ -86,9 +154,14 @@ fn each_operation_answers_what_rest_answers_from_the_same_cache_entry() {
         assert_eq!(rest.status, 200, "{op}");
         assert_eq!(rest.header("X-Atlas-Cache"), Some("miss"));
         let rest_body = rest.json();
-        let query =
-            format!("query($i: JSON) {{ {field}(userId: \"u-1\", input: $i) {{ {FIELDS} }} }}");
-        let r = gql(&mut c, &query, json!({"i": input}));
+        // Typed input (camelCase variables), typed result, and the REST JSON beside it.
+        let query = format!(
+            "query($i: {}) {{ {field}(userId: \"u-1\", input: $i) {{ {FIELDS} result {{ {} }} resultJson }} }} {}",
+            input_type(field),
+            result_selection(field),
+            if field == "budgetOptimization" { FRAGMENTS } else { "" }
+        );
+        let r = gql(&mut c, &query, json!({"i": as_graphql(&input)}));
         assert_eq!(r.status, 200);
         let v = r.json();
         assert!(v.get("errors").is_none(), "{op}: {v}");
@@ -104,15 +177,26 @@ fn each_operation_answers_what_rest_answers_from_the_same_cache_entry() {
             rest.header("X-Atlas-Owner").unwrap()
         );
         assert_eq!(got["operation"], op);
-        assert_eq!(got["result"], rest_body["result"], "{op}: same numbers");
+        assert_eq!(
+            without_nulls(&got["result"]),
+            as_graphql(&rest_body["result"]),
+            "{op}: same numbers, typed"
+        );
+        assert_eq!(got["resultJson"], rest_body["result"], "{op}: same JSON");
         assert_eq!(got["confidence"], rest_body["confidence"]);
         assert_eq!(got["modelVersion"], rest_body["model_version"]);
+        // The escape hatch: the REST input object as JSON reads the same entry.
+        let query = format!(
+            "query($i: JSON) {{ {field}(userId: \"u-1\", inputJson: $i) {{ meta {{ cache }} }} }}"
+        );
+        let v = gql(&mut c, &query, json!({"i": input})).json();
+        assert_eq!(v["data"][field]["meta"]["cache"], "hit", "{op}: {v}");
     }
-    // And the other way: GraphQL first (a miss), then REST is a hit.
+    // And the other way: GraphQL first (a miss, typed literal), then REST is a hit.
     let (op, field, input) = cases().remove(2);
     let query = format!(
         "{{ {field}(userId: \"u-2\", input: {}) {{ meta {{ cache batchSize }} }} }}",
-        graphql_literal(&input)
+        graphql_literal(&as_graphql(&input))
     );
     let v = gql(&mut c, &query, Value::Null).json();
     assert_eq!(v["data"][field]["meta"]["cache"], "miss", "{v}");
@@ -120,6 +204,27 @@ fn each_operation_answers_what_rest_answers_from_the_same_cache_entry() {
     let body = json!({"user_id": "u-2", "input": input}).to_string();
     let rest = send(&mut c, "POST", &format!("/ai/{op}"), "", &body);
     assert_eq!(rest.header("X-Atlas-Cache"), Some("hit"));
+    // Typed input and inputJson together are refused for that field.
+    let v = gql(
+        &mut c,
+        "{ riskAssessment(userId: \"u-2\", input: {age: 40}, inputJson: {age: 40}) { confidence } }",
+        Value::Null,
+    )
+    .json();
+    assert_eq!(v["data"]["riskAssessment"], Value::Null, "{v}");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "invalid_request");
+    // A typed input of the wrong shape is a GraphQL validation error naming the field.
+    let v = gql(
+        &mut c,
+        "{ riskAssessment(userId: \"u-2\", input: {age: \"old\"}) { confidence } }",
+        Value::Null,
+    )
+    .json();
+    assert!(v.get("data").is_none(), "{v}");
+    assert!(
+        v["errors"][0]["message"].as_str().unwrap().contains("age"),
+        "{v}"
+    );
 }
 
 /// A JSON object written as a GraphQL input literal (`{age: 35}`).
@@ -148,11 +253,11 @@ fn four_fields_answer_together_and_a_failing_field_fails_alone() {
     let mut fields = Vec::new();
     let mut params = Vec::new();
     for (i, (_, field, input)) in cases().into_iter().enumerate() {
-        params.push(format!("$i{i}: JSON"));
+        params.push(format!("$i{i}: {}", input_type(field)));
         fields.push(format!(
             "{field}(userId: \"u-4\", input: $i{i}) {{ {FIELDS} }}"
         ));
-        vars.insert(format!("i{i}"), input);
+        vars.insert(format!("i{i}"), as_graphql(&input));
     }
     let query = format!("query({}) {{ {} }}", params.join(", "), fields.join(" "));
     let v = gql(&mut c, &query, Value::Object(vars.clone())).json();
@@ -173,6 +278,7 @@ fn four_fields_answer_together_and_a_failing_field_fails_alone() {
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["data"]["bad"], Value::Null);
+    assert!(v["data"].as_object().unwrap().contains_key("bad"), "{v}");
     assert_eq!(v["data"]["good"]["meta"]["cache"], "miss", "{v}");
     let errors = v["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1, "{v}");
@@ -425,4 +531,129 @@ fn the_schema_validates_with_graphql_core() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_rate_limited_field_errs_with_retry_after_and_a_fully_limited_document_carries_it() {
+    // A burst of 2 for each user, then one token per 100 s.
+    let server = Server::start(
+        &["--cores", "1"],
+        &[
+            ("ATLAS_RATE_LIMIT_USER_RPS", "0.01"),
+            ("ATLAS_RATE_LIMIT_USER_BURST", "2"),
+        ],
+    );
+    let mut c = server.connect();
+    let field = |alias: &str, age: u32| {
+        format!(
+            "{alias}: riskAssessment(userId: \"rl\", input: {{age: {age}, horizonYears: 10, incomeStability: 3, lossTolerance: 3, experience: 3}}) {{ meta {{ cache }} }}"
+        )
+    };
+    // Three fields, two tokens: one field is refused, the others answer; no Retry-After on
+    // the response, since it carries data.
+    let query = format!(
+        "{{ {} {} {} }}",
+        field("a", 30),
+        field("b", 31),
+        field("c", 32)
+    );
+    let r = gql(&mut c, &query, Value::Null);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Retry-After"), None);
+    let v = r.json();
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    let e = &errors[0];
+    assert_eq!(e["extensions"]["code"], "RATE_LIMITED", "{v}");
+    assert_eq!(e["extensions"]["restCode"], "rate_limited_user");
+    assert_eq!(e["extensions"]["status"], 429);
+    let retry = e["extensions"]["retryAfterS"].as_u64().unwrap();
+    assert!((1..=100).contains(&retry), "{v}");
+    let refused = e["path"][0].as_str().unwrap();
+    assert_eq!(v["data"][refused], Value::Null);
+    let answered = ["a", "b", "c"]
+        .iter()
+        .filter(|f| v["data"][**f]["meta"]["cache"] == "miss")
+        .count();
+    assert_eq!(answered, 2, "{v}");
+    // Every field refused: the response carries Retry-After (the longest of theirs).
+    let query = format!("{{ {} {} }}", field("d", 33), field("e", 34));
+    let r = gql(&mut c, &query, Value::Null);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["data"], json!({"d": null, "e": null}), "{v}");
+    let longest = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["extensions"]["code"], "RATE_LIMITED", "{v}");
+            e["extensions"]["retryAfterS"].as_u64().unwrap()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(r.header("Retry-After"), Some(longest.to_string().as_str()));
+}
+
+#[test]
+fn misses_of_several_fields_share_one_batch() {
+    // Certain, not probable: one shard and one remote endpoint that runs one batch at a time
+    // (`concurrency` 1). A plug request occupies it for 3 s; while it is busy a request
+    // waits for a free slot, a full batch (BATCH_SIZE 4) or the 60 s window, so the four
+    // fields, queued well within the 3 s, leave together when the fourth arrives.
+    let model =
+        Server::model_endpoint(&["--cores", "1", "--latency-ms", "3000", "--concurrency", "2"]);
+    let spec = format!("m={};timeout_ms=30000", model.url());
+    let server = Server::start(
+        &["--cores", "1"],
+        &[
+            ("ATLAS_EMBEDDED", "false"),
+            ("ATLAS_ENDPOINTS", spec.as_str()),
+            ("BATCH_SIZE", "4"),
+            ("BATCH_TIMEOUT_MS", "60000"),
+            ("REQUEST_TIMEOUT_MS", "60000"),
+        ],
+    );
+    let risk = |user: &str, age: u32| {
+        json!({"user_id": user, "input": {"age": age, "horizon_years": 10,
+            "income_stability": 3, "loss_tolerance": 3, "experience": 3}})
+        .to_string()
+    };
+    let plug = {
+        let mut c = server.connect();
+        let body = risk("plug", 50);
+        std::thread::spawn(move || send(&mut c, "POST", "/ai/risk_assessment", "", &body))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let d = server.connect().get("/health/detailed").json();
+        if d["shards"][0]["endpoints"][0]["in_flight"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the plug never reached the endpoint: {d}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let fields: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "f{i}: riskAssessment(userId: \"u-batch\", input: {{age: {}, horizonYears: 10, incomeStability: 3, lossTolerance: 3, experience: 3}}) {{ meta {{ cache batchSize endpoint }} }}",
+                30 + i
+            )
+        })
+        .collect();
+    let mut c = server.connect();
+    let v = gql(&mut c, &format!("{{ {} }}", fields.join(" ")), Value::Null).json();
+    assert!(v.get("errors").is_none(), "{v}");
+    for i in 0..4 {
+        let meta = &v["data"][format!("f{i}")]["meta"];
+        assert_eq!(meta["cache"], "miss", "{v}");
+        assert_eq!(meta["endpoint"], "m", "{v}");
+        assert_eq!(meta["batchSize"], 4, "the four misses share one batch: {v}");
+    }
+    let plug = plug.join().unwrap();
+    assert_eq!(plug.status, 200);
+    assert_eq!(plug.header("X-Atlas-Batch-Size"), Some("1"));
 }

@@ -28,7 +28,7 @@ atlas=$(ATLAS_LOG=warn start atlas "$ATLAS_BIN" serve --listen 127.0.0.1:0 --cor
 # Fill the entry through REST, check GraphQL reads it as a hit, then warm both paths.
 wrk -t1 -c"$CONNS" -d2s -s bench/scripts/ai_hit.lua "$atlas" >/dev/null 2>&1
 body=$(cat <<'JSON'
-{"query":"query($i: JSON) { portfolioAnalysis(userId: \"bench-user\", input: $i) { meta { cache } } }","variables":{"i":{"holdings":[{"symbol":"AAPL","weight":0.6,"prices":[100,102,101,105,107,106,108,110]},{"symbol":"MSFT","weight":0.4,"prices":[200,198,202,204,203,207,209,208]}]}}}
+{"query":"query($i: PortfolioAnalysisInput) { portfolioAnalysis(userId: \"bench-user\", input: $i) { meta { cache } } }","variables":{"i":{"holdings":[{"symbol":"AAPL","weight":0.6,"prices":[100,102,101,105,107,106,108,110]},{"symbol":"MSFT","weight":0.4,"prices":[200,198,202,204,203,207,209,208]}]}}}
 JSON
 )
 curl -s -H 'Content-Type: application/json' -d "$body" "$atlas/graphql" | grep -q '"cache":"hit"' \

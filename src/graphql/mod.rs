@@ -15,6 +15,10 @@
 //! This module owns the schema ([`schema`]) and the HTTP side (GraphQL-over-HTTP: request
 //! forms, status codes, limits); it must not touch caches, queues or the mesh directly.
 
+mod bridge;
+mod inputs;
+mod operation;
+mod outputs;
 pub mod schema;
 
 use std::cell::{OnceCell, RefCell};
@@ -23,7 +27,7 @@ use std::rc::{Rc, Weak};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Selection, SelectionSet,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::auth::{Caller, Identity};
 use crate::config::Config;
@@ -38,6 +42,39 @@ thread_local! {
     static SHARD: RefCell<Weak<Shard>> = const { RefCell::new(Weak::new()) };
     /// This thread's schema, built once from the configuration's limits.
     static SCHEMA: OnceCell<AtlasSchema> = const { OnceCell::new() };
+    /// This thread's parsed documents by query text: parsing is the largest single cost of a
+    /// small request (validation still runs on every request). Bounded: see [`DOCS_MAX`].
+    static DOCS: RefCell<ahash::AHashMap<String, ExecutableDocument>> = RefCell::new(Default::default());
+}
+
+/// Most documents a shard keeps parsed (the set is emptied when full: clients send a handful
+/// of distinct documents, so it refills with the live ones).
+const DOCS_MAX: usize = 256;
+/// Longest query text whose parsed document is kept.
+const DOC_MAX_LEN: usize = 8 * 1024;
+
+/// Gives `gql` its parsed document from this thread's cache, or parses it and keeps it.
+fn parse_cached(gql: &mut async_graphql::Request) {
+    if gql.query.len() > DOC_MAX_LEN {
+        return;
+    }
+    let cached = DOCS.with(|d| d.borrow().get(&gql.query).cloned());
+    match cached {
+        Some(doc) => gql.set_parsed_query(doc),
+        None => {
+            if let Ok(doc) = gql.parsed_query() {
+                let doc = doc.clone();
+                let query = gql.query.clone();
+                DOCS.with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.len() >= DOCS_MAX {
+                        d.clear();
+                    }
+                    d.insert(query, doc);
+                });
+            }
+        }
+    }
 }
 
 /// The shard a resolver on this thread runs its field on, if it is still alive.
@@ -119,6 +156,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
         Ok(r) => r,
         Err(message) => return refused(Status::BadRequest, &message, graphql_response),
     };
+    parse_cached(&mut gql);
     // Checks that need the parsed document (parse errors themselves are left to the executor,
     // which reports them in the spec's shape).
     let operation = gql.operation_name.clone();
@@ -147,27 +185,101 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     }
     let gql = gql.data(GqlCaller::new(caller));
     let schema = SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone());
-    let answer = schema.execute(gql).await;
+    let mut answer = schema.execute(gql).await;
     let request_failed = answer.data == async_graphql::Value::Null
         && !answer.errors.is_empty()
         && answer.errors.iter().all(|e| e.path.is_empty());
-    let errors = serde_json::to_value(&answer.errors).unwrap_or(Value::Null);
-    let (status, body) = if request_failed {
+    if request_failed {
         let status = if graphql_response {
             Status::BadRequest
         } else {
             Status::Ok
         };
-        (status, json!({ "errors": errors }))
-    } else {
-        let data = serde_json::to_value(&answer.data).unwrap_or(Value::Null);
-        if answer.errors.is_empty() {
-            (Status::Ok, json!({ "data": data }))
-        } else {
-            (Status::Ok, json!({ "data": data, "errors": errors }))
+        return respond(status, &Answer::errors(&answer.errors), graphql_response);
+    }
+    null_failed_fields(&mut answer);
+    let retry_after = all_rate_limited(&answer);
+    let response = respond(Status::Ok, &Answer::data(&answer), graphql_response);
+    match retry_after {
+        Some(s) => response.header("Retry-After", s.to_string()),
+        None => response,
+    }
+}
+
+/// The GraphQL response body, serialised straight from async-graphql's values.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a async_graphql::Value>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [async_graphql::ServerError],
+}
+
+impl<'a> Answer<'a> {
+    fn data(r: &'a async_graphql::Response) -> Self {
+        Answer {
+            data: Some(&r.data),
+            errors: &r.errors,
         }
+    }
+
+    fn errors(errors: &'a [async_graphql::ServerError]) -> Self {
+        Answer { data: None, errors }
+    }
+}
+
+/// Puts `null` in `data` for each top-level field that failed, as the spec asks
+/// (async-graphql leaves a failed field out, and answers `data: null` when all failed).
+fn null_failed_fields(answer: &mut async_graphql::Response) {
+    if answer.errors.is_empty() {
+        return;
+    }
+    if answer.data == async_graphql::Value::Null {
+        answer.data = async_graphql::Value::Object(Default::default());
+    }
+    let async_graphql::Value::Object(fields) = &mut answer.data else {
+        return;
     };
-    respond(status, &body, graphql_response)
+    for e in &answer.errors {
+        if let [async_graphql::PathSegment::Field(name)] = e.path.as_slice() {
+            fields
+                .entry(async_graphql::Name::new(name))
+                .or_insert(async_graphql::Value::Null);
+        }
+    }
+}
+
+/// When every top-level field of the answer is null because a rate limit refused it: the
+/// longest of their `retryAfterS` (at least 1), for the response's `Retry-After`.
+fn all_rate_limited(answer: &async_graphql::Response) -> Option<u64> {
+    let async_graphql::Value::Object(fields) = &answer.data else {
+        return None;
+    };
+    if fields.is_empty() {
+        return None;
+    }
+    let mut longest = 1;
+    for (name, value) in fields {
+        if *value != async_graphql::Value::Null {
+            return None;
+        }
+        let limited = answer.errors.iter().find(|e| {
+            matches!(e.path.first(), Some(async_graphql::PathSegment::Field(f)) if f == name.as_str())
+                && extension(e, "code")
+                    == Some(&async_graphql::Value::String(bridge::RATE_LIMITED.into()))
+        })?;
+        if let Some(async_graphql::Value::Number(n)) = extension(limited, "retryAfterS") {
+            longest = longest.max(n.as_u64().unwrap_or(1));
+        }
+    }
+    Some(longest)
+}
+
+fn extension<'e>(
+    e: &'e async_graphql::ServerError,
+    name: &str,
+) -> Option<&'e async_graphql::Value> {
+    e.extensions.as_ref().and_then(|x| x.get(name))
 }
 
 /// A request error detected before execution, in the spec's shape.
@@ -193,7 +305,7 @@ fn refused(status: Status, message: &str, graphql_response: bool) -> Response {
     )
 }
 
-fn respond(status: Status, body: &Value, graphql_response: bool) -> Response {
+fn respond(status: Status, body: &impl serde::Serialize, graphql_response: bool) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     if graphql_response {
         Response::text(status, GRAPHQL_RESPONSE, bytes)
@@ -226,9 +338,9 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
         let query = gql_query.ok_or("missing `query` parameter")?;
         let mut gql = async_graphql::Request::new(query);
         if let Some(v) = variables.filter(|v| !v.is_empty()) {
-            let value: Value =
-                serde_json::from_str(&v).map_err(|e| format!("`variables` is not JSON: {e}"))?;
-            gql = gql.variables(async_graphql::Variables::from_json(value));
+            let variables: async_graphql::Variables = serde_json::from_str(&v)
+                .map_err(|e| format!("`variables` is not a JSON object: {e}"))?;
+            gql = gql.variables(variables);
         }
         if let Some(op) = operation.filter(|o| !o.is_empty()) {
             gql = gql.operation_name(op);
@@ -246,13 +358,14 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
                 ));
             }
         }
-        let body: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| format!("the body is not JSON: {e}"))?;
-        if !body.get("query").is_some_and(Value::is_string) {
+        // Read straight into async-graphql's request (its variables into its own values).
+        let gql: async_graphql::Request = serde_json::from_slice(&request.body).map_err(|e| {
+            format!("the body is not a GraphQL request (JSON with a `query` string): {e}")
+        })?;
+        if gql.query.is_empty() {
             return Err("the body has no `query` string".into());
         }
-        serde_json::from_value::<async_graphql::Request>(body)
-            .map_err(|e| format!("the body is not a GraphQL request: {e}"))
+        Ok(gql)
     }
 }
 
@@ -371,5 +484,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(root_fields(&doc, None), 5);
+    }
+
+    #[test]
+    fn parsed_documents_are_kept_and_bad_ones_are_not() {
+        let mut a = async_graphql::Request::new("{ a }");
+        parse_cached(&mut a);
+        assert!(DOCS.with(|d| d.borrow().contains_key("{ a }")));
+        let mut b = async_graphql::Request::new("{ a }");
+        parse_cached(&mut b);
+        assert_eq!(root_fields(b.parsed_query().unwrap(), None), 1);
+        let mut bad = async_graphql::Request::new("{ a");
+        parse_cached(&mut bad);
+        assert!(!DOCS.with(|d| d.borrow().contains_key("{ a")));
+        assert!(bad.parsed_query().is_err());
     }
 }
