@@ -16,25 +16,29 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::Serialize;
 
 use atlas_shard::{
-    Batch, BatchOptions, BatchQueues, Cache, CacheConfigs, CacheKey, CacheOptions, Clock,
-    ContextOptions, ContextStore, DropReason, EntryMeta, FlightOptions, Join, Lookup,
-    MonotonicClock, Operation, Poll, Priority, PushError, QueueKey, SingleFlight, Timestamp,
-    WaiterId,
+    BatchOptions, BatchQueues, Cache, CacheConfigs, CacheKey, CacheOptions, ContextOptions,
+    ContextStore, EntryMeta, FlightOptions, Join, Lookup, MonotonicClock, Operation, Priority,
+    PushError, QueueKey, SingleFlight, Timestamp, WaiterId,
 };
 
 use super::context::SharedContext;
-use super::invalidation::{self, Invalidation, Kind};
-use super::pool::{EndpointPool, PoolError, PoolOptions};
-use super::request::{model_error, CacheMode};
+use super::invalidation::{self, Invalidation};
+use super::pool::{EndpointPool, PoolOptions};
+use super::request::CacheMode;
 use crate::error::ApiError;
 use crate::http::Status;
 use crate::l2::{L2Options, L2};
-use crate::models::{ModelInput, ModelOutput, MODEL_VERSION};
+use crate::models::{ModelInput, ModelOutput};
 use crate::notify::Notify;
 use crate::oneshot;
+
+mod dispatch;
+mod figures;
+
+use figures::bump;
+pub use figures::{EngineCounters, EngineFigures};
 
 /// Whether and how the cache answered, sent as `X-Atlas-Cache`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,81 +130,6 @@ struct Computed {
     queue_ms: f64,
     processing_ms: f64,
     batch_size: usize,
-}
-
-/// A copy of one engine's counters (plain data, `Send`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EngineFigures {
-    /// Inputs computed by model endpoints.
-    pub computations: u64,
-    /// Model batches run.
-    pub batches: u64,
-    /// Background refreshes started.
-    pub refreshes: u64,
-    /// L1 cache counters.
-    pub cache: atlas_shard::CacheCounters,
-    /// L1 entries.
-    pub cache_entries: u64,
-    /// L1 bytes accounted.
-    pub cache_bytes: u64,
-    /// Single-flight counters.
-    pub flights: atlas_shard::FlightCounters,
-    /// Requests waiting in the batch queues.
-    pub queued: u64,
-    /// This shard's view of each endpoint.
-    pub endpoints: Vec<super::pool::EndpointInfo>,
-    /// This shard's L2 figures (`None` without Redis).
-    pub l2: Option<crate::l2::L2Figures>,
-    /// L1 entries removed by invalidations, by [`Kind`].
-    pub invalidated: [u64; Kind::COUNT],
-    /// Stored user contexts.
-    pub context_entries: u64,
-    /// Bytes accounted to stored user contexts.
-    pub context_bytes: u64,
-    /// Context store counters.
-    pub contexts: atlas_shard::ContextCounters,
-}
-
-impl EngineFigures {
-    /// Adds `o`'s counters (endpoint views are per shard and not merged).
-    pub fn merge(&mut self, o: &EngineFigures) {
-        self.computations += o.computations;
-        self.batches += o.batches;
-        self.refreshes += o.refreshes;
-        self.cache.merge(&o.cache);
-        self.cache_entries += o.cache_entries;
-        self.cache_bytes += o.cache_bytes;
-        self.flights.merge(&o.flights);
-        self.queued += o.queued;
-        match (&mut self.l2, &o.l2) {
-            (Some(a), Some(b)) => a.merge(b),
-            (None, Some(b)) => self.l2 = Some(b.clone()),
-            _ => {}
-        }
-        for (a, b) in self.invalidated.iter_mut().zip(o.invalidated) {
-            *a += b;
-        }
-        self.context_entries += o.context_entries;
-        self.context_bytes += o.context_bytes;
-        self.contexts.merge(&o.contexts);
-    }
-}
-
-/// Plain counters of this shard's engine.
-#[derive(Debug, Default)]
-pub struct EngineCounters {
-    /// Inputs computed by the model (one per item in each batch).
-    pub computations: Cell<u64>,
-    /// Model batches run.
-    pub batches: Cell<u64>,
-    /// Background refreshes started (stale-while-revalidate and refresh-ahead).
-    pub refreshes: Cell<u64>,
-    /// L1 entries removed by invalidations, by [`Kind`].
-    pub invalidated: [Cell<u64>; Kind::COUNT],
-}
-
-fn bump(c: &Cell<u64>, by: u64) {
-    c.set(c.get() + by);
 }
 
 /// Per-shard owner engine.
@@ -660,158 +589,8 @@ impl Engine {
         let nanos = at.saturating_duration_since(self.origin).as_nanos();
         Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
-
-    /// Polls the queues whenever something changed and dispatches what is ready.
-    ///
-    /// The endpoints count as idle while fewer batches are in flight than they can run at
-    /// once (`EndpointPool::capacity`, the sum of the endpoints' `concurrency`; 1 for the
-    /// embedded models): then a request leaves at once. Once they are all busy, requests wait
-    /// for a slot, the window, or a full batch, so batches grow with load. At most one batch
-    /// more than the capacity is in flight: the backlog stays in the batch queues, where
-    /// deadlines, priorities and shedding apply, instead of piling up at an endpoint.
-    async fn dispatch_loop(self: Rc<Self>) {
-        let mut poll: Poll<Pending> = Poll::default();
-        loop {
-            // Read each time: a reload of the endpoints changes it.
-            let capacity = self.pool.capacity();
-            if self.busy.get() > capacity {
-                self.wake.wait().await;
-                continue;
-            }
-            let idle = self.busy.get() < capacity;
-            self.queues.borrow_mut().poll(|_| idle, &mut poll);
-            for dropped in poll.dropped.drain(..) {
-                let err = match dropped.reason {
-                    DropReason::Timeout => timeout(),
-                    DropReason::Shed => overloaded("shed under overload"),
-                };
-                dropped.request.payload.reply.send(Err(err));
-            }
-            for batch in poll.batches.drain(..) {
-                self.busy.set(self.busy.get() + 1);
-                glommio::spawn_local(Rc::clone(&self).run_batch(batch)).detach();
-            }
-            let next = self.queues.borrow().next_deadline();
-            match next {
-                None => self.wake.wait().await,
-                Some(at) => {
-                    let now = self.clock.now();
-                    if at > now {
-                        let sleep = glommio::timer::sleep(at.since(now));
-                        futures_lite::future::or(sleep, self.wake.wait()).await;
-                    } else {
-                        futures_lite::future::yield_now().await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs one batch on the endpoint and answers each request in it.
-    async fn run_batch(self: Rc<Self>, batch: Batch<Pending>) {
-        let started = self.clock.now();
-        let size = batch.requests.len();
-        let op = batch.key.op;
-        let mut inputs = Vec::with_capacity(size);
-        let mut deadline = started;
-        let mut replies = Vec::with_capacity(size);
-        for request in batch.requests {
-            // A request whose deadline passed since it was flushed is answered, not computed.
-            if request.deadline <= started {
-                request.payload.reply.send(Err(timeout()));
-                continue;
-            }
-            inputs.push(request.payload.input);
-            deadline = deadline.max(request.deadline);
-            replies.push((request.enqueued_at, request.payload.reply));
-        }
-        let size = inputs.len();
-        if size == 0 {
-            self.busy.set(self.busy.get().saturating_sub(1));
-            self.wake.notify();
-            return;
-        }
-        let (outputs, endpoint) = match self.pool.run(op, inputs, deadline).await {
-            Ok(done) => done,
-            Err(e) => {
-                let err = match e {
-                    PoolError::NoEndpoint { retry_after } => ApiError::new(
-                        Status::ServiceUnavailable,
-                        "no_endpoint",
-                        format!(
-                            "no model endpoint for {} is available (circuit open); retry in {} s",
-                            op.as_str(),
-                            retry_after.as_secs().max(1)
-                        ),
-                    ),
-                    PoolError::Failed { endpoint, error } => ApiError::new(
-                        if error == crate::endpoint::EndpointError::Timeout {
-                            Status::GatewayTimeout
-                        } else {
-                            Status::BadGateway
-                        },
-                        "endpoint_failed",
-                        format!("model endpoint {endpoint}: {error}"),
-                    ),
-                };
-                for (_, reply) in replies {
-                    reply.send(Err(err.clone()));
-                }
-                self.busy.set(self.busy.get().saturating_sub(1));
-                self.wake.notify();
-                return;
-            }
-        };
-        let processing_ms = ms(self.clock.now().since(started));
-        bump(&self.counters.batches, 1);
-        bump(&self.counters.computations, size as u64);
-        let mut outputs = outputs.into_iter();
-        for (enqueued_at, reply) in replies {
-            let result = match outputs.next() {
-                Some(Ok(output)) => body_of(op, &output).map(|body| Computed {
-                    body,
-                    endpoint: endpoint.clone(),
-                    output,
-                    queue_ms: ms(started.since(enqueued_at)),
-                    processing_ms,
-                    batch_size: size,
-                }),
-                Some(Err(e)) => Err(model_error(e)),
-                None => Err(internal("the endpoint returned fewer results than inputs")),
-            };
-            reply.send(result);
-        }
-        self.busy.set(self.busy.get().saturating_sub(1));
-        self.wake.notify();
-    }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    operation: &'static str,
-    result: &'a serde_json::Value,
-    confidence: f64,
-    model_version: &'static str,
-}
-
-/// The response body for a computed result: built once, then stored and served as is.
-fn body_of(op: Operation, output: &ModelOutput) -> Result<Bytes, ApiError> {
-    let body = Body {
-        operation: op.as_str(),
-        result: &output.result,
-        confidence: if output.confidence.is_finite() {
-            output.confidence.clamp(0.0, 1.0)
-        } else {
-            0.0
-        },
-        model_version: MODEL_VERSION,
-    };
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .map_err(|e| internal(format!("cannot encode the result: {e}")))
-}
-
-/// A just-computed entry in the form L2 stores.
 /// When a computation started: the invalidation mark and the instant.
 #[derive(Debug, Clone, Copy)]
 struct Stamp {
@@ -819,6 +598,7 @@ struct Stamp {
     started: Instant,
 }
 
+/// A just-computed entry in the form L2 stores.
 fn l2_entry(key: &CacheKey, body: &Bytes, meta: EntryMeta) -> atlas_shard::SnapshotEntry {
     let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
     atlas_shard::SnapshotEntry {
