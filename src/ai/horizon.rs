@@ -63,6 +63,12 @@ impl Names {
     }
 }
 
+/// A key is remembered by its 64-bit hash, not its bytes (a canonical input can be as large as
+/// a request body): two keys that collide only share a time, which refuses more, never less.
+fn key_name(key: &CacheKey) -> [u8; 8] {
+    key.hash().to_le_bytes()
+}
+
 impl Horizon {
     /// Records `inv` as applied at `now_unix_ms`.
     pub fn record(&mut self, inv: &Invalidation, now_unix_ms: u64) {
@@ -81,7 +87,7 @@ impl Horizon {
         }
         for k in &inv.keys {
             if let Ok(key) = k.cache_key() {
-                self.keys.set(key.bytes(), at);
+                self.keys.set(&key_name(&key), at);
             }
         }
         for op in &inv.operations {
@@ -100,7 +106,7 @@ impl Horizon {
             .max(self.users.forgotten)
             .max(self.keys.forgotten)
             .max(self.operations[key.operation().index()])
-            .max(self.keys.get(key.bytes()));
+            .max(self.keys.get(&key_name(key)));
         if let Some(user) = key.user() {
             at = at.max(self.users.get(user.as_bytes()));
         }
