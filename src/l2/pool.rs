@@ -27,6 +27,9 @@ use redis::{Cmd, Value};
 pub const PIPELINE: usize = 128;
 /// Commands that may wait for a worker.
 pub const QUEUE: usize = 8192;
+/// A worker idle this long checks its connection with a PING before its next round.
+pub const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Least time between reconnection attempts of one worker.
 pub const RECONNECT_EVERY: Duration = Duration::from_millis(250);
 
@@ -129,6 +132,7 @@ impl Pool {
                 io_timeout,
                 conn: None,
                 last_attempt: None,
+                last_used: Instant::now(),
                 connected: Arc::clone(&connected),
                 index: i,
             };
@@ -240,6 +244,8 @@ struct Worker {
     io_timeout: Duration,
     conn: Option<Conn>,
     last_attempt: Option<Instant>,
+    /// When this worker last ran a round (see [`IDLE_CHECK`]).
+    last_used: Instant,
     connected: Arc<Vec<AtomicBool>>,
     index: usize,
 }
@@ -267,6 +273,12 @@ impl Worker {
     }
 
     fn execute(&mut self, round: &mut Vec<Command>) {
+        if self.conn.is_some() && self.last_used.elapsed() >= IDLE_CHECK {
+            // A connection left idle may belong to a Redis that restarted since: a PING finds
+            // out (and drops it) before a command that must not run twice is sent on it.
+            let _ = self.query(&redis::cmd("PING"));
+        }
+        self.last_used = Instant::now();
         if self.conn.is_none() && !self.connect() {
             fail(round, "redis unavailable");
             return;
@@ -431,15 +443,25 @@ impl Worker {
         result
     }
 
-    /// Sends the round as one pipeline and hands out the answers. A connection found dead
-    /// (Redis restarted since this worker last used it: nothing sent on it reached the new
-    /// server) is replaced and the round sent once more, so that a restart costs no request
-    /// its answer.
+    /// Sends the round as one pipeline and hands out the answers. When the connection turns
+    /// out dropped (Redis restarted or failed over) and the round holds only lookups and
+    /// stores, which may safely run twice, it is sent once more on a new connection, so that
+    /// a restart costs those requests nothing. A round with other commands (the rate
+    /// limiter's scripts: a take or a give-back run twice would be counted twice) fails;
+    /// [`IDLE_CHECK`] keeps that rare.
     fn pipeline(&mut self, round: &mut Vec<Command>) {
         let had_conn = self.conn.is_some();
         let mut result = self.run_pipeline(commands(round));
         if let Err(e) = &result {
-            if had_conn && self.conn.is_none() && e.is_connection_dropped() && self.connect() {
+            let repeatable = round
+                .iter()
+                .all(|c| matches!(c, Command::Get { .. } | Command::Set { .. }));
+            if repeatable
+                && had_conn
+                && self.conn.is_none()
+                && e.is_connection_dropped()
+                && self.connect()
+            {
                 result = self.run_pipeline(commands(round));
             }
         }
