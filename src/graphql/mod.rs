@@ -52,29 +52,39 @@ thread_local! {
 const DOCS_MAX: usize = 256;
 /// Longest query text whose parsed document is kept.
 const DOC_MAX_LEN: usize = 8 * 1024;
+/// Most query text, summed, whose parsed documents a shard keeps (a parsed document is a
+/// small multiple of its text; with [`DOCS_MAX`] this bounds the cache's memory).
+const DOCS_TEXT_MAX: usize = 128 * 1024;
 
-/// Gives `gql` its parsed document from this thread's cache, or parses it and keeps it.
-fn parse_cached(gql: &mut async_graphql::Request) {
+/// Gives `gql` its parsed document from this thread's cache; answers whether it was there.
+fn parse_cached(gql: &mut async_graphql::Request) -> bool {
     if gql.query.len() > DOC_MAX_LEN {
-        return;
+        return false;
     }
     let cached = DOCS.with(|d| d.borrow().get(&gql.query).cloned());
     match cached {
-        Some(doc) => gql.set_parsed_query(doc),
-        None => {
-            if let Ok(doc) = gql.parsed_query() {
-                let doc = doc.clone();
-                let query = gql.query.clone();
-                DOCS.with(|d| {
-                    let mut d = d.borrow_mut();
-                    if d.len() >= DOCS_MAX {
-                        d.clear();
-                    }
-                    d.insert(query, doc);
-                });
-            }
+        Some(doc) => {
+            gql.set_parsed_query(doc);
+            true
         }
+        None => false,
     }
+}
+
+/// Keeps a document that parsed and passed validation and Atlas's own checks (a refused
+/// document is never kept, so refusals cannot fill the cache).
+fn keep_parsed(query: String, doc: ExecutableDocument) {
+    if query.len() > DOC_MAX_LEN {
+        return;
+    }
+    DOCS.with(|d| {
+        let mut d = d.borrow_mut();
+        let text: usize = d.keys().map(String::len).sum();
+        if d.len() >= DOCS_MAX || text + query.len() > DOCS_TEXT_MAX {
+            d.clear();
+        }
+        d.insert(query, doc);
+    });
 }
 
 /// The shard a resolver on this thread runs its field on, if it is still alive.
@@ -156,7 +166,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
         Ok(r) => r,
         Err(message) => return refused(Status::BadRequest, &message, graphql_response),
     };
-    parse_cached(&mut gql);
+    let was_cached = parse_cached(&mut gql);
     // Checks that need the parsed document (parse errors themselves are left to the executor,
     // which reports them in the spec's shape).
     let operation = gql.operation_name.clone();
@@ -183,12 +193,23 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
             return request_error(&message, graphql_response);
         }
     }
+    let fresh = if was_cached || gql.query.len() > DOC_MAX_LEN {
+        None
+    } else {
+        gql.parsed_query()
+            .ok()
+            .cloned()
+            .map(|doc| (gql.query.clone(), doc))
+    };
     let gql = gql.data(GqlCaller::new(caller));
     let schema = SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone());
     let mut answer = schema.execute(gql).await;
     let request_failed = answer.data == async_graphql::Value::Null
         && !answer.errors.is_empty()
         && answer.errors.iter().all(|e| e.path.is_empty());
+    if let (false, Some((query, doc))) = (request_failed, fresh) {
+        keep_parsed(query, doc);
+    }
     if request_failed {
         let status = if graphql_response {
             Status::BadRequest
@@ -487,16 +508,25 @@ mod tests {
     }
 
     #[test]
-    fn parsed_documents_are_kept_and_bad_ones_are_not() {
+    fn kept_documents_are_given_back_and_the_cache_is_bounded() {
         let mut a = async_graphql::Request::new("{ a }");
-        parse_cached(&mut a);
-        assert!(DOCS.with(|d| d.borrow().contains_key("{ a }")));
+        assert!(!parse_cached(&mut a));
+        keep_parsed(a.query.clone(), a.parsed_query().unwrap().clone());
         let mut b = async_graphql::Request::new("{ a }");
-        parse_cached(&mut b);
+        assert!(parse_cached(&mut b));
         assert_eq!(root_fields(b.parsed_query().unwrap(), None), 1);
-        let mut bad = async_graphql::Request::new("{ a");
-        parse_cached(&mut bad);
-        assert!(!DOCS.with(|d| d.borrow().contains_key("{ a")));
-        assert!(bad.parsed_query().is_err());
+        // Too long to keep.
+        let long = format!("{{ a {} }}", " ".repeat(DOC_MAX_LEN));
+        let mut l = async_graphql::Request::new(long.clone());
+        keep_parsed(long, l.parsed_query().unwrap().clone());
+        assert!(!parse_cached(&mut l));
+        // The text budget empties the set rather than exceed it.
+        for i in 0..40 {
+            let q = format!("{{ a{i} {} }}", " ".repeat(7 * 1024));
+            let doc = async_graphql::parser::parse_query(&q).unwrap();
+            keep_parsed(q, doc);
+            let text: usize = DOCS.with(|d| d.borrow().keys().map(String::len).sum());
+            assert!(text <= DOCS_TEXT_MAX);
+        }
     }
 }
