@@ -30,15 +30,18 @@ const DRAIN: u8 = b'x';
 pub struct Reload {
     /// The configuration in force from now on (start values for what needs a restart).
     pub config: Arc<Config>,
-    /// The remote endpoints, resolved on the signal thread (`None`: unchanged).
+    /// The remote endpoints in force, resolved on the signal thread (the whole list each
+    /// time, so that a shard that missed a reload catches up; `None`: leave them).
     pub endpoints: Option<Vec<ResolvedEndpoint>>,
 }
 
 /// The reload waiting for the shards, and where they acknowledge it.
 #[derive(Debug)]
 struct Slot {
-    config: Mutex<Option<Arc<Reload>>>,
-    acks: Mutex<mpsc::Sender<usize>>,
+    /// The latest reload and its number.
+    config: Mutex<Option<(u64, Arc<Reload>)>>,
+    /// Where shards acknowledge, with the number of the reload they applied.
+    acks: Mutex<mpsc::Sender<u64>>,
 }
 
 /// The main thread's end.
@@ -46,7 +49,9 @@ struct Slot {
 pub struct Control {
     peers: Vec<StdUnixStream>,
     slot: Arc<Slot>,
-    acks: mpsc::Receiver<usize>,
+    acks: mpsc::Receiver<u64>,
+    /// Reloads handed out so far.
+    generation: u64,
 }
 
 /// One shard's end, handed to its executor.
@@ -79,6 +84,7 @@ impl Control {
                 peers,
                 slot,
                 acks: ack_rx,
+                generation: 0,
             },
             ends,
         ))
@@ -95,9 +101,10 @@ impl Control {
     /// how many did.
     pub fn reload(&mut self, config: Reload, limit: Duration) -> usize {
         let config = Arc::new(config);
-        while self.acks.try_recv().is_ok() {}
+        self.generation += 1;
+        let generation = self.generation;
         if let Ok(mut slot) = self.slot.config.lock() {
-            *slot = Some(config);
+            *slot = Some((generation, config));
         }
         for p in &mut self.peers {
             let _ = p.write_all(&[RELOAD]);
@@ -107,7 +114,9 @@ impl Control {
         while applied < self.peers.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.acks.recv_timeout(left) {
-                Ok(_) => applied += 1,
+                // A late acknowledgement of an earlier reload does not count for this one.
+                Ok(g) if g == generation => applied += 1,
+                Ok(_) => {}
                 Err(_) => break,
             }
         }
@@ -134,10 +143,10 @@ impl ShardEnd {
 
     fn apply(&self, shard: &Rc<Shard>) {
         let config = self.slot.config.lock().ok().and_then(|c| c.clone());
-        if let Some(reload) = config {
+        if let Some((generation, reload)) = config {
             shard.reconfigure(&reload);
             if let Ok(acks) = self.slot.acks.lock() {
-                let _ = acks.send(shard.id);
+                let _ = acks.send(generation);
             }
         }
     }

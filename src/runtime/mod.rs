@@ -198,6 +198,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
 
     let drain_started = Arc::new(OnceLock::new());
     let watcher = SignalWatcher {
+        endpoints: resolved.endpoints.clone(),
         global_limit: resolved.global_limit.clone(),
         clock: atlas_shard::MonotonicClock::with_origin(origin),
         shared: Arc::clone(&shared),
@@ -262,11 +263,23 @@ const MIN_L2_FLUSH: Duration = Duration::from_secs(1);
 /// Resolves the remote endpoints' host names here, on the main thread, so no shard ever
 /// blocks on DNS.
 fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartError> {
+    resolve_changed(config, &[])
+}
+
+/// [`resolve_endpoints`], reusing the address of every endpoint `known` already lists with
+/// the same specification.
+fn resolve_changed(
+    config: &Config,
+    known: &[ResolvedEndpoint],
+) -> Result<Vec<ResolvedEndpoint>, StartError> {
     use std::net::ToSocketAddrs;
     config
         .endpoints
         .iter()
         .map(|spec| {
+            if let Some(r) = known.iter().find(|r| r.spec == *spec) {
+                return Ok(r.clone());
+            }
             let addr = (spec.host.as_str(), spec.port)
                 .to_socket_addrs()
                 .ok()
@@ -407,6 +420,10 @@ struct SignalWatcher {
     global_limit: Option<Arc<atlas_shard::SharedBucket>>,
     /// The shards' shared clock (the global bucket's time base).
     clock: atlas_shard::MonotonicClock,
+    /// The remote endpoints in force, resolved. Every reload hands the whole list to every
+    /// shard (applying it again changes nothing), so a shard that missed a reload catches up
+    /// at the next.
+    endpoints: Vec<ResolvedEndpoint>,
 }
 
 impl SignalWatcher {
@@ -460,20 +477,20 @@ impl SignalWatcher {
             }
             Ok(mut plan) => {
                 let current = self.reloader.current();
-                // Resolved here, on the signal thread: a shard never waits for DNS.
-                let endpoints = if plan.config.endpoints == current.endpoints {
-                    None
-                } else {
-                    match resolve_endpoints(&plan.config) {
-                        Ok(list) => Some(list),
+                // Resolved here, on the signal thread: a shard never waits for DNS. Only new or
+                // changed endpoints are looked up; an unchanged one keeps its address (and so
+                // its state on the shards, even behind round-robin DNS).
+                if plan.config.endpoints != current.endpoints {
+                    match resolve_changed(&plan.config, &self.endpoints) {
+                        Ok(list) => self.endpoints = list,
                         Err(e) => {
                             log::error!("SIGHUP: {e}");
                             let current = current.clone();
                             plan.hold_endpoints(&current, "cannot be resolved");
-                            None
                         }
                     }
-                };
+                }
+                let endpoints = Some(self.endpoints.clone());
                 for change in &plan.changes {
                     log::info!("SIGHUP: {}", reload::describe(change));
                 }

@@ -334,8 +334,9 @@ impl Shard {
         if let App::Gateway(engine) = &self.app {
             if let Some(endpoints) = &reload.endpoints {
                 let change = engine.pool.update(endpoints);
-                // Every shard does the same; one line says it.
-                if self.id == 0 {
+                // Every shard does the same; one line says it (when the list changed: every
+                // reload hands the whole list, applied again as a no-op).
+                if self.id == 0 && !(change.added.is_empty() && change.removed.is_empty()) {
                     let removed: Vec<String> = change
                         .removed
                         .iter()
