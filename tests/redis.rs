@@ -382,6 +382,38 @@ fn a_store_landing_after_an_invalidation_is_never_served_again() {
     assert_eq!(r.body, first.body);
 }
 
+/// A tag declared by a later request that hits an entry also lists the Redis copy under it,
+/// so invalidating that tag removes the result from Redis too (not only from L1).
+#[test]
+fn a_tag_a_hit_declared_later_invalidates_the_redis_copy_too() {
+    let redis = Redis::start();
+    let a = gateway(&redis.url(), &[]);
+    let mut ca = a.connect();
+    let first = tagged("gain-1", "market:first");
+    let later = tagged("gain-1", "market:later");
+    assert_eq!(post(&mut ca, &first).header("X-Atlas-Cache"), Some("miss"));
+    assert_eq!(post(&mut ca, &later).header("X-Atlas-Cache"), Some("hit"));
+    wait_until(
+        Duration::from_secs(5),
+        "the copy listed under the later tag",
+        || redis.cli(&["SCARD", "atlas:v1:t:market:later"]).trim() == "1",
+    );
+    let r = post_to(
+        &mut ca,
+        "/ai/cache/invalidate",
+        r#"{"dependencies":["market:later"]}"#,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["removed"], 1);
+    assert_eq!(r.json()["l2"]["removed"], 1, "{}", r.json());
+    assert_eq!(result_keys(&redis), 0);
+    let b = gateway(&redis.url(), &[]);
+    assert_eq!(
+        post(&mut b.connect(), &first).header("X-Atlas-Cache"),
+        Some("miss")
+    );
+}
+
 #[test]
 fn invalidate_all_clears_redis_everywhere_in_a_cluster() {
     let cluster = Cluster::start();

@@ -533,26 +533,36 @@ impl<C: Clock> Cache<C> {
     /// Every live entry (not past its TTL plus stale windows) as plain data, for a snapshot.
     pub fn snapshot(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
         let now_ms = self.clock.now().as_millis();
-        self.slots.iter().enumerate().filter_map(move |(slot, e)| {
-            let e = e.as_ref()?;
-            let age_ms = now_ms.saturating_sub(e.created_ms);
-            if age_ms >= e.retention_ms() {
-                return None;
-            }
-            Some(SnapshotEntry {
-                key: e.key().to_vec(),
-                body: e.buf.slice(e.key_len as usize..),
-                age_ms,
-                ttl_ms: e.ttl_ms,
-                stale_while_revalidate_ms: e.swr_ms,
-                stale_if_error_ms: e.sie_ms,
-                confidence: f32::from(e.confidence) / 255.0,
-                volatility: f32::from(e.volatility) / 255.0,
-                hits: e.hits,
-                refresh_ahead: e.flags & WARM != 0,
-                tags: self.index.deps_of(slot as u32, DepKind::Tag),
-                symbols: self.index.deps_of(slot as u32, DepKind::Symbol),
-            })
+        (0..self.slots.len()).filter_map(move |slot| self.export_slot(slot as u32, now_ms))
+    }
+
+    /// The live entry under `key` as plain data (what [`Cache::snapshot`] gives for it), without
+    /// counting an access.
+    pub fn export(&self, key: &CacheKey) -> Option<SnapshotEntry> {
+        let slot = self.slot_of(key)?;
+        self.export_slot(slot, self.clock.now().as_millis())
+    }
+
+    /// The entry in `slot` as plain data, if live at `now_ms`.
+    fn export_slot(&self, slot: u32, now_ms: u64) -> Option<SnapshotEntry> {
+        let e = self.slots.get(slot as usize)?.as_ref()?;
+        let age_ms = now_ms.saturating_sub(e.created_ms);
+        if age_ms >= e.retention_ms() {
+            return None;
+        }
+        Some(SnapshotEntry {
+            key: e.key().to_vec(),
+            body: e.buf.slice(e.key_len as usize..),
+            age_ms,
+            ttl_ms: e.ttl_ms,
+            stale_while_revalidate_ms: e.swr_ms,
+            stale_if_error_ms: e.sie_ms,
+            confidence: f32::from(e.confidence) / 255.0,
+            volatility: f32::from(e.volatility) / 255.0,
+            hits: e.hits,
+            refresh_ahead: e.flags & WARM != 0,
+            tags: self.index.deps_of(slot, DepKind::Tag),
+            symbols: self.index.deps_of(slot, DepKind::Symbol),
         })
     }
 

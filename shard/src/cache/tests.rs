@@ -329,6 +329,23 @@ fn sweep_removes_expired_entries_incrementally() {
 }
 
 #[test]
+fn export_gives_one_live_entry_with_the_tags_it_gained() {
+    let (mut c, clock) = cache(1 << 20, PolicyKind::S3Fifo);
+    let a = key(Some("u1"), "a");
+    c.insert(&a, body("A"), &meta(10, 0, 0).with_tags(["t"]))
+        .unwrap();
+    assert_eq!(c.add_tags(&a, &["later"]), 1);
+    clock.advance_ms(2_000);
+    let e = c.export(&a).unwrap();
+    assert_eq!((e.age_ms, e.hits), (2_000, 0), "an export is not an access");
+    assert_eq!(e.tags, vec!["t".to_string(), "later".to_string()]);
+    assert_eq!(Some(e), c.snapshot().next());
+    assert!(c.export(&key(None, "absent")).is_none());
+    clock.advance_ms(10_000);
+    assert!(c.export(&a).is_none(), "past its retention");
+}
+
+#[test]
 fn snapshot_round_trips_live_entries() {
     let (mut c, clock) = cache(1 << 20, PolicyKind::S3Fifo);
     let a = key(Some("u1"), "a");

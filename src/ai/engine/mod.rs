@@ -516,10 +516,19 @@ impl Engine {
     }
 
     /// Keeps the dependency tags a request declared on the entry that served it (see
-    /// [`Engine::store`] for the rule).
+    /// [`Engine::store`] for the rule). With Redis, an entry that gained tags is written there
+    /// again, so that the copy in Redis is listed under them too: otherwise an invalidation of
+    /// a gained tag would leave it there, and the next L1 miss would serve it.
     fn keep_tags(&self, key: &CacheKey, tags: &[String]) {
-        if !tags.is_empty() {
-            self.cache.borrow_mut().add_tags(key, tags);
+        if tags.is_empty() {
+            return;
+        }
+        let added = self.cache.borrow_mut().add_tags(key, tags);
+        if let (true, Some(l2)) = (added > 0, &self.l2) {
+            if let Some(entry) = self.cache.borrow().export(key) {
+                let (l2, key) = (Rc::clone(l2), key.clone());
+                glommio::spawn_local(async move { l2.store(&key, &entry) }).detach();
+            }
         }
     }
 
