@@ -9,37 +9,10 @@ mod common;
 #[path = "common/redis.rs"]
 mod redisd;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Client, Response, Server};
+use common::{Client, ConfigFile, Response, Server};
 use redisd::Redis;
-
-struct ConfigFile(PathBuf);
-
-impl ConfigFile {
-    fn new(name: &str, text: &str) -> ConfigFile {
-        let dir = std::env::temp_dir().join(format!("atlas-signals-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = ConfigFile(dir.join("atlas.toml"));
-        f.write(text);
-        f
-    }
-
-    fn write(&self, text: &str) {
-        std::fs::write(&self.0, text).unwrap();
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for ConfigFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
-    }
-}
 
 fn signal(server: &Server, sig: i32) {
     // SAFETY: kill(2) on our own child's pid.

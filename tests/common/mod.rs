@@ -332,3 +332,34 @@ pub fn raise_nofile() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// A TOML configuration file in a directory of its own (removed on drop), for tests that
+/// start Atlas with `--config` and rewrite it before a SIGHUP.
+pub struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    /// Writes `text` to a new file; `name` keeps tests of one binary apart.
+    pub fn new(name: &str, text: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("atlas-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = ConfigFile(dir.join("atlas.toml"));
+        f.write(text);
+        f
+    }
+
+    /// Replaces the file's text.
+    pub fn write(&self, text: &str) {
+        std::fs::write(&self.0, text).unwrap();
+    }
+
+    /// The file's path, for `--config`.
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
