@@ -264,6 +264,21 @@ fn stop(mut server: Server) -> Vec<String> {
 fn unprivileged(cmd: &mut std::process::Command) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
+        // `nobody` must be able to reach the binary: a checkout under a private directory
+        // (`mktemp -d` makes it 0700) is opened to others for search (x) only.
+        use std::os::unix::fs::PermissionsExt;
+        let exe = Path::new(env!("CARGO_BIN_EXE_atlas"));
+        for dir in exe.ancestors().skip(1) {
+            if let Ok(meta) = std::fs::metadata(dir) {
+                let mode = meta.permissions().mode();
+                if mode & 0o001 == 0 {
+                    let _ = std::fs::set_permissions(
+                        dir,
+                        std::fs::Permissions::from_mode(mode | 0o001),
+                    );
+                }
+            }
+        }
         cmd.uid(65534).gid(65534);
     }
 }
