@@ -5,14 +5,26 @@
 //! headers computed. Atlas's HTTP layer is measured against it (`bench/RESULTS.md`): whatever
 //! Atlas costs above this is the price of doing HTTP properly.
 //!
-//! Usage: `atlas-floor [ADDR] [CORES]` (default `127.0.0.1:8090`, one executor per allowed
-//! CPU; CORES takes the first CORES allowed CPUs). Prints
+//! Usage: `atlas-floor [ADDR] [CORES] [--hop]` (default `127.0.0.1:8090`, one executor per
+//! allowed CPU; CORES takes the first CORES allowed CPUs). Prints
 //! `floor listening on http://ADDR shards=N` on stdout once bound, the CPUs on stderr.
 //! Exit status 2 for a bad ADDR or CORES, 1 when it cannot listen or start.
+//!
+//! `--hop` is the anchor for Atlas's cross-core hop: each request is sent to a core chosen in
+//! turn (so with N cores, (N-1)/N of them leave the core that read them, as Atlas's hashed
+//! keys do) over glommio's channel mesh, answered there, and the answer comes back the same
+//! way before the fixed response is written. The naive hop: one channel message and one
+//! shard-local oneshot per request, no batching.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::rc::Rc;
+
+use atlas::oneshot;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -26,7 +38,10 @@ fn main() {
 }
 
 fn run() -> i32 {
-    let mut args = std::env::args().skip(1);
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    let hop = argv.iter().any(|a| a == "--hop");
+    argv.retain(|a| a != "--hop");
+    let mut args = argv.into_iter();
     let addr: SocketAddr = match args.next() {
         None => SocketAddr::from(([127, 0, 0, 1], 8090)),
         Some(a) => match a.parse() {
@@ -87,17 +102,34 @@ fn run() -> i32 {
     }
     println!("floor listening on http://{bound} shards={cores}");
     let _ = std::io::stdout().flush();
-    eprintln!("floor: one executor on each of CPUs {cpus:?}");
+    eprintln!(
+        "floor: one executor on each of CPUs {cpus:?}{}",
+        if hop {
+            ", requests hop between cores"
+        } else {
+            ""
+        }
+    );
     let fds = std::sync::Arc::new(std::sync::Mutex::new(fds));
+    // Room for every request in flight: a sender never waits on a full channel.
+    let mesh = MeshBuilder::<Msg, Full>::full(cores, 4096);
     let pool = LocalExecutorPoolBuilder::new(PoolPlacement::Custom(placement)).on_all_shards(
         move || async move {
             let Some(fd) = fds.lock().ok().and_then(|mut f| f.pop()) else {
                 return;
             };
+            let hops = if hop {
+                match Hops::join(mesh).await {
+                    Some(h) => Some(h),
+                    None => return,
+                }
+            } else {
+                None
+            };
             // SAFETY: the descriptor was created for this shard and nothing else owns it.
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             while let Ok(stream) = listener.accept().await {
-                glommio::spawn_local(serve(stream)).detach();
+                glommio::spawn_local(serve(stream, hops.clone())).detach();
             }
         },
     );
@@ -140,11 +172,98 @@ fn listen(addr: SocketAddr) -> std::io::Result<(i32, SocketAddr)> {
     Ok((socket.into_raw_fd(), local))
 }
 
-async fn serve(mut stream: TcpStream) {
+/// A hop message: a request (`reply == false`) or its answer, with the call id.
+#[derive(Clone, Copy)]
+struct Msg {
+    id: u64,
+    reply: bool,
+}
+
+/// One core's end of the hop mesh.
+struct HopState {
+    me: usize,
+    cores: usize,
+    senders: Senders<Msg>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<()>>>,
+    next_id: Cell<u64>,
+    next_core: Cell<usize>,
+}
+
+#[derive(Clone)]
+struct Hops(Rc<HopState>);
+
+impl Hops {
+    /// Joins the mesh and starts one receive task per peer.
+    async fn join(mesh: MeshBuilder<Msg, Full>) -> Option<Hops> {
+        let (senders, mut receivers) = mesh.join().await.ok()?;
+        let state = Rc::new(HopState {
+            me: senders.peer_id(),
+            cores: senders.nr_consumers(),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            next_core: Cell::new(0),
+        });
+        for (peer, receiver) in receivers.streams() {
+            let state = Rc::clone(&state);
+            glommio::spawn_local(async move {
+                while let Some(msg) = receiver.recv().await {
+                    if msg.reply {
+                        let waiter = state.pending.borrow_mut().remove(&msg.id);
+                        if let Some(tx) = waiter {
+                            tx.send(());
+                        }
+                    } else {
+                        let _ = state.send(peer, Msg { reply: true, ..msg }).await;
+                    }
+                }
+            })
+            .detach();
+        }
+        Some(Hops(state))
+    }
+
+    /// Answers one request on the next core in turn (here, without a message, when it is
+    /// this one).
+    async fn answer(&self) {
+        let s = &self.0;
+        let target = s.next_core.get();
+        s.next_core.set((target + 1) % s.cores);
+        if target == s.me {
+            return;
+        }
+        let id = s.next_id.get();
+        s.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        s.pending.borrow_mut().insert(id, tx);
+        if !s.send(target, Msg { id, reply: false }).await {
+            s.pending.borrow_mut().remove(&id);
+        }
+        let _ = rx.await;
+    }
+}
+
+impl HopState {
+    async fn send(&self, peer: usize, msg: Msg) -> bool {
+        // The channel holds more than all requests in flight, so it is never full; should it
+        // be, wait a little rather than have two tasks await one full channel (glommio
+        // panics then). A peer that stays unreachable for a second is given up on.
+        for _ in 0..100_000 {
+            if self.senders.try_send_to(peer, msg).is_ok() {
+                return true;
+            }
+            glommio::timer::sleep(std::time::Duration::from_micros(10)).await;
+        }
+        false
+    }
+}
+
+async fn serve(mut stream: TcpStream, hops: Option<Hops>) {
     let _ = stream.set_nodelay(true);
     let mut buf = vec![0u8; 8192];
     let mut out = Vec::with_capacity(8192);
     let mut carry = 0usize;
+    let heads = memchr::memmem::Finder::new(b"\r\n\r\n");
     loop {
         let n = match stream.read(&mut buf[carry..]).await {
             Ok(0) | Err(_) => return,
@@ -152,7 +271,10 @@ async fn serve(mut stream: TcpStream) {
         };
         let end = carry + n;
         let mut start = 0;
-        while let Some(pos) = find(&buf[start..end], b"\r\n\r\n") {
+        while let Some(pos) = heads.find(&buf[start..end]) {
+            if let Some(h) = &hops {
+                h.answer().await;
+            }
             out.extend_from_slice(RESPONSE);
             start += pos + 4;
         }
@@ -168,8 +290,4 @@ async fn serve(mut stream: TcpStream) {
             out.clear();
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
