@@ -97,6 +97,9 @@ pub struct Summary {
     pub hop_share: Option<f64>,
     pub hit_rate: Option<f64>,
     pub server_cpu: Option<f64>,
+    /// Server CPU time per response, µs (median over runs): the figure the client's speed
+    /// does not set.
+    pub cpu_us_per_req: Option<f64>,
     pub client_cpu: f64,
     /// Errors summed over every run.
     pub errors: u64,
@@ -163,10 +166,18 @@ pub fn summarise(rows: &[Row]) -> Vec<Summary> {
             hop_share: median_of(r.runs.iter().map(|f| f.hop_share)),
             hit_rate: median_of(r.runs.iter().map(|f| f.hit_rate)),
             server_cpu: median_of(r.runs.iter().map(|f| f.server_cpu)),
+            cpu_us_per_req: median_of(r.runs.iter().map(cpu_us_per_req)),
             client_cpu: median_of(r.runs.iter().map(|f| Some(f.client_cpu))).unwrap_or(0.0),
             errors: r.runs.iter().map(|f| f.errors).sum(),
         })
         .collect()
+}
+
+/// Server CPU µs per response in one run (`None` without a CPU figure or a response).
+pub fn cpu_us_per_req(f: &RunFigures) -> Option<f64> {
+    f.server_cpu
+        .filter(|_| f.rps > 0.0)
+        .map(|cores| cores / f.rps * 1e6)
 }
 
 /// `1 234 567`: thousands separated by spaces, as in `bench/RESULTS.md`.
@@ -190,7 +201,7 @@ fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
 pub fn write_text(out: &mut impl Write, rows: &[Row], sums: &[Summary]) -> io::Result<()> {
     writeln!(
         out,
-        "{:<13} {:>5} {:<8} {:>6} {:>11} {:>10} {:>5} {:>6} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>7}",
+        "{:<13} {:>5} {:<8} {:>6} {:>11} {:>10} {:>5} {:>6} {:>8} {:>8} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7}",
         "workload",
         "cores",
         "cpus",
@@ -204,13 +215,14 @@ pub fn write_text(out: &mut impl Write, rows: &[Row], sums: &[Summary]) -> io::R
         "hop%",
         "hit%",
         "srv cpu",
+        "us/req",
         "gen cpu",
         "errors"
     )?;
     for (r, s) in rows.iter().zip(sums) {
         writeln!(
             out,
-            "{:<13} {:>5} {:<8} {:>6} {:>11} {:>10} {:>5} {:>6} {:>8.3} {:>8.3} {:>6} {:>6} {:>7} {:>7.2} {:>7}",
+            "{:<13} {:>5} {:<8} {:>6} {:>11} {:>10} {:>5} {:>6} {:>8.3} {:>8.3} {:>6} {:>6} {:>7} {:>7} {:>7.2} {:>7}",
             r.workload.name(),
             r.cores,
             format_list(&r.cpus),
@@ -224,14 +236,15 @@ pub fn write_text(out: &mut impl Write, rows: &[Row], sums: &[Summary]) -> io::R
             opt(s.hop_share, |h| format!("{:.1}", h * 100.0)),
             opt(s.hit_rate, |h| format!("{:.1}", h * 100.0)),
             opt(s.server_cpu, |c| format!("{c:.2}")),
+            opt(s.cpu_us_per_req, |c| format!("{c:.1}")),
             s.client_cpu,
             s.errors,
         )?;
     }
     writeln!(
         out,
-        "req/s, latency, hop%, hit% and cpu (cores kept busy) are medians over runs; errors \
-         (no 2xx answer) are summed; eff = (req/s per core) / (req/s per core at the smallest size); \
+        "req/s, latency, hop%, hit%, cpu (cores kept busy) and us/req (server CPU µs per \
+         response) are medians over runs; errors (no 2xx answer) are summed; eff = (req/s per core) / (req/s per core at the smallest size); \
          /floor = req/s / the floor's at the same size"
     )
 }
@@ -246,6 +259,7 @@ fn run_json(f: &RunFigures) -> Value {
         "hop_share": f.hop_share,
         "hit_rate": f.hit_rate,
         "server_cpu_cores": f.server_cpu,
+        "server_cpu_us_per_req": cpu_us_per_req(f),
         "client_cpu_cores": f.client_cpu,
         "elapsed_s": f.elapsed_s,
     })
@@ -272,6 +286,7 @@ pub fn rows_json(rows: &[Row], sums: &[Summary]) -> Value {
                     "hop_share": s.hop_share,
                     "hit_rate": s.hit_rate,
                     "server_cpu_cores": s.server_cpu,
+                    "server_cpu_us_per_req": s.cpu_us_per_req,
                     "client_cpu_cores": s.client_cpu,
                     "errors": s.errors,
                     "runs": r.runs.iter().map(run_json).collect::<Vec<_>>(),
@@ -383,6 +398,22 @@ pub(crate) mod tests {
         assert_eq!(v[0]["cpus"], "0");
         assert_eq!(v[1]["runs"][0]["rps"], 20_000.0);
         assert_eq!(v[1]["vs_floor"], Value::Null);
+    }
+
+    #[test]
+    fn cpu_per_request_is_busy_cores_over_throughput() {
+        // One core busy at 50 000 req/s: 20 µs a request; the median over runs.
+        let mut rows = vec![row(Workload::AtlasHit, 2, &[50_000.0, 40_000.0, 100_000.0])];
+        assert_eq!(cpu_us_per_req(&rows[0].runs[0]), Some(20.0));
+        assert_eq!(summarise(&rows)[0].cpu_us_per_req, Some(20.0));
+        rows[0].runs[0].server_cpu = None;
+        rows[0].runs[1].rps = 0.0;
+        assert_eq!(cpu_us_per_req(&rows[0].runs[0]), None);
+        assert_eq!(cpu_us_per_req(&rows[0].runs[1]), None);
+        assert_eq!(summarise(&rows)[0].cpu_us_per_req, Some(10.0));
+        let v = rows_json(&rows, &summarise(&rows));
+        assert_eq!(v[0]["server_cpu_us_per_req"], 10.0);
+        assert_eq!(v[0]["runs"][2]["server_cpu_us_per_req"], 10.0);
     }
 
     #[test]
