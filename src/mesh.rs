@@ -6,8 +6,9 @@
 //! Calls and replies share one channel per direction, and three rules keep it deadlock-free and
 //! cheap:
 //!
-//! - Nothing on the receive side ever waits: a call is handed to its own task (so a slow call
-//!   does not hold up the ones behind it), a reply completes a waiting slot. A channel is
+//! - Nothing on the receive side ever waits: a call the handler answers at once (a cache hit)
+//!   is answered in the receive loop itself, any other gets its own task (so a slow call does
+//!   not hold up the ones behind it), and a reply completes a waiting slot. A channel is
 //!   therefore always drained, however busy both shards are.
 //! - Senders never wait on the channel either: messages go into a per-peer outbox, and one
 //!   sender task per peer moves the whole outbox into the channel as a single batch. Only that
@@ -17,26 +18,43 @@
 //! - The channel capacity bounds batches in transit; the outbox itself is bounded by the
 //!   callers (each connection has at most one request in flight).
 //!
+//! A call waiting for its reply holds a slot in a per-shard slab, indexed by the call id (the
+//! slot's index and a generation, so a late reply never lands in a reused slot): no map, no
+//! allocation per call. A call with a deadline ([`Mesh::call_until`]) needs no timer of its
+//! own either: one sweep per shard, which ticks every [`SWEEP`] only while calls are waiting,
+//! fails the calls whose deadline passed with [`MeshError::Timeout`].
+//!
 //! Generic over the call and reply types, so the runtime owns the closed set of messages and
 //! tests use their own. Must not touch sockets or shard data directly: it hands calls to the
 //! handler it was given.
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-
-use crate::oneshot;
+use std::time::{Duration, Instant};
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
+use slab::Slab;
 
 /// A boxed, non-`Send` future, as shard-local handlers produce.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
+/// How often a shard's sweep looks for calls past their deadline, while any call waits: a
+/// timed-out call learns it at most this much late.
+pub const SWEEP: Duration = Duration::from_millis(5);
+
+/// What a handler makes of a call: the answer at once, or the work that will produce it.
+pub enum Answer<R> {
+    /// Answered without waiting (no task, no allocation).
+    Now(R),
+    /// Runs as its own task; its output is the answer.
+    Later(LocalFuture<R>),
+}
+
 /// The handler a shard runs for each call it owns.
-pub type Handler<Q, R> = Rc<dyn Fn(Q) -> LocalFuture<R>>;
+pub type Handler<Q, R> = Rc<dyn Fn(Q) -> Answer<R>>;
 
 /// Why a call got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -99,11 +117,13 @@ impl<Q: Send + 'static, R: Send + 'static> MeshBuilders<Q, R> {
             shards,
             outboxes: (0..shards).map(|_| Outbox::default()).collect(),
             gone: (0..shards).map(|_| Cell::new(false)).collect(),
-            pending: RefCell::new(HashMap::new()),
-            next_id: Cell::new(0),
+            pending: RefCell::new(Slab::new()),
+            generation: Cell::new(0),
+            sweep: RefCell::new(None),
             handler: OnceCell::new(),
             receivers: RefCell::new(Some(receivers)),
         });
+        glommio::spawn_local(sweep_loop(Rc::clone(&mesh))).detach();
         let senders = Rc::new(senders);
         for peer in (0..shards).filter(|&p| p != mesh.id) {
             glommio::spawn_local(send_loop(Rc::clone(&mesh), Rc::clone(&senders), peer)).detach();
@@ -125,6 +145,24 @@ async fn send_loop<Q: Send + 'static, R: Send + 'static>(
             mesh.fail_peer(peer);
             return;
         }
+    }
+}
+
+/// Fails the calls whose deadline passed, every [`SWEEP`] while any call waits; parked
+/// otherwise (an idle shard is not woken for it).
+async fn sweep_loop<Q: Send + 'static, R: Send + 'static>(mesh: Rc<Mesh<Q, R>>) {
+    loop {
+        std::future::poll_fn(|cx| {
+            if mesh.pending.borrow().is_empty() {
+                *mesh.sweep.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        glommio::timer::sleep(SWEEP).await;
+        mesh.expire(Instant::now());
     }
 }
 
@@ -162,8 +200,24 @@ impl<Q, R> Outbox<Q, R> {
     }
 }
 
-/// A call awaiting its reply: the shard it went to, and where the reply goes.
-type Pending<R> = (usize, oneshot::Sender<R>);
+/// A call awaiting its reply.
+struct Pending<R> {
+    /// The shard the call went to.
+    target: usize,
+    /// Distinguishes this call from earlier ones that used the same slot.
+    generation: u32,
+    /// The answer, once it came (or why none will).
+    reply: Option<Result<R, MeshError>>,
+    /// The caller, to wake when the answer comes.
+    waker: Option<Waker>,
+    /// When the caller stops waiting (the sweep then answers `Timeout`).
+    deadline: Option<Instant>,
+}
+
+/// A call id: the pending slot's index and its generation.
+fn call_id(slot: usize, generation: u32) -> u64 {
+    (slot as u64) << 32 | u64::from(generation)
+}
 
 /// One shard's end of the mesh.
 pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
@@ -175,10 +229,12 @@ pub struct Mesh<Q: Send + 'static, R: Send + 'static> {
     outboxes: Vec<Outbox<Q, R>>,
     /// Peers whose channel has closed (they stopped): calls to them fail at once.
     gone: Vec<Cell<bool>>,
-    /// Calls this shard made that await a reply: id → (target shard, slot).
-    pending: RefCell<HashMap<u64, Pending<R>>>,
-    /// Next call id.
-    next_id: Cell<u64>,
+    /// Calls this shard made that await a reply, by the slot index in their call id.
+    pending: RefCell<Slab<Pending<R>>>,
+    /// Generation of the next call.
+    generation: Cell<u32>,
+    /// The sweep task, parked while no call waits.
+    sweep: RefCell<Option<Waker>>,
     /// Runs calls addressed to this shard (including its own, without a hop); set once by
     /// [`Mesh::serve`].
     handler: OnceCell<Handler<Q, R>>,
@@ -223,22 +279,68 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
     /// Runs `call` on shard `target` and returns its answer. A call to this shard runs here
     /// without a hop.
     pub async fn call(&self, target: usize, call: Q) -> Result<R, MeshError> {
+        self.call_by(target, call, None).await
+    }
+
+    /// As [`Mesh::call`], but gives up at `deadline` with `Err(MeshError::Timeout(target))`
+    /// (the call may still run on its shard; its late answer is dropped). Costs no timer when
+    /// the answer comes at once or from another shard (the sweep watches those); a call this
+    /// shard runs as a task races one timer.
+    pub async fn call_until(
+        &self,
+        target: usize,
+        call: Q,
+        deadline: Instant,
+    ) -> Result<R, MeshError> {
+        self.call_by(target, call, Some(deadline)).await
+    }
+
+    async fn call_by(
+        &self,
+        target: usize,
+        call: Q,
+        deadline: Option<Instant>,
+    ) -> Result<R, MeshError> {
         if target >= self.shards {
             return Err(MeshError::NoSuchShard(target));
         }
         if target == self.id {
             let handler = self.handler.get().ok_or(MeshError::NotServing)?;
-            return Ok(handler(call).await);
+            return match (handler(call), deadline) {
+                (Answer::Now(reply), _) => Ok(reply),
+                (Answer::Later(work), None) => Ok(work.await),
+                (Answer::Later(work), Some(deadline)) => {
+                    futures_lite::future::or(async { Ok(work.await) }, async {
+                        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now()))
+                            .await;
+                        Err(MeshError::Timeout(target))
+                    })
+                    .await
+                }
+            };
         }
         if self.gone[target].get() {
             return Err(MeshError::PeerGone(target));
         }
-        let id = self.next_id.get();
-        self.next_id.set(id.wrapping_add(1));
-        let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, (target, tx));
-        self.outboxes[target].push(Envelope::Call(id, call));
-        rx.await.ok_or(MeshError::PeerGone(target))
+        let generation = self.generation.get();
+        self.generation.set(generation.wrapping_add(1));
+        let slot = self.pending.borrow_mut().insert(Pending {
+            target,
+            generation,
+            reply: None,
+            waker: None,
+            deadline,
+        });
+        if let Some(sweep) = self.sweep.borrow_mut().take() {
+            sweep.wake();
+        }
+        self.outboxes[target].push(Envelope::Call(call_id(slot, generation), call));
+        ReplySlot {
+            mesh: self,
+            slot,
+            generation,
+        }
+        .await
     }
 
     /// Runs `make()` on every shard (this one included), concurrently, and returns the answers
@@ -282,38 +384,118 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         out
     }
 
-    /// Handles one incoming message without waiting: calls get their own task, replies wake
-    /// their caller.
+    /// Handles one incoming message without waiting: a call answered at once is answered
+    /// here, any other gets its own task; a reply wakes its caller.
     fn receive(self: &Rc<Self>, peer: usize, envelope: Envelope<Q, R>) {
         match envelope {
             Envelope::Call(id, call) => {
-                let mesh = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    // Receive loops only run after `serve` set the handler.
-                    let Some(handler) = mesh.handler.get() else {
-                        return;
-                    };
-                    let reply = handler(call).await;
-                    mesh.outboxes[peer].push(Envelope::Reply(id, reply));
-                })
-                .detach();
-            }
-            Envelope::Reply(id, reply) => {
-                let pending = self.pending.borrow_mut().remove(&id);
-                if let Some((_, tx)) = pending {
-                    tx.send(reply);
+                // Receive loops only run after `serve` set the handler.
+                let Some(handler) = self.handler.get() else {
+                    return;
+                };
+                match handler(call) {
+                    Answer::Now(reply) => self.outboxes[peer].push(Envelope::Reply(id, reply)),
+                    Answer::Later(work) => {
+                        let mesh = Rc::clone(self);
+                        glommio::spawn_local(async move {
+                            let reply = work.await;
+                            mesh.outboxes[peer].push(Envelope::Reply(id, reply));
+                        })
+                        .detach();
+                    }
                 }
             }
+            Envelope::Reply(id, reply) => self.complete(id, Ok(reply)),
+        }
+    }
+
+    /// Hands `reply` to the call `id` is waiting on, if it still waits.
+    fn complete(&self, id: u64, reply: Result<R, MeshError>) {
+        let (slot, generation) = ((id >> 32) as usize, id as u32);
+        let waker = match self.pending.borrow_mut().get_mut(slot) {
+            Some(p) if p.generation == generation && p.reply.is_none() => {
+                p.reply = Some(reply);
+                p.waker.take()
+            }
+            _ => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Answers `Timeout` to every waiting call whose deadline is not after `now`.
+    fn expire(&self, now: Instant) {
+        let mut wakers = Vec::new();
+        for (_, p) in self.pending.borrow_mut().iter_mut() {
+            if p.reply.is_none() && p.deadline.is_some_and(|d| d <= now) {
+                p.reply = Some(Err(MeshError::Timeout(p.target)));
+                wakers.extend(p.waker.take());
+            }
+        }
+        for w in wakers {
+            w.wake();
         }
     }
 
     fn fail_peer(&self, peer: usize) {
         self.gone[peer].set(true);
         self.outboxes[peer].items.borrow_mut().clear();
-        // Dropping the senders wakes each caller with `PeerGone`.
-        self.pending
-            .borrow_mut()
-            .retain(|_, (target, _)| *target != peer);
+        let mut wakers = Vec::new();
+        for (_, p) in self.pending.borrow_mut().iter_mut() {
+            if p.target == peer && p.reply.is_none() {
+                p.reply = Some(Err(MeshError::PeerGone(peer)));
+                wakers.extend(p.waker.take());
+            }
+        }
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+/// The caller's side of a call in flight: resolves to the reply, and frees its slot when the
+/// reply came or the caller stopped waiting (a late reply then finds no slot).
+struct ReplySlot<'a, Q: Send + 'static, R: Send + 'static> {
+    mesh: &'a Mesh<Q, R>,
+    slot: usize,
+    generation: u32,
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Future for ReplySlot<'_, Q, R> {
+    type Output = Result<R, MeshError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut pending = self.mesh.pending.borrow_mut();
+        match pending.get_mut(self.slot) {
+            Some(p) if p.generation == self.generation => match p.reply.take() {
+                Some(reply) => {
+                    pending.remove(self.slot);
+                    Poll::Ready(reply)
+                }
+                None => {
+                    match &mut p.waker {
+                        Some(w) if w.will_wake(cx.waker()) => {}
+                        w => *w = Some(cx.waker().clone()),
+                    }
+                    Poll::Pending
+                }
+            },
+            // Freed already: only after the reply was taken, which ends the future.
+            _ => Poll::Ready(Err(MeshError::PeerGone(0))),
+        }
+    }
+}
+
+impl<Q: Send + 'static, R: Send + 'static> Drop for ReplySlot<'_, Q, R> {
+    fn drop(&mut self) {
+        let mut pending = self.mesh.pending.borrow_mut();
+        if pending
+            .get(self.slot)
+            .is_some_and(|p| p.generation == self.generation)
+        {
+            pending.remove(self.slot);
+        }
     }
 }
 
@@ -338,12 +520,16 @@ mod tests {
                 let mesh = builders.join().await.unwrap();
                 let id = mesh.id() as u64;
                 let handler: Handler<u64, u64> = Rc::new(move |q| {
-                    Box::pin(async move {
+                    if delay_us == 0 && q % 2 == 0 {
+                        // Even calls without a delay are answered at once, the rest by a task.
+                        return Answer::Now(q * 10 + id);
+                    }
+                    Answer::Later(Box::pin(async move {
                         if delay_us > 0 {
                             glommio::timer::sleep(Duration::from_micros(delay_us)).await;
                         }
                         q * 10 + id
-                    })
+                    }))
                 });
                 mesh.serve(handler);
                 let out = body(Rc::clone(&mesh)).await;
@@ -382,6 +568,34 @@ mod tests {
         for answers in results {
             let answers: Vec<u64> = answers.into_iter().map(|a| a.unwrap()).collect();
             assert_eq!(answers, vec![10, 11, 12]);
+        }
+    }
+
+    #[test]
+    fn a_call_past_its_deadline_times_out_here_and_on_a_peer() {
+        // Handlers take 300 ms; a 30 ms deadline ends both calls long before that.
+        let results = on_mesh(2, 16, 300_000, |mesh| async move {
+            let me = mesh.id();
+            let mut out = Vec::new();
+            for target in [1 - me, me] {
+                let started = Instant::now();
+                let deadline = started + Duration::from_millis(30);
+                let answer = mesh.call_until(target, 1, deadline).await;
+                out.push((target, answer, started.elapsed()));
+            }
+            // A call answered in time is unaffected by its deadline.
+            let far = Instant::now() + Duration::from_secs(5);
+            out.push((me, mesh.call_until(me, 2, far).await, Duration::ZERO));
+            out
+        });
+        for calls in results {
+            for (target, answer, took) in &calls[..2] {
+                assert_eq!(*answer, Err(MeshError::Timeout(*target)));
+                assert!(*took >= Duration::from_millis(30), "{took:?}");
+                assert!(*took < Duration::from_millis(250), "{took:?}");
+            }
+            let (me, answer, _) = &calls[2];
+            assert_eq!(*answer, Ok(20 + *me as u64));
         }
     }
 

@@ -426,6 +426,15 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                     "evictions": info.engine.cache.evictions,
                     "invalidations": info.engine.cache.invalidations,
                 },
+                "request_memo": {
+                    "entries": info.memo.entries,
+                    "bytes": info.memo.bytes,
+                    "max_bytes": info.memo.max_bytes,
+                    "hits": info.memo.counters.hits,
+                    "misses": info.memo.counters.misses,
+                    "evictions": info.memo.counters.evictions,
+                    "skipped": info.memo.counters.skipped,
+                },
                 "single_flight": {
                     "leaders": info.engine.flights.leaders,
                     "joins": info.engine.flights.joins,

@@ -13,6 +13,7 @@
 //! | [`context`] | [`ContextStore`]: stored user contexts with versions and a TTL, under a byte budget |
 //! | [`policy`] | eviction order ([`PolicyKind`]: LRU or S3-FIFO) |
 //! | `index` | reverse indexes (user, operation, tag, symbol → entries), crate-private |
+//! | [`memo`] | [`Memo`]: exact request bytes → their parse result, under a byte budget (CLOCK) |
 //! | [`singleflight`] | [`SingleFlight`]: identical misses share one computation |
 //! | [`batch`] | [`BatchQueues`]: per-operation batching with windows, priorities, deadlines |
 //! | [`stats`] | counters, histograms and the mergeable [`ShardSnapshot`] |
@@ -36,6 +37,7 @@ pub mod context;
 pub mod entry;
 mod index;
 pub mod key;
+pub mod memo;
 pub mod policy;
 pub mod ratelimit;
 pub mod singleflight;
@@ -53,6 +55,7 @@ pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, R
 pub use context::{Context, ContextCounters, ContextError, ContextOptions, ContextStore, Written};
 pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
 pub use key::{CacheKey, KeyError};
+pub use memo::{Memo, MemoCounters, MEMO_ENTRY_OVERHEAD};
 pub use policy::PolicyKind;
 pub use ratelimit::{Decision, Grant, Rate, SharedBucket, Spend, UserLimitCounters, UserLimits};
 pub use singleflight::{FlightOptions, Join, SingleFlight, WaiterId};

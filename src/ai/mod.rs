@@ -13,18 +13,21 @@ pub mod engine;
 pub mod events;
 pub mod horizon;
 pub mod invalidation;
+pub mod memo;
 pub mod pool;
 pub mod request;
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
-use atlas_shard::{CacheKey, Operation};
+use atlas_shard::Operation;
 
 use crate::error::ApiError;
 use crate::http::{Request, Response, Status};
+use crate::mesh::MeshError;
 use crate::runtime::shard::{Shard, ShardCall, ShardReply};
-use engine::{Job, Served};
+use engine::{Job, JobSpec, Served};
 
 /// Handles `POST /ai/{op}`.
 pub async fn handle(
@@ -45,23 +48,33 @@ pub async fn handle(
         }
     };
     // Without `use_context` the input is checked before admission, as it always was; with
-    // it, after admission and the one mesh call that reads the context.
-    let prepared = match request::parse(op, request) {
-        Ok(draft) if draft.use_context => Prepared::NeedsContext(draft),
-        Ok(draft) => match draft.finish(None) {
-            Ok(p) => Prepared::Ready(p),
+    // it, after admission and the one mesh call that reads the context. A request this shard
+    // has parsed before comes from the memo, parsed and checked already.
+    let memo_bytes = shard
+        .requests
+        .borrow()
+        .bytes_of(op, caller.identity, request);
+    let remembered = memo_bytes
+        .as_ref()
+        .and_then(|b| shard.requests.borrow_mut().get(b));
+    let prepared = match remembered {
+        Some(spec) => Prepared::Ready(spec),
+        None => match parse_new(op, request) {
+            Ok(Prepared::Ready(spec)) => {
+                if let Some(b) = &memo_bytes {
+                    shard.requests.borrow_mut().insert(b, &spec);
+                }
+                Prepared::Ready(spec)
+            }
+            Ok(p) => p,
             Err(e) => {
                 record(e.status);
                 return e.to_response();
             }
         },
-        Err(e) => {
-            record(e.status);
-            return e.to_response();
-        }
     };
     let (priority, user) = match &prepared {
-        Prepared::Ready(p) => (p.priority, p.user.as_str()),
+        Prepared::Ready(spec) => (spec.priority, spec.key.user().unwrap_or("")),
         Prepared::NeedsContext(d) => (d.priority, d.user.as_str()),
     };
     // A token's subject computes, reads and (through `use_context`) uses only its own data.
@@ -90,16 +103,15 @@ pub async fn handle(
         }
     };
     let deadline = started + shard.config.request_timeout;
-    let (parsed, context_version) = match prepared {
-        Prepared::Ready(p) => (p, None),
+    let (spec, context_version) = match prepared {
+        Prepared::Ready(spec) => (spec, None),
         Prepared::NeedsContext(draft) => {
             let merged = context::fetch(shard, &draft.user, deadline)
                 .await
                 .and_then(|ctx| {
                     let version = ctx.version;
-                    draft
-                        .finish(Some(&ctx.value.fields))
-                        .map(|p| (p, Some(version)))
+                    let spec = draft.finish(Some(&ctx.value.fields))?.into_spec()?;
+                    Ok((Arc::new(spec), Some(version)))
                 });
             match merged {
                 Ok(m) => m,
@@ -110,46 +122,26 @@ pub async fn handle(
             }
         }
     };
-    let key = match CacheKey::new(op, Some(&parsed.user), &parsed.canonical) {
-        Ok(k) => k,
-        Err(e) => {
-            record(Status::BadRequest);
-            return ApiError::new(
-                Status::BadRequest,
-                "invalid_request",
-                format!("user_id: {e}"),
-            )
-            .to_response();
-        }
-    };
-    let owner = key.shard(shard.mesh.shards());
-    let job = Job {
-        key,
-        input: parsed.input,
-        priority: parsed.priority,
-        mode: parsed.mode,
-        max_age: parsed.max_age,
-        deadline,
-        tags: parsed.dependencies,
-    };
-    let call = shard.mesh.call(owner, ShardCall::Ai(Box::new(job)));
-    let answer = futures_lite::future::or(async { Some(call.await) }, async {
-        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-        None
-    })
-    .await;
+    let owner = spec.key.shard(shard.mesh.shards());
+    let job = Job::new(spec, deadline);
+    // The deadline costs no timer per request: a hit answers at once, a hop is watched by
+    // the mesh's sweep.
+    let answer = shard
+        .mesh
+        .call_until(owner, ShardCall::Ai(Box::new(job)), deadline)
+        .await;
     let mut cache = None;
     let mut processing_s = 0.0;
     let mut model = None;
     let response = match answer {
-        None => engine::timeout().to_response(),
-        Some(Err(e)) => ApiError::new(
+        Err(MeshError::Timeout(_)) => engine::timeout().to_response(),
+        Err(e) => ApiError::new(
             Status::ServiceUnavailable,
             "shard_unavailable",
             format!("the owning shard did not answer: {e}"),
         )
         .to_response(),
-        Some(Ok(ShardReply::Ai(Ok(served)))) => {
+        Ok(ShardReply::Ai(Ok(served))) => {
             cache = Some(served.cache);
             processing_s = served.processing_ms / 1000.0;
             if served.batch_size > 0 {
@@ -157,7 +149,7 @@ pub async fn handle(
             }
             success(served)
         }
-        Some(Ok(ShardReply::Ai(Err(e)))) => {
+        Ok(ShardReply::Ai(Err(e))) => {
             let r = e.to_response();
             if e.status == Status::ServiceUnavailable {
                 r.header("Retry-After", "1")
@@ -165,7 +157,7 @@ pub async fn handle(
                 r
             }
         }
-        Some(Ok(_)) => {
+        Ok(_) => {
             ApiError::new(Status::InternalServerError, "internal", "unexpected reply").to_response()
         }
     };
@@ -195,8 +187,18 @@ pub async fn handle(
 
 /// A parsed request, complete or waiting for the user's stored context.
 enum Prepared {
-    Ready(request::AiRequest),
+    Ready(Arc<JobSpec>),
     NeedsContext(request::Draft),
+}
+
+/// Parses a request the memo does not know: its spec, or its draft when it needs the user's
+/// context.
+fn parse_new(op: Operation, request: &Request) -> Result<Prepared, ApiError> {
+    let draft = request::parse(op, request)?;
+    if draft.use_context {
+        return Ok(Prepared::NeedsContext(draft));
+    }
+    Ok(Prepared::Ready(Arc::new(draft.finish(None)?.into_spec()?)))
 }
 
 fn success(served: Served) -> Response {

@@ -16,8 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use atlas_shard::{Operation, Priority};
+use atlas_shard::{CacheKey, Operation, Priority};
 
+use super::engine::JobSpec;
 use crate::error::{truncate, ApiError};
 use crate::http::{Request, Status};
 use crate::models::{self, ModelError, ModelInput};
@@ -294,6 +295,22 @@ impl Draft {
             mode: self.mode,
             max_age: self.max_age,
             dependencies,
+        })
+    }
+}
+
+impl AiRequest {
+    /// The owner shard's view of this request: its cache key built, the rest moved in.
+    pub fn into_spec(self) -> Result<JobSpec, ApiError> {
+        let key = CacheKey::new(self.op, Some(&self.user), &self.canonical)
+            .map_err(|e| invalid(format!("user_id: {e}")))?;
+        Ok(JobSpec {
+            key,
+            input: self.input,
+            priority: self.priority,
+            mode: self.mode,
+            max_age: self.max_age,
+            tags: self.dependencies,
         })
     }
 }

@@ -190,6 +190,8 @@ pub struct Config {
     pub context_max_bytes: usize,
     /// Budget of the stored user contexts across all shards, in bytes.
     pub context_store_bytes: usize,
+    /// Budget of each shard's request memo (`ATLAS_REQUEST_MEMO_BYTES`; 0: off).
+    pub request_memo_bytes: usize,
     /// Event types `POST /ai/events` maps to dependency tags.
     pub event_tags: Vec<events::EventTags>,
     /// Whether `/graphql` answers introspection queries.
@@ -268,6 +270,7 @@ impl Default for Config {
             graphql_max_complexity: 500,
             graphql_max_fields: 16,
             context_store_bytes: 64 * 1024 * 1024,
+            request_memo_bytes: 8 * 1024 * 1024,
             event_tags: Vec::new(),
             result_cache_ttl: Duration::from_secs(300),
             enable_cache_warming: true,
@@ -525,6 +528,9 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
         "ATLAS_CONTEXT_STORE_BYTES",
         |v| usize_in(v, 1 << 16, 1 << 40),
     );
+    p.set(&mut c.request_memo_bytes, "ATLAS_REQUEST_MEMO_BYTES", |v| {
+        usize_in(v, 0, 1 << 40)
+    });
     p.set(&mut c.event_tags, "ATLAS_EVENT_TAGS", events::parse);
     p.set(
         &mut c.graphql_introspection,

@@ -238,6 +238,8 @@ pub struct MetricsSnapshot {
     pub auth: crate::auth::AuthFigures,
     /// The rate limits' figures (`None` when every limit is off).
     pub rate: Option<crate::ratelimit::RateFigures>,
+    /// The request memo's figures.
+    pub memo: crate::ai::memo::MemoFigures,
 }
 
 /// The cumulative bucket counts, total and sum of a `Distribution`-like source.
@@ -280,6 +282,7 @@ impl MetricsSnapshot {
         self.connections_open += o.connections_open;
         self.engine.merge(&o.engine);
         self.auth.merge(&o.auth);
+        self.memo.merge(&o.memo);
         for (a, b) in self.queued.iter_mut().zip(o.queued.iter()) {
             *a += b;
         }

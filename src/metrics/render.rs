@@ -173,6 +173,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     invalidations(w, &total);
     endpoints(w, shards);
     l2(w, shards);
+    memo(w, &total.memo);
     auth(w, &total.auth, total.rate.as_ref());
     rate_limits(w, total.rate.as_ref());
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
@@ -294,6 +295,34 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
     ] {
         let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
     }
+}
+
+/// The request memo's series (`ai::memo`).
+fn memo(w: &mut String, m: &crate::ai::memo::MemoFigures) {
+    head(
+        w,
+        "ai_request_memo_total",
+        "counter",
+        "AI requests whose exact bytes a shard had parsed before (hit), parsed now (miss), or too large to remember (skipped).",
+    );
+    let c = &m.counters;
+    for (result, n) in [("hit", c.hits), ("miss", c.misses), ("skipped", c.skipped)] {
+        let _ = writeln!(w, "ai_request_memo_total{{result=\"{result}\"}} {n}");
+    }
+    head(
+        w,
+        "ai_request_memo_evictions_total",
+        "counter",
+        "Parsed requests the memo let go to stay within ATLAS_REQUEST_MEMO_BYTES.",
+    );
+    let _ = writeln!(w, "ai_request_memo_evictions_total {}", c.evictions);
+    head(
+        w,
+        "ai_request_memo_bytes",
+        "gauge",
+        "Bytes the request memos of all shards hold (budget: ATLAS_REQUEST_MEMO_BYTES per shard).",
+    );
+    let _ = writeln!(w, "ai_request_memo_bytes {}", m.bytes);
 }
 
 /// Authentication and security-event series.

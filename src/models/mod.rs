@@ -76,6 +76,46 @@ impl ModelInput {
             ModelInput::Cashflow(_) => Operation::CashflowForecast,
         }
     }
+
+    /// Bytes this input holds on the heap, beyond its own size (for memory budgets).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let floats = |v: &[f64]| std::mem::size_of_val(v);
+        match self {
+            ModelInput::Portfolio(p) => {
+                let holdings: usize = p
+                    .holdings
+                    .iter()
+                    .map(|h| size_of::<portfolio::Holding>() + h.symbol.len() + floats(&h.prices))
+                    .sum();
+                holdings + p.benchmark_prices.as_deref().map_or(0, floats)
+            }
+            ModelInput::Budget(b) => {
+                let e: usize = b
+                    .expenses
+                    .iter()
+                    .map(|x| size_of::<budget::Expense>() + x.category.len())
+                    .sum();
+                let d: usize = b
+                    .debts
+                    .iter()
+                    .map(|x| size_of::<budget::Debt>() + x.name.len())
+                    .sum();
+                let g: usize = b
+                    .goals
+                    .iter()
+                    .map(|x| size_of::<budget::Goal>() + x.name.len())
+                    .sum();
+                e + d + g
+            }
+            ModelInput::Risk(r) => r.holdings.as_deref().map_or(0, |hs| {
+                hs.iter()
+                    .map(|h| size_of::<portfolio::Holding>() + h.symbol.len() + floats(&h.prices))
+                    .sum()
+            }),
+            ModelInput::Cashflow(c) => floats(&c.history),
+        }
+    }
 }
 
 /// What a model computed for one input.

@@ -635,7 +635,7 @@ async fn run_shard(start: ShardStart) {
     ));
     let handler: Handler<ShardCall, ShardReply> = {
         let shard = Rc::clone(&shard);
-        Rc::new(move |call| Box::pin(Rc::clone(&shard).handle_call(call)))
+        Rc::new(move |call| shard.answer(call))
     };
     mesh.serve(handler);
 

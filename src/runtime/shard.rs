@@ -15,12 +15,13 @@ use atlas_shard::{BatchOptions, ContextOptions, Priority};
 use glommio::sync::Semaphore;
 
 use crate::ai::context::{ContextCall, ContextReply};
-use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Outcome};
+use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Looked, Outcome};
 use crate::ai::invalidation::Invalidation;
+use crate::ai::memo::{MemoFigures, RequestMemo};
 use crate::ai::pool::PoolOptions;
 use crate::config::Config;
 use crate::http::Limits;
-use crate::mesh::Mesh;
+use crate::mesh::{Answer, Mesh};
 use crate::metrics::{MetricsSnapshot, RequestMetrics};
 use crate::modelserver::{ModelOptions, ModelServer};
 use crate::monitor::{Monitor, MonitorSummary};
@@ -132,6 +133,8 @@ pub struct ShardInfo {
     pub monitor: Option<MonitorSummary>,
     /// The rate limits' figures (`None` when every limit is off).
     pub rate: Option<RateFigures>,
+    /// The request memo's figures.
+    pub memo: MemoFigures,
 }
 
 /// Plain per-shard counters.
@@ -183,6 +186,8 @@ pub struct Shard {
     pub app: App,
     /// Request-path metrics of the AI requests this shard accepted.
     pub metrics: RefCell<RequestMetrics>,
+    /// The AI requests this shard parsed, by their exact bytes (`ai::memo`).
+    pub requests: RefCell<RequestMemo>,
     /// The monitor (shard 0 of a gateway only).
     pub monitor: Option<Rc<Monitor>>,
     /// When the process started the shards (for uptime).
@@ -298,6 +303,10 @@ impl Shard {
             id,
             app,
             metrics: RefCell::new(RequestMetrics::default()),
+            requests: RefCell::new(RequestMemo::new(match role {
+                Role::Gateway => config.request_memo_bytes,
+                Role::ModelEndpoint(_) => 0,
+            })),
             monitor: (id == 0 && matches!(role, Role::Gateway))
                 .then(|| Monitor::new(&config, resolved.webhook.clone())),
             cpu,
@@ -377,8 +386,36 @@ impl Shard {
         let _ = self.shutdown.acquire(1).await;
     }
 
-    /// Answers a mesh call addressed to this shard.
-    pub async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
+    /// Answers a mesh call addressed to this shard: at once where nothing needs waiting for
+    /// (a cache hit, a ping, a context read), otherwise as a task. Reports and invalidations
+    /// scan whole structures, so they run as tasks too and never hold up the calls queued
+    /// behind them.
+    pub fn answer(self: &Rc<Self>, call: ShardCall) -> Answer<ShardReply> {
+        match call {
+            ShardCall::Ping => Answer::Now(ShardReply::Pong(self.id)),
+            ShardCall::Context(call) => Answer::Now(crate::ai::context::on_shard(self, *call)),
+            ShardCall::Ai(job) => match &self.app {
+                App::Gateway(engine) => match engine.lookup(*job) {
+                    Looked::Answered(outcome) => Answer::Now(ShardReply::Ai(outcome)),
+                    Looked::Miss(miss) => {
+                        let engine = Rc::clone(engine);
+                        Answer::Later(Box::pin(async move {
+                            ShardReply::Ai(engine.execute_miss(miss).await)
+                        }))
+                    }
+                },
+                App::Model(_) => Answer::Now(ShardReply::Ai(Err(crate::error::ApiError::new(
+                    crate::http::Status::NotFound,
+                    "not_a_gateway",
+                    "this process is a model endpoint",
+                )))),
+            },
+            call => Answer::Later(Box::pin(Rc::clone(self).handle_call(call))),
+        }
+    }
+
+    /// Answers the calls that run as tasks.
+    async fn handle_call(self: Rc<Self>, call: ShardCall) -> ShardReply {
         match call {
             ShardCall::Info => ShardReply::Info(Box::new(self.info())),
             ShardCall::Metrics => ShardReply::Metrics(Box::new(self.metrics_snapshot())),
@@ -391,7 +428,6 @@ impl Shard {
                 App::Gateway(engine) => engine.invalidate(&inv),
                 App::Model(_) => 0,
             }),
-            ShardCall::Context(call) => crate::ai::context::on_shard(&self, *call),
             ShardCall::RateLimit(call) => ShardReply::RateLimit(match &self.rate_limits {
                 Some(limiter) => limiter.answer(*call).await,
                 None => RateReply::Taken(Verdict::Allowed {
@@ -399,15 +435,12 @@ impl Shard {
                     charges: Default::default(),
                 }),
             }),
-            ShardCall::Ping => ShardReply::Pong(self.id),
-            ShardCall::Ai(job) => match &self.app {
-                App::Gateway(engine) => ShardReply::Ai(Rc::clone(engine).execute(*job).await),
-                App::Model(_) => ShardReply::Ai(Err(crate::error::ApiError::new(
-                    crate::http::Status::NotFound,
-                    "not_a_gateway",
-                    "this process is a model endpoint",
-                ))),
-            },
+            call @ (ShardCall::Ping | ShardCall::Context(_) | ShardCall::Ai(_)) => {
+                match self.answer(call) {
+                    Answer::Now(reply) => reply,
+                    Answer::Later(work) => work.await,
+                }
+            }
         }
     }
 
@@ -425,6 +458,7 @@ impl Shard {
             engine: self.engine_figures(),
             monitor: self.monitor.as_ref().map(|m| m.summary()),
             rate: self.rate_limits.as_ref().map(|l| l.figures()),
+            memo: self.requests.borrow().figures(),
         }
     }
 
@@ -458,6 +492,7 @@ impl Shard {
             monitor: self.monitor.as_ref().map(|mon| mon.summary()),
             auth: self.auth.figures(),
             rate: self.rate_limits.as_ref().map(|l| l.figures()),
+            memo: self.requests.borrow().figures(),
             ..MetricsSnapshot::default()
         };
         if let App::Gateway(e) = &self.app {

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -88,23 +89,60 @@ pub struct Served {
 /// What the owner answers.
 pub type Outcome = Result<Served, ApiError>;
 
-/// A request routed to its owner shard.
+/// What a lookup in the cache alone decided.
+pub enum Looked {
+    /// The cache answered (a hit, or a stale copy while one refresh runs).
+    Answered(Outcome),
+    /// It did not: the job goes on to [`Engine::execute_miss`].
+    Miss(Miss),
+}
+
+/// A job the cache did not answer.
+pub struct Miss {
+    job: Job,
+    /// A copy past its TTL but inside stale-if-error, served if computing fails.
+    fallback: Option<(Bytes, Arc<JobSpec>)>,
+}
+
+/// What a request asks of its owner shard, fixed once its bytes are parsed. Shared and never
+/// changed: the accepting shard's request memo keeps it for the next identical request, so a
+/// repeated request sends the same spec again without parsing anything.
 #[derive(Debug)]
-pub struct Job {
+pub struct JobSpec {
     /// The cache key (operation, user, canonical input).
     pub key: CacheKey,
     /// The validated model input.
     pub input: ModelInput,
-    /// Scheduling priority.
+    /// Scheduling priority the request asked for.
     pub priority: Priority,
     /// Cache use.
     pub mode: CacheMode,
     /// Oldest acceptable cached result, and TTL cap for a fresh one.
     pub max_age: Option<Duration>,
-    /// When the request must be answered.
-    pub deadline: Instant,
     /// Dependency tags the request declares.
     pub tags: Vec<String>,
+}
+
+/// A request routed to its owner shard.
+#[derive(Debug)]
+pub struct Job {
+    /// What is asked.
+    pub spec: Arc<JobSpec>,
+    /// Scheduling priority (the spec's, lowered for a background refresh).
+    pub priority: Priority,
+    /// When the request must be answered.
+    pub deadline: Instant,
+}
+
+impl Job {
+    /// A job for `spec` at its own priority, due at `deadline`.
+    pub fn new(spec: Arc<JobSpec>, deadline: Instant) -> Job {
+        Job {
+            priority: spec.priority,
+            spec,
+            deadline,
+        }
+    }
 }
 
 /// The computation in flight for one key, as its single-flight leader runs it.
@@ -304,11 +342,21 @@ impl Engine {
 
     /// Answers a job for a key this shard owns.
     pub async fn execute(self: Rc<Self>, job: Job) -> Outcome {
-        let lookup = if job.mode == CacheMode::Default {
-            let found = self.cache.borrow_mut().get(&job.key);
+        match self.lookup(job) {
+            Looked::Answered(outcome) => outcome,
+            Looked::Miss(miss) => self.execute_miss(miss).await,
+        }
+    }
+
+    /// What the cache alone answers for `job`, without waiting: a fresh hit (refreshed ahead
+    /// of expiry in the background when hot), or a stale one inside stale-while-revalidate
+    /// (one refresh runs); anything else is a miss for [`Engine::execute_miss`].
+    pub fn lookup(self: &Rc<Self>, job: Job) -> Looked {
+        let lookup = if job.spec.mode == CacheMode::Default {
+            let found = self.cache.borrow_mut().get(&job.spec.key);
             match found {
                 Lookup::Fresh(h) | Lookup::Stale(h) | Lookup::StaleIfError(h)
-                    if job.max_age.is_some_and(|max| h.age > max) =>
+                    if job.spec.max_age.is_some_and(|max| h.age > max) =>
                 {
                     Lookup::Miss
                 }
@@ -318,30 +366,37 @@ impl Engine {
             Lookup::Miss
         };
         if matches!(lookup, Lookup::Fresh(_) | Lookup::Stale(_)) {
-            self.keep_tags(&job.key, &job.tags);
+            self.keep_tags(&job.spec.key, &job.spec.tags);
         }
         let fallback = match lookup {
             Lookup::Fresh(hit) => {
                 if hit.refresh_ahead && self.warming.get() {
                     self.spawn_refresh(job);
                 }
-                return Ok(served_from_cache(hit.body, CacheStatus::Hit));
+                return Looked::Answered(Ok(served_from_cache(hit.body, CacheStatus::Hit)));
             }
             Lookup::Stale(hit) => {
                 self.spawn_refresh(job);
-                return Ok(served_from_cache(hit.body, CacheStatus::Stale));
+                return Looked::Answered(Ok(served_from_cache(hit.body, CacheStatus::Stale)));
             }
-            // Kept with the key and tags, which the computation consumes, in case it is served.
-            Lookup::StaleIfError(hit) => Some((hit.body, job.key.clone(), job.tags.clone())),
+            // Kept with the spec (the computation consumes the job), in case it is served.
+            Lookup::StaleIfError(hit) => Some((hit.body, Arc::clone(&job.spec))),
             Lookup::Miss => None,
         };
-        let outcome = if job.mode != CacheMode::Default {
+        Looked::Miss(Miss { job, fallback })
+    }
+
+    /// Answers a job the cache did not: joins an identical computation in flight or leads
+    /// one (from L2, else the model), and serves the stale-if-error copy if computing fails.
+    pub async fn execute_miss(self: Rc<Self>, miss: Miss) -> Outcome {
+        let Miss { job, fallback } = miss;
+        let outcome = if job.spec.mode != CacheMode::Default {
             self.compute_and_store(job).await.map(|mut s| {
                 s.cache = CacheStatus::Bypass;
                 s
             })
         } else {
-            let joined = self.flights.borrow_mut().join(&job.key);
+            let joined = self.flights.borrow_mut().join(&job.spec.key);
             match joined {
                 // The leader's work runs in its own task: if this request is abandoned, the
                 // computation still completes and wakes the followers.
@@ -352,13 +407,13 @@ impl Engine {
                 // A follower never waits on a lower-priority computation (a normal request
                 // behind a background refresh, a high one behind a normal one): it computes
                 // on its own at its own priority instead.
-                Join::Follower(waiter) if self.leader_priority(&job.key) < job.priority => {
-                    self.flights.borrow_mut().leave(&job.key, waiter);
+                Join::Follower(waiter) if self.leader_priority(&job.spec.key) < job.priority => {
+                    self.flights.borrow_mut().leave(&job.spec.key, waiter);
                     self.compute_and_store(job).await
                 }
                 Join::Follower(waiter) => {
-                    if let Some(leading) = self.leaders.borrow_mut().get_mut(job.key.bytes()) {
-                        leading.follower_tags.extend(job.tags);
+                    if let Some(leading) = self.leaders.borrow_mut().get_mut(job.spec.key.bytes()) {
+                        leading.follower_tags.extend(job.spec.tags.iter().cloned());
                     }
                     let (tx, rx) = oneshot::channel();
                     self.followers.borrow_mut().insert(waiter, tx);
@@ -370,8 +425,8 @@ impl Engine {
             }
         };
         match (outcome, fallback) {
-            (Err(_), Some((body, key, tags))) => {
-                self.keep_tags(&key, &tags);
+            (Err(_), Some((body, spec))) => {
+                self.keep_tags(&spec.key, &spec.tags);
                 Ok(served_from_cache(body, CacheStatus::Stale))
             }
             (outcome, _) => outcome,
@@ -381,7 +436,7 @@ impl Engine {
     /// Answers `job` as the single-flight leader (from L2 if it holds a fresh copy, else by
     /// computing it), then wakes every follower with the result.
     async fn lead(self: Rc<Self>, job: Job) -> Outcome {
-        let key = job.key.clone();
+        let key = job.spec.key.clone();
         self.leaders.borrow_mut().insert(
             key.bytes().into(),
             Leading {
@@ -416,7 +471,7 @@ impl Engine {
     /// Recomputes a cached result in the background at low priority, unless an identical
     /// computation is already running.
     fn spawn_refresh(self: &Rc<Self>, mut job: Job) {
-        let joined = self.flights.borrow_mut().join(&job.key);
+        let joined = self.flights.borrow_mut().join(&job.spec.key);
         match joined {
             Join::Leader => {
                 bump(&self.counters.refreshes, 1);
@@ -429,7 +484,7 @@ impl Engine {
                 .detach();
             }
             Join::Follower(w) => {
-                self.flights.borrow_mut().leave(&job.key, w);
+                self.flights.borrow_mut().leave(&job.spec.key, w);
             }
             Join::Bypass | Join::Overloaded => {}
         }
@@ -438,20 +493,20 @@ impl Engine {
     /// A fresh copy of `job`'s result from L2 (within its `max_age`), stored into L1 too.
     async fn l2_lookup(&self, job: &Job) -> Option<Served> {
         let l2 = self.l2.as_ref()?;
-        if !job.mode.stores() {
+        if !job.spec.mode.stores() {
             return None;
         }
-        let entry = l2.get(&job.key).await?;
+        let entry = l2.get(&job.spec.key).await?;
         let age = Duration::from_millis(entry.age_ms);
         let fresh = entry.age_ms < u64::from(entry.ttl_ms);
-        if !fresh || job.max_age.is_some_and(|max| age > max) {
+        if !fresh || job.spec.max_age.is_some_and(|max| age > max) {
             return None;
         }
         let created = crate::monitor::unix_ms_now().saturating_sub(entry.age_ms);
         if self
             .horizon
             .borrow()
-            .refuses(created, &job.key, &entry.tags, &entry.symbols)
+            .refuses(created, &job.spec.key, &entry.tags, &entry.symbols)
         {
             // Written by a store that raced an invalidation applied here: a miss; the
             // recomputed result overwrites it.
@@ -467,13 +522,13 @@ impl Engine {
 
     /// Queues the job for the model, waits for its result, stores it (unless `no_store`).
     async fn compute_and_store(self: &Rc<Self>, job: Job) -> Outcome {
-        let op = job.key.operation();
+        let op = job.spec.key.operation();
         let mark = self.recent.borrow().mark();
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let deadline = self.timestamp(job.deadline);
         let pending = Pending {
-            input: job.input,
+            input: job.spec.input.clone(),
             reply: tx,
         };
         let pushed = self.queues.borrow_mut().push(
@@ -500,9 +555,16 @@ impl Engine {
         let computed = rx
             .await
             .unwrap_or_else(|| Err(internal("the batch was dropped")))?;
-        if job.mode.stores() {
+        if job.spec.mode.stores() {
             let from = Stamp { mark, started };
-            self.store(&job.key, op, &computed, job.max_age, job.tags, from);
+            self.store(
+                &job.spec.key,
+                op,
+                &computed,
+                job.spec.max_age,
+                job.spec.tags.clone(),
+                from,
+            );
         }
         Ok(Served {
             body: computed.body,
