@@ -14,6 +14,7 @@
 #               request that leaves its core: the naive hop)
 #   atlas2      atlas serve, 2 shards on CPUs 0-1 (half the hits hop to the owner shard)
 #   prev1/prev2 as atlas1/atlas2 with $PREV_BIN (a build of the previous version)
+#   alt1/alt2   as atlas1/atlas2 with $ALT_BIN (a variant under trial)
 #
 # Usage: bench/scripts/hit_path.sh [ROUNDS] [SECONDS] [CONNECTIONS] [SERVERS]
 #   SERVERS: a comma list of the names above (default: all). Env ATLAS_BIN / FLOOR_BIN pick
@@ -45,6 +46,8 @@ start() { # name → URL; the pid goes to $out/name.pid
     atlas2) cmd=(taskset -c 0,1 env ATLAS_LOG=warn ${ATLAS_ENV:-} "$ATLAS_BIN" serve --listen 127.0.0.1:0 --cores 2) ;;
     prev1) cmd=(taskset -c 0 env ATLAS_LOG=warn "${PREV_BIN:?set PREV_BIN}" serve --listen 127.0.0.1:0 --cores 1) ;;
     prev2) cmd=(taskset -c 0,1 env ATLAS_LOG=warn "${PREV_BIN:?set PREV_BIN}" serve --listen 127.0.0.1:0 --cores 2) ;;
+    alt1) cmd=(taskset -c 0 env ATLAS_LOG=warn "${ALT_BIN:?set ALT_BIN}" serve --listen 127.0.0.1:0 --cores 1) ;;
+    alt2) cmd=(taskset -c 0,1 env ATLAS_LOG=warn "${ALT_BIN:?set ALT_BIN}" serve --listen 127.0.0.1:0 --cores 2) ;;
     *) echo "unknown server $name" >&2; exit 2 ;;
   esac
   "${cmd[@]}" >"$out/$name.out" 2>"$out/$name.err" &
@@ -58,7 +61,7 @@ cache_counts() { # url → "hits misses" over every shard
 run() { # name url → one result row
   local name=$1 url=$2 pid t0 t1 w before after
   pid=$(cat "$out/$name.pid")
-  case $name in atlas*|prev*) before=$(cache_counts "$url") ;; esac
+  case $name in atlas*|prev*|alt*) before=$(cache_counts "$url") ;; esac
   t0=$(cpu_ticks "$pid")
   w=$(taskset -c "$WRK_CPU" wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$LUA" "$url" 2>/dev/null)
   t1=$(cpu_ticks "$pid")
@@ -109,4 +112,8 @@ ratio("atlas2", "floorhop", 2, "throughput")
 ratio("atlas1", "prev1", 5, "CPU per request")
 ratio("atlas2", "prev2", 5, "CPU per request")
 ratio("prev2", "prev1", 5, "CPU per hit (the hop, previous version)")
+ratio("atlas2", "floorhop", 5, "CPU per request")
+ratio("alt1", "atlas1", 5, "CPU per request")
+ratio("alt2", "atlas2", 5, "CPU per request")
+ratio("alt2", "alt1", 5, "CPU per hit (the hop, variant)")
 PY
