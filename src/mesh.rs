@@ -21,8 +21,9 @@
 //! A call waiting for its reply holds a slot in a per-shard slab, indexed by the call id (the
 //! slot's index and a generation, so a late reply never lands in a reused slot): no map, no
 //! allocation per call. A call with a deadline ([`Mesh::call_until`]) needs no timer of its
-//! own either: one sweep per shard, which ticks every [`SWEEP`] only while calls are waiting,
-//! fails the calls whose deadline passed with [`MeshError::Timeout`].
+//! own either: one sweep per shard, which runs only while calls are waiting (at their
+//! earliest deadline, every [`SWEEP`] at the least), fails the calls whose deadline passed
+//! with [`MeshError::Timeout`].
 //!
 //! Generic over the call and reply types, so the runtime owns the closed set of messages and
 //! tests use their own. Must not touch sockets or shard data directly: it hands calls to the
@@ -41,8 +42,8 @@ use slab::Slab;
 /// A boxed, non-`Send` future, as shard-local handlers produce.
 pub type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
-/// How often a shard's sweep looks for calls past their deadline, while any call waits: a
-/// timed-out call learns it at most this much late.
+/// Longest a shard's sweep sleeps while any call waits: a call made while it sleeps, with an
+/// earlier deadline than every other, learns of its timeout at most this much late.
 pub const SWEEP: Duration = Duration::from_millis(5);
 
 /// What a handler makes of a call: the answer at once, or the work that will produce it.
@@ -148,8 +149,10 @@ async fn send_loop<Q: Send + 'static, R: Send + 'static>(
     }
 }
 
-/// Fails the calls whose deadline passed, every [`SWEEP`] while any call waits; parked
-/// otherwise (an idle shard is not woken for it).
+/// Fails the calls whose deadline passed: wakes at the earliest deadline of the calls
+/// waiting, or after [`SWEEP`] at the latest (so a call made meanwhile with an earlier
+/// deadline is late by at most that); parked while no call waits (an idle shard is not woken
+/// for it).
 async fn sweep_loop<Q: Send + 'static, R: Send + 'static>(mesh: Rc<Mesh<Q, R>>) {
     loop {
         std::future::poll_fn(|cx| {
@@ -161,8 +164,11 @@ async fn sweep_loop<Q: Send + 'static, R: Send + 'static>(mesh: Rc<Mesh<Q, R>>) 
             }
         })
         .await;
-        glommio::timer::sleep(SWEEP).await;
-        mesh.expire(Instant::now());
+        let now = Instant::now();
+        let wait = mesh
+            .expire(now)
+            .map_or(SWEEP, |next| next.saturating_duration_since(now).min(SWEEP));
+        glommio::timer::sleep(wait).await;
     }
 }
 
@@ -322,6 +328,10 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         if self.gone[target].get() {
             return Err(MeshError::PeerGone(target));
         }
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            // Already due: not sent (the caller's time is up before the hop).
+            return Err(MeshError::Timeout(target));
+        }
         let generation = self.generation.get();
         self.generation.set(generation.wrapping_add(1));
         let slot = self.pending.borrow_mut().insert(Pending {
@@ -424,18 +434,25 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         }
     }
 
-    /// Answers `Timeout` to every waiting call whose deadline is not after `now`.
-    fn expire(&self, now: Instant) {
+    /// Answers `Timeout` to every waiting call whose deadline is not after `now`; returns the
+    /// earliest deadline of the calls still waiting.
+    fn expire(&self, now: Instant) -> Option<Instant> {
         let mut wakers = Vec::new();
+        let mut next: Option<Instant> = None;
         for (_, p) in self.pending.borrow_mut().iter_mut() {
-            if p.reply.is_none() && p.deadline.is_some_and(|d| d <= now) {
-                p.reply = Some(Err(MeshError::Timeout(p.target)));
-                wakers.extend(p.waker.take());
+            match p.deadline {
+                Some(d) if p.reply.is_none() && d <= now => {
+                    p.reply = Some(Err(MeshError::Timeout(p.target)));
+                    wakers.extend(p.waker.take());
+                }
+                Some(d) if p.reply.is_none() => next = Some(next.map_or(d, |n| n.min(d))),
+                _ => {}
             }
         }
         for w in wakers {
             w.wake();
         }
+        next
     }
 
     fn fail_peer(&self, peer: usize) {
@@ -596,6 +613,26 @@ mod tests {
             }
             let (me, answer, _) = &calls[2];
             assert_eq!(*answer, Ok(20 + *me as u64));
+        }
+    }
+
+    #[test]
+    fn a_due_call_is_not_sent_and_short_deadlines_are_kept() {
+        let results = on_mesh(2, 16, 300_000, |mesh| async move {
+            let peer = 1 - mesh.id();
+            let due = mesh.call_until(peer, 1, Instant::now()).await;
+            // A 2 ms deadline, shorter than the sweep's longest sleep, is kept to within a
+            // few ms (not rounded up to the next tick of a fixed period).
+            let started = Instant::now();
+            let short = mesh
+                .call_until(peer, 1, started + Duration::from_millis(2))
+                .await;
+            (peer, due, short, started.elapsed())
+        });
+        for (peer, due, short, took) in results {
+            assert_eq!(due, Err(MeshError::Timeout(peer)));
+            assert_eq!(short, Err(MeshError::Timeout(peer)));
+            assert!(took < Duration::from_millis(100), "{took:?}");
         }
     }
 

@@ -528,9 +528,11 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
         "ATLAS_CONTEXT_STORE_BYTES",
         |v| usize_in(v, 1 << 16, 1 << 40),
     );
-    p.set(&mut c.request_memo_bytes, "ATLAS_REQUEST_MEMO_BYTES", |v| {
-        usize_in(v, 0, 1 << 40)
-    });
+    p.set(
+        &mut c.request_memo_bytes,
+        "ATLAS_REQUEST_MEMO_BYTES",
+        memo_budget,
+    );
     p.set(&mut c.event_tags, "ATLAS_EVENT_TAGS", events::parse);
     p.set(
         &mut c.graphql_introspection,
@@ -631,6 +633,21 @@ fn int_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
 
 fn usize_in(v: &str, min: u64, max: u64) -> Result<usize, String> {
     int_in(v, min, max).map(|n| n as usize)
+}
+
+/// Smallest request memo budget: an entry may take a sixteenth of it, and the smallest parsed
+/// request takes ~400 bytes, so a smaller memo would store nothing and only cost lookups.
+pub const MIN_REQUEST_MEMO_BYTES: u64 = 64 * 1024;
+
+/// `ATLAS_REQUEST_MEMO_BYTES`: 0 (off) or a budget of at least [`MIN_REQUEST_MEMO_BYTES`].
+fn memo_budget(v: &str) -> Result<usize, String> {
+    const MAX: u64 = 1 << 40;
+    match int_in(v, 0, MAX) {
+        Ok(n) if n == 0 || n >= MIN_REQUEST_MEMO_BYTES => Ok(n as usize),
+        _ => Err(format!(
+            "expected 0 (off) or an integer from {MIN_REQUEST_MEMO_BYTES} to {MAX}"
+        )),
+    }
 }
 
 fn millis(v: &str, min: u64, max: u64) -> Result<Duration, String> {
@@ -798,6 +815,29 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_request_memo_is_off_or_large_enough_to_hold_entries() {
+        for (value, ok) in [
+            ("0", true),
+            ("65536", true),
+            ("8388608", true),
+            ("4096", false),
+            ("65535", false),
+        ] {
+            let (raw, _) = gather(
+                &Flags::default(),
+                env_from(&[("ATLAS_REQUEST_MEMO_BYTES", value)]),
+            );
+            match build(&raw) {
+                Ok(c) => assert!(ok && c.request_memo_bytes == value.parse::<usize>().unwrap()),
+                Err(errors) => assert!(
+                    !ok && errors.iter().any(|e| e.name == "ATLAS_REQUEST_MEMO_BYTES"),
+                    "{value}: {errors:?}"
+                ),
+            }
+        }
     }
 
     #[test]
