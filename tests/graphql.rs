@@ -379,6 +379,46 @@ fn introspection_can_be_turned_on() {
     );
 }
 
+/// Runs `tests/graphql_client.py` (gql, a standard GraphQL client, and graphql-core's
+/// standard introspection queries) against `server`; `args` after the URL.
+fn graphql_client(server: &Server, args: &[&str]) {
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/graphql_client.py"
+        ))
+        .arg(server.url())
+        .args(args)
+        .output()
+        .expect("python3 (with tests/requirements.txt installed: bash tests/run.sh does it)");
+    assert!(
+        out.status.success(),
+        "tests/graphql_client.py failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A standard client loads the schema by introspection (the standard queries nest deeper
+/// than `ATLAS_GRAPHQL_MAX_DEPTH`, and are answered in full), then every operation through
+/// it equals REST; with two shards, so the answers come from the owner shards.
+#[test]
+fn a_standard_client_loads_the_schema_and_every_operation_matches_rest() {
+    let server = Server::start(
+        &["--cores", "2"],
+        &[("ATLAS_GRAPHQL_INTROSPECTION", "true")],
+    );
+    graphql_client(&server, &[]);
+}
+
+/// With introspection off, the standard introspection query (a named operation) gets the
+/// one error that names the setting, not a depth error.
+#[test]
+fn the_standard_introspection_query_is_refused_by_name_when_off() {
+    let server = Server::start(&["--cores", "1"], &[]);
+    graphql_client(&server, &["off"]);
+}
+
 fn hs(sub: &str, admin: bool) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -24,11 +24,17 @@ if ((${#need_pkgs[@]})); then
   fi
 fi
 
-# graphql-core (PyPI; Debian's python3-graphql-core is the old 2.x API) checks the GraphQL
-# schema in tests/graphql.rs through tests/graphql_schema.py.
-if ! python3 -c 'import graphql, sys; sys.exit(int(graphql.__version__.split(".")[0]) < 3)' 2>/dev/null; then
-  python3 -m pip install -q 'graphql-core>=3.2,<4' || pip3 install -q --break-system-packages 'graphql-core>=3.2,<4'
+# Python tools the tests drive (tests/requirements.txt, pinned: graphql-core checks the
+# GraphQL schema, gql loads it by introspection like any GraphQL client), in a virtual
+# environment under target/ that is rebuilt when the pins change, first on PATH for the tests.
+venv=target/test-venv
+if ! cmp -s tests/requirements.txt "$venv/requirements.txt"; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$venv/requirements.txt"
 fi
+export PATH="$PWD/$venv/bin:$PATH"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

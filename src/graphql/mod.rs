@@ -42,6 +42,9 @@ thread_local! {
     static SHARD: RefCell<Weak<Shard>> = const { RefCell::new(Weak::new()) };
     /// This thread's schema, built once from the configuration's limits.
     static SCHEMA: OnceCell<AtlasSchema> = const { OnceCell::new() };
+    /// This thread's schema for documents that only introspect (built when first needed,
+    /// only when introspection is on).
+    static INTROSPECTION: OnceCell<AtlasSchema> = const { OnceCell::new() };
     /// This thread's parsed documents by query text: parsing is the largest single cost of a
     /// small request (validation still runs on every request). Bounded: see [`DOCS_MAX`].
     static DOCS: RefCell<ahash::AHashMap<String, ExecutableDocument>> = RefCell::new(Default::default());
@@ -170,6 +173,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     // Checks that need the parsed document (parse errors themselves are left to the executor,
     // which reports them in the spec's shape).
     let operation = gql.operation_name.clone();
+    let mut only_introspects = false;
     if let Ok(doc) = gql.parsed_query() {
         if is_get && has_mutation(doc, operation.as_deref()) {
             return refused(
@@ -179,7 +183,10 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
             )
             .header("Allow", "POST");
         }
-        if !shard.config.graphql_introspection && introspects(doc, operation.as_deref()) {
+        let roots = root_names(doc, operation.as_deref());
+        let introspects = roots.iter().any(|n| *n == "__schema" || *n == "__type");
+        only_introspects = introspects && roots.iter().all(|n| n.starts_with("__"));
+        if !shard.config.graphql_introspection && introspects {
             return request_error(
                 "introspection is disabled (ATLAS_GRAPHQL_INTROSPECTION); `atlas graphql-schema` prints the schema",
                 graphql_response,
@@ -202,7 +209,14 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
             .map(|doc| (gql.query.clone(), doc))
     };
     let gql = gql.data(GqlCaller::new(caller));
-    let schema = SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone());
+    // A document that only introspects (what GraphQL clients send to load the schema) gets
+    // limits that fit the standard introspection queries; every other document the
+    // configured ones.
+    let schema = if only_introspects && shard.config.graphql_introspection {
+        INTROSPECTION.with(|s| s.get_or_init(schema::build_introspection).clone())
+    } else {
+        SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone())
+    };
     let mut answer = schema.execute(gql).await;
     let request_failed = answer.data == async_graphql::Value::Null
         && !answer.errors.is_empty()
@@ -433,6 +447,11 @@ fn chosen<'d>(
             .iter()
             .find(|(n, _)| n.as_str() == name)
             .map(|(_, op)| &op.node),
+        // The spec's GetOperation: without a name, the document's only operation (a named
+        // one, like the standard `query IntrospectionQuery`, parses as `Multiple`).
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| &op.node)
+        }
         (DocumentOperations::Multiple(_), None) => None,
     }
 }
@@ -451,14 +470,15 @@ fn root_fields(doc: &ExecutableDocument, name: Option<&str>) -> usize {
     names.len()
 }
 
-/// Whether the chosen operation asks for `__schema` or `__type` (async-graphql answers them
-/// with null when introspection is off; Atlas refuses the request instead).
-fn introspects(doc: &ExecutableDocument, name: Option<&str>) -> bool {
+/// The names of the root fields the chosen operation selects, through fragments. A document
+/// that asks for `__schema` or `__type` introspects (async-graphql answers them with null
+/// when introspection is off; Atlas refuses the request instead).
+fn root_names<'d>(doc: &'d ExecutableDocument, name: Option<&str>) -> Vec<&'d str> {
     let mut names = Vec::new();
     if let Some(op) = chosen(doc, name) {
         collect(doc, &op.selection_set.node, 0, &mut names);
     }
-    names.iter().any(|n| *n == "__schema" || *n == "__type")
+    names
 }
 
 /// The names of the fields of `set`, through fragments (at most 8 fragments deep; deeper or
@@ -505,6 +525,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(root_fields(&doc, None), 5);
+    }
+
+    #[test]
+    fn a_lone_named_operation_is_the_one_that_runs() {
+        // Named operations parse as `Multiple`: without an operation name the only one runs,
+        // so its fields are counted and its introspection seen (the limits apply to it).
+        let doc = async_graphql::parser::parse_query("query Q { a: __typename b { c } }").unwrap();
+        assert_eq!(root_fields(&doc, None), 2);
+        assert_eq!(root_names(&doc, None), ["__typename", "b"]);
+        let doc = async_graphql::parser::parse_query("query IntrospectionQuery { __schema { t } }")
+            .unwrap();
+        assert_eq!(root_names(&doc, None), ["__schema"]);
+        // Two operations and no name: none is chosen (execution reports it).
+        let doc = async_graphql::parser::parse_query("query A { a } query B { b }").unwrap();
+        assert_eq!(root_fields(&doc, None), 0);
+        assert_eq!(root_fields(&doc, Some("B")), 1);
     }
 
     #[test]

@@ -39,6 +39,25 @@ pub fn build(introspection: bool, depth: usize, complexity: usize) -> AtlasSchem
     builder.finish()
 }
 
+/// Deepest nesting of a document that only introspects (`__schema`, `__type`, `__typename` at
+/// its root): the standard introspection query of graphql-js, graphql-core, Apollo and
+/// GraphiQL nests `ofType` to depth 13, some clients a few levels more.
+pub const INTROSPECTION_MAX_DEPTH: usize = 32;
+
+/// Highest complexity of a document that only introspects (the full standard query with
+/// descriptions counts a few hundred).
+pub const INTROSPECTION_MAX_COMPLEXITY: usize = 5_000;
+
+/// The schema that answers documents which only introspect, when introspection is on: the
+/// same types, with limits that fit the standard introspection queries. Documents that
+/// select any other field run on [`build`]'s schema and its configured limits.
+pub fn build_introspection() -> AtlasSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(INTROSPECTION_MAX_DEPTH)
+        .limit_complexity(INTROSPECTION_MAX_COMPLEXITY)
+        .finish()
+}
+
 /// The schema in SDL (what `atlas graphql-schema` prints; kept in `src/graphql/schema.graphql`).
 pub fn sdl() -> String {
     Schema::build(Query, Mutation, EmptySubscription)
