@@ -18,7 +18,7 @@ for r in $(seq "$ROUNDS"); do
   mpid=$!; model=$(wait_listening "$out/m.out")
   ATLAS_LOG=warn ATLAS_EMBEDDED=false ATLAS_ENDPOINTS="m=$model;concurrency=8" $A serve --listen 127.0.0.1:0 --cores 2 >"$out/g.out" 2>/dev/null &
   gpid=$!; gw=$(wait_listening "$out/g.out")
-  $L load --url "$gw" --rate "$RATE" --duration "$SECS" --connections 1000 --users 1000 --user-ids 100 \
+  $L load --url "$gw" --distinct --rate "$RATE" --duration "$SECS" --connections 1000 --users 1000 --user-ids 100 \
     --keyspace 3 --zipf 1.1 --target-p95 400 --json "$out/r$r.json" --server-pid $gpid --quiet >/dev/null 2>&1 || true
   kill $gpid $mpid; wait $gpid $mpid 2>/dev/null || true
   python3 - "$out/r$r.json" "$r" <<'PY'

@@ -57,7 +57,7 @@ for r in $(seq "$ROUNDS"); do
 done | tee "$out/two"
 
 echo "== 3. two instances, shared Redis vs none (hit rate of one random workload split in two)"
-load() { target/release/atlas-bench load --url "$1" --operations risk_assessment=1 --keyspace 2000 \
+load() { target/release/atlas-bench load --url "$1" --distinct --operations risk_assessment=1 --keyspace 2000 \
   --users 16 --user-ids 1 --requests 250 --seed "$2" --quiet --json "$out/$3.json" --target-hit-rate 0 >/dev/null 2>&1 || true
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['overall']['hit_rate'])" "$out/$3.json" 2>/dev/null || echo "?"; }
 for mode in shared none; do

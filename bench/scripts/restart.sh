@@ -13,7 +13,7 @@ cargo build --release -p atlas -p atlas-bench >/dev/null 2>&1
 out=$(mktemp -d); state="$out/state"
 trap 'kill $(jobs -p) $(cat "$out/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$out"' EXIT
 start() { local name=$1; shift; "$@" >"$out/$name.out" 2>"$out/$name.err" & echo $! >"$out/$name.pid"; echo $! >>"$out/pids"; wait_listening "$out/$name.out"; }
-load() { target/release/atlas-bench load --url "$1" --keyspace "$KEYSPACE" --users 16 --user-ids 4 \
+load() { target/release/atlas-bench load --url "$1" --distinct --keyspace "$KEYSPACE" --users 16 --user-ids 4 \
   --requests 500 --seed 7 --quiet --target-hit-rate 0 --json "$out/$2.json" >/dev/null 2>&1 || true
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['overall']['hit_rate'],4))" "$out/$2.json"; }
 a=$(ATLAS_LOG=info ATLAS_STATE_DIR=$state start a target/release/atlas serve --listen 127.0.0.1:0 --cores 2)

@@ -81,7 +81,7 @@ echo "unix_s,rss_kib,fds,threads,cache_bytes" >"$OUT/samples.csv"
 
 echo "unix_s,event" >"$OUT/events.csv"
 echo "$(now),load_start" >>"$OUT/events.csv"
-"$BIN/atlas-bench" load --url "$atlas" --rate "$RATE" --duration "$DURATION" \
+"$BIN/atlas-bench" load --url "$atlas" --distinct --rate "$RATE" --duration "$DURATION" \
   --connections "$CONNECTIONS" --threads 2 --miss-share "$MISS_SHARE" \
   --operations portfolio_analysis=2,budget_optimization=2,risk_assessment=4,cashflow_forecast=2 \
   --keyspace 100 --zipf 1.0 --user-ids 10 --timeout 10 --quiet \

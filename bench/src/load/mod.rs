@@ -40,7 +40,7 @@ use serde_json::json;
 use driver::{Mode, Plan, Progress};
 use report::{RunInfo, Targets};
 pub(crate) use stats::ThreadStats;
-use workload::{Workload, Zipf, MAX_ZIPF_KEYSPACE};
+use workload::{Repeat, Workload, Zipf, MAX_ZIPF_KEYSPACE};
 
 /// `atlas-bench load` flags.
 #[derive(Args, Debug, Clone)]
@@ -50,7 +50,7 @@ pub struct LoadArgs {
     pub url: String,
     /// Send `GET PATH` without a body instead of the AI operations (e.g. `/health`, to drive
     /// Atlas and the floor server with the same HTTP work). No cache-hit goal is judged.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["operations", "keyspace", "zipf", "user_ids", "priority_mix", "target_hit_rate"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["operations", "keyspace", "zipf", "user_ids", "priority_mix", "target_hit_rate", "distinct", "user_inputs", "new_input_share"])]
     pub path: Option<String>,
     /// Operation mix with weights, e.g. `portfolio_analysis=2,risk_assessment=1`.
     #[arg(
@@ -61,6 +61,17 @@ pub struct LoadArgs {
     /// Distinct inputs per operation.
     #[arg(long, default_value_t = 100)]
     pub keyspace: u64,
+    /// Every request draws its operation and input anew from the mix and the keyspace (the
+    /// all-distinct workload, for miss-path tests). Without it each user asks about its own
+    /// few inputs again and again, as the brief's users do.
+    #[arg(long, conflicts_with_all = ["user_inputs", "new_input_share"])]
+    pub distinct: bool,
+    /// Inputs (operation and input pairs) each user keeps asking about, the first most often.
+    #[arg(long, default_value_t = 3)]
+    pub user_inputs: u64,
+    /// Fraction (0 to 1) of a user's requests about a new input instead of its own.
+    #[arg(long, default_value_t = 0.05)]
+    pub new_input_share: f64,
     /// Zipf exponent over the keyspace (0 = uniform; 1 = classic Zipf).
     #[arg(long, default_value_t = 0.0)]
     pub zipf: f64,
@@ -196,6 +207,12 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
     if !(0.0..=1.0).contains(&a.miss_share) {
         errs.push("--miss-share: must be a fraction from 0 to 1".into());
     }
+    if a.user_inputs == 0 {
+        errs.push("--user-inputs: must be at least 1".into());
+    }
+    if !(0.0..=1.0).contains(&a.new_input_share) {
+        errs.push("--new-input-share: must be a fraction from 0 to 1".into());
+    }
     if a.user_ids == Some(0) {
         errs.push("--user-ids: must be at least 1".into());
     }
@@ -288,6 +305,9 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
         "timeout_s": a.timeout,
         "seed": a.seed,
         "miss_share": a.miss_share,
+        "kind": if a.distinct { "distinct" } else { "users" },
+        "user_inputs": (!a.distinct).then_some(a.user_inputs),
+        "new_input_share": (!a.distinct).then_some(a.new_input_share),
         }),
     };
     Ok(Config {
@@ -302,6 +322,7 @@ pub(crate) fn validate(a: &LoadArgs) -> Result<Config, Vec<String>> {
                 host,
                 get_path: a.path.clone(),
                 miss_share: a.miss_share,
+                repeat: (!a.distinct).then(|| Repeat::new(a.user_inputs, a.new_input_share)),
             },
             mode,
             duration,
@@ -462,6 +483,10 @@ fn run(cfg: &Config, out: &mut impl Write) -> std::io::Result<Outcome> {
         server_cpu,
         open_loop: matches!(plan.mode, Mode::Open { .. }),
         workload: cfg.workload_json.clone(),
+        workload_line: match &plan.workload.get_path {
+            Some(path) => format!("GET {path}"),
+            None => plan.workload.describe(),
+        },
         get_path: plan.workload.get_path.clone(),
     };
     let goals = report::assess(&stats.overall(), &cfg.targets);

@@ -116,6 +116,8 @@ pub struct RunInfo {
     pub open_loop: bool,
     /// The workload flags, echoed into the JSON.
     pub workload: Value,
+    /// One line naming the workload, printed with the goals assessment.
+    pub workload_line: String,
     /// `--path`: every request was `GET` of this path, so per-operation figures mean nothing.
     pub get_path: Option<String>,
 }
@@ -190,6 +192,7 @@ pub fn to_json(stats: &ThreadStats, info: &RunInfo, goals: &[Goal]) -> Value {
         "open_loop": info.open_loop,
         "threads": info.threads,
         "workload": info.workload,
+        "workload_line": info.workload_line,
         "elapsed_s": info.elapsed.as_secs_f64(),
         "connections_opened": stats.connects,
         "overall": op_json(&all, info.elapsed),
@@ -379,6 +382,7 @@ pub fn write_text(
     writeln!(out, "{cpu}")?;
     writeln!(out)?;
     writeln!(out, "PERFORMANCE GOALS ASSESSMENT")?;
+    writeln!(out, "workload: {}", info.workload_line)?;
     for g in goals {
         writeln!(out, "{}", g.line())?;
     }
@@ -483,6 +487,7 @@ mod tests {
             server_cpu: None,
             open_loop: false,
             workload: json!({}),
+            workload_line: "users: each user asks about 3 inputs".into(),
             get_path: None,
         };
         let goals = assess(&t.overall(), &TARGETS);

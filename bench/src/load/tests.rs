@@ -170,6 +170,81 @@ fn closed_loop_counts_match_the_server_and_reuse_one_connection_per_user() {
         text.contains("✅ Cache Hit Rate Goal (>=70%): 100.0% PASS"),
         "{text}"
     );
+    // The assessment names the workload it measured.
+    assert!(
+        text.contains("workload: users: each user asks about 3 inputs"),
+        "{text}"
+    );
+    let v = report::to_json(&outcome.stats, &outcome_info(&cfg), &[]);
+    assert_eq!(v["workload"]["kind"], "users");
+}
+
+/// The run's description as the report gets it (what `run` builds).
+fn outcome_info(cfg: &Config) -> report::RunInfo {
+    report::RunInfo {
+        model: String::new(),
+        url: cfg.url.clone(),
+        threads: 1,
+        elapsed: Duration::from_secs(1),
+        cpu: Duration::ZERO,
+        server_cpu: None,
+        open_loop: false,
+        workload: cfg.workload_json.clone(),
+        workload_line: cfg.plan.workload.describe(),
+        get_path: None,
+    }
+}
+
+#[test]
+fn the_seeds_own_command_line_is_accepted_and_distinct_is_the_old_workload() {
+    let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    // As the brief runs its load test: both bounds, the closed loop ends at the first.
+    let cfg = config(
+        addr,
+        &[
+            "--users",
+            "10000",
+            "--requests",
+            "5",
+            "--duration",
+            "600",
+            "--target-p95",
+            "400",
+        ],
+    );
+    assert!(cfg.plan.workload.repeat.is_some());
+    assert_eq!(cfg.workload_json["user_inputs"], 3);
+    let cfg = config(addr, &["--users", "50", "--requests", "20", "--distinct"]);
+    assert!(cfg.plan.workload.repeat.is_none());
+    assert_eq!(cfg.workload_json["kind"], "distinct");
+    assert!(TestCli::try_parse_from([
+        "x",
+        "--url",
+        "http://127.0.0.1:1",
+        "--requests",
+        "1",
+        "--distinct",
+        "--user-inputs",
+        "2"
+    ])
+    .is_err());
+    let cli = TestCli::try_parse_from([
+        "x",
+        "--url",
+        "http://127.0.0.1:1",
+        "--requests",
+        "1",
+        "--user-inputs",
+        "0",
+        "--new-input-share",
+        "2",
+    ])
+    .unwrap();
+    let all = validate(&cli.args).err().unwrap().join("\n");
+    assert!(
+        all.contains("--user-inputs") && all.contains("--new-input-share"),
+        "{all}"
+    );
 }
 
 #[test]
