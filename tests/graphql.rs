@@ -379,24 +379,27 @@ fn introspection_can_be_turned_on() {
     );
 }
 
-/// Runs `tests/graphql_client.py` (gql, a standard GraphQL client, and graphql-core's
-/// standard introspection queries) against `server`; `args` after the URL.
-fn graphql_client(server: &Server, args: &[&str]) {
+/// Runs `python3 tests/SCRIPT ARGS` (the Python tools of `tests/requirements.txt`, which
+/// tests/run.sh installs and puts first on PATH) and fails with its output unless it exits 0.
+fn python(script: &str, args: &[&str]) {
     let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/graphql_client.py"
-        ))
-        .arg(server.url())
+        .arg(format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR")))
         .args(args)
         .output()
         .expect("python3 (with tests/requirements.txt installed: bash tests/run.sh does it)");
     assert!(
         out.status.success(),
-        "tests/graphql_client.py failed:\n{}{}",
+        "tests/{script} failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `tests/graphql_client.py` (gql, a standard GraphQL client, and graphql-core's
+/// standard introspection queries) against `server`; `args` after the URL.
+fn graphql_client(server: &Server, args: &[&str]) {
+    let url = server.url();
+    python("graphql_client.py", &[&[url.as_str()], args].concat());
 }
 
 /// A standard client loads the schema by introspection (the standard queries nest deeper
@@ -553,24 +556,8 @@ fn the_printed_schema_is_the_one_in_the_repository() {
 
 #[test]
 fn the_schema_validates_with_graphql_core() {
-    // tests/run.sh installs graphql-core (PyPI) when it is missing.
-    let out = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/graphql_schema.py"
-        ))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/graphql/schema.graphql"
-        ))
-        .output()
-        .expect("python3 (with graphql-core: pip install graphql-core)");
-    assert!(
-        out.status.success(),
-        "graphql-core refused the schema:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/src/graphql/schema.graphql");
+    python("graphql_schema.py", &[schema]);
 }
 
 #[test]
