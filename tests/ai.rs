@@ -517,6 +517,67 @@ fn overload_sheds_with_retry_after_and_slow_requests_time_out() {
     assert_eq!(r.error_code(), "timeout");
 }
 
+/// `MAX_CONCURRENT_REQUESTS` holds for the instance: requests that all arrive on one shard are
+/// admitted up to the whole cap (not that shard's half of it), and one more, on any shard,
+/// is shed.
+#[test]
+fn the_cap_holds_for_the_instance_however_connections_spread() {
+    let server = Server::start(
+        &["--cores", "2"],
+        &[("MAX_CONCURRENT_REQUESTS", "3"), BIG_BODIES],
+    );
+    // The kernel spreads connections over the shards: keep opening them until one shard has
+    // three and the other one.
+    let mut by_shard: Vec<Vec<Client>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..200 {
+        let mut c = server.connect();
+        let shard: usize = c
+            .get("/health")
+            .header("X-Atlas-Shard")
+            .unwrap()
+            .parse()
+            .unwrap();
+        by_shard[shard].push(c);
+        if by_shard.iter().any(|v| v.len() >= 3) && by_shard.iter().all(|v| !v.is_empty()) {
+            break;
+        }
+    }
+    let busy = usize::from(by_shard[1].len() >= 3);
+    let mut other = by_shard[1 - busy].pop().unwrap();
+    let heavy: Vec<_> = by_shard[busy]
+        .drain(..3)
+        .enumerate()
+        .map(|(i, mut c)| {
+            let body = heavy_portfolio(&format!("u-cap-{i}"), 10 + i);
+            thread::spawn(move || post(&mut c, "portfolio_analysis", &body, ""))
+        })
+        .collect();
+    wait_in_flight(&server, 3);
+    let r = post(
+        &mut other,
+        "portfolio_analysis",
+        &portfolio("u-cap-more"),
+        "",
+    );
+    assert_eq!((r.status, r.error_code()), (503, "overloaded".to_string()));
+    for h in heavy {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("X-Atlas-Shard"), Some(busy.to_string().as_str()));
+    }
+    // Room again once they are done.
+    assert_eq!(
+        post(
+            &mut other,
+            "portfolio_analysis",
+            &portfolio("u-cap-more"),
+            ""
+        )
+        .status,
+        200
+    );
+}
+
 #[test]
 fn openapi_document_is_served() {
     let server = Server::start(&["--cores", "1"], &[]);

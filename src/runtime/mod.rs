@@ -12,6 +12,7 @@
 //! SIGTERM/SIGINT exits at once with status 1. With `WatchdogSec=`, shard 0 pings systemd
 //! while every shard answers (`watchdog`).
 
+pub mod admission;
 pub mod control;
 pub mod listener;
 pub mod reload;
@@ -142,7 +143,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         .and_then(|_| sd_notify::watchdog_interval());
 
     let config = Arc::new(config);
-    let shared = Arc::new(Shared::new(shards));
+    let shared = Arc::new(Shared::new(shards, config.max_concurrent_requests));
     let seeds = Arc::new(Mutex::new(seeds));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
     let mesh = MeshBuilders::<ShardCall, ShardReply>::new(shards, config.mesh_capacity);

@@ -14,6 +14,7 @@ use std::time::Instant;
 use atlas_shard::{BatchOptions, ContextOptions, Priority};
 use glommio::sync::Semaphore;
 
+use super::admission::{Admission, Region};
 use crate::ai::context::{ContextCall, ContextReply};
 use crate::ai::engine::{Engine, EngineFigures, EngineOptions, EngineSetup, Job, Looked, Outcome};
 use crate::ai::invalidation::Invalidation;
@@ -46,12 +47,15 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Shards that have finished draining their connections.
     pub drained: AtomicUsize,
+    /// `MAX_CONCURRENT_REQUESTS` for the whole instance (`runtime::admission`).
+    pub admission: Admission,
 }
 
 impl Shared {
-    /// State for `shards` shards, not yet ready.
-    pub fn new(shards: usize) -> Self {
+    /// State for `shards` shards, not yet ready, admitting `max_in_flight` requests at once.
+    pub fn new(shards: usize, max_in_flight: usize) -> Self {
         Shared {
+            admission: Admission::new(max_in_flight as u64, shards),
             shards,
             connections: AtomicUsize::new(0),
             connections_peak: AtomicUsize::new(0),
@@ -178,8 +182,6 @@ pub struct Shard {
     pub mesh: Rc<Mesh<ShardCall, ShardReply>>,
     /// Closed when shutdown starts; waiting on it is how tasks learn of shutdown.
     pub shutdown: Semaphore,
-    /// Requests this shard may have in progress (its share of `MAX_CONCURRENT_REQUESTS`).
-    pub in_flight_cap: u64,
     /// Pre-built `/health` body.
     pub health_body: bytes::Bytes,
     /// What this process serves.
@@ -231,7 +233,6 @@ impl Shard {
             max_body: config.max_body_bytes,
             ..Limits::default()
         };
-        let in_flight_cap = config.max_concurrent_requests.div_ceil(shards) as u64;
         let health_body = bytes::Bytes::from(format!(
             "{{\"status\":\"ok\",\"shard\":{id},\"shards\":{shards},\"version\":\"{}\"}}",
             env!("CARGO_PKG_VERSION")
@@ -323,7 +324,6 @@ impl Shard {
             counters: Counters::default(),
             mesh,
             shutdown: Semaphore::new(0),
-            in_flight_cap,
             health_body,
             rate_limits,
         }
@@ -515,21 +515,18 @@ impl Shard {
         }
     }
 
-    /// Admits a request if this shard is under its share of `MAX_CONCURRENT_REQUESTS`; the
-    /// guard releases it. Low-priority requests are shed first: they are refused once 80 % of
-    /// the share is in use.
+    /// Admits a request while the instance has fewer than `MAX_CONCURRENT_REQUESTS` in
+    /// progress (`runtime::admission`: from this shard's own share first, without contention);
+    /// the guard releases it. Low-priority requests are shed first, past 80 %.
     pub fn admit(self: &Rc<Self>, priority: Priority) -> Option<InFlight> {
-        let cap = if priority == Priority::Low {
-            (self.in_flight_cap * 4 / 5).max(1)
-        } else {
-            self.in_flight_cap
-        };
-        if self.counters.in_flight.get() >= cap {
-            return None;
-        }
+        let region = self
+            .shared
+            .admission
+            .admit(self.id, priority == Priority::Low)?;
         bump(&self.counters.in_flight, 1);
         Some(InFlight {
             shard: Rc::clone(self),
+            region,
         })
     }
 }
@@ -552,11 +549,14 @@ impl Drop for ConnectionGuard {
 /// A request counted against the in-flight cap until dropped.
 pub struct InFlight {
     shard: Rc<Shard>,
+    /// Where its permit goes back.
+    region: Region,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         bump(&self.shard.counters.in_flight, -1);
+        self.shard.shared.admission.release(self.region);
     }
 }
 
