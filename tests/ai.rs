@@ -67,28 +67,6 @@ fn sized_portfolio(user: &str, seed: usize, n: usize, len: usize) -> Value {
     json!({"user_id": user, "input": {"holdings": holdings}})
 }
 
-/// Waits until the server reports `n` requests in flight.
-fn wait_in_flight(server: &Server, n: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let d = server.connect().get("/health/detailed").json();
-        let in_flight: u64 = d["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["in_flight"].as_u64().unwrap())
-            .sum();
-        if in_flight >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached {n} in flight"
-        );
-        thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 fn computations(server: &Server) -> u64 {
     let d = server.connect().get("/health/detailed").json();
     d["shards"]
@@ -282,7 +260,7 @@ fn high_priority_is_not_held_while_normal_waits() {
         let mut c = server.connect();
         thread::spawn(move || post(&mut c, "portfolio_analysis", &heavy_portfolio("u-h", 7), ""))
     };
-    wait_in_flight(&server, 1);
+    server.wait_in_flight(1);
     thread::sleep(std::time::Duration::from_millis(20));
     let risk = |user: &str| {
         json!({"user_id": user, "input": {"age": 40, "horizon_years": 10,
@@ -498,7 +476,7 @@ fn overload_sheds_with_retry_after_and_slow_requests_time_out() {
         let mut c = server.connect();
         thread::spawn(move || post(&mut c, "portfolio_analysis", &heavy_portfolio("u-o", 3), ""))
     };
-    wait_in_flight(&server, 1);
+    server.wait_in_flight(1);
     let mut c = server.connect();
     let r = post(&mut c, "portfolio_analysis", &portfolio("u-o2"), "");
     assert_eq!(r.status, 503);
@@ -515,67 +493,6 @@ fn overload_sheds_with_retry_after_and_slow_requests_time_out() {
     let r = post(&mut c, "portfolio_analysis", &heavy_portfolio("u-t", 4), "");
     assert_eq!(r.status, 504);
     assert_eq!(r.error_code(), "timeout");
-}
-
-/// `MAX_CONCURRENT_REQUESTS` holds for the instance: requests that all arrive on one shard are
-/// admitted up to the whole cap (not that shard's half of it), and one more, on any shard,
-/// is shed.
-#[test]
-fn the_cap_holds_for_the_instance_however_connections_spread() {
-    let server = Server::start(
-        &["--cores", "2"],
-        &[("MAX_CONCURRENT_REQUESTS", "3"), BIG_BODIES],
-    );
-    // The kernel spreads connections over the shards: keep opening them until one shard has
-    // three and the other one.
-    let mut by_shard: Vec<Vec<Client>> = vec![Vec::new(), Vec::new()];
-    for _ in 0..200 {
-        let mut c = server.connect();
-        let shard: usize = c
-            .get("/health")
-            .header("X-Atlas-Shard")
-            .unwrap()
-            .parse()
-            .unwrap();
-        by_shard[shard].push(c);
-        if by_shard.iter().any(|v| v.len() >= 3) && by_shard.iter().all(|v| !v.is_empty()) {
-            break;
-        }
-    }
-    let busy = usize::from(by_shard[1].len() >= 3);
-    let mut other = by_shard[1 - busy].pop().unwrap();
-    let heavy: Vec<_> = by_shard[busy]
-        .drain(..3)
-        .enumerate()
-        .map(|(i, mut c)| {
-            let body = heavy_portfolio(&format!("u-cap-{i}"), 10 + i);
-            thread::spawn(move || post(&mut c, "portfolio_analysis", &body, ""))
-        })
-        .collect();
-    wait_in_flight(&server, 3);
-    let r = post(
-        &mut other,
-        "portfolio_analysis",
-        &portfolio("u-cap-more"),
-        "",
-    );
-    assert_eq!((r.status, r.error_code()), (503, "overloaded".to_string()));
-    for h in heavy {
-        let r = h.join().unwrap();
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        assert_eq!(r.header("X-Atlas-Shard"), Some(busy.to_string().as_str()));
-    }
-    // Room again once they are done.
-    assert_eq!(
-        post(
-            &mut other,
-            "portfolio_analysis",
-            &portfolio("u-cap-more"),
-            ""
-        )
-        .status,
-        200
-    );
 }
 
 #[test]

@@ -45,6 +45,8 @@ enum Mode {
     Reset,
     /// A good answer, then 20 ms later a second, stale answer on the same connection.
     AnswerTwice,
+    /// No answer while the mode stays `Hold`; a good one once it changes.
+    Hold,
 }
 
 impl Mode {
@@ -59,6 +61,7 @@ impl Mode {
             Mode::Slow,
             Mode::Reset,
             Mode::AnswerTwice,
+            Mode::Hold,
         ][usize::from(v)]
     }
 }
@@ -205,6 +208,14 @@ fn serve(stream: TcpStream, mode: &AtomicU8, batches: &AtomicUsize, stop: &Atomi
                 respond_json(stream, &json!({ "outputs": outputs }).to_string())
             }
             Mode::WrongCount => stream.write_all(&answer(inputs + 1, "wrong-count")),
+            Mode::Hold => {
+                while Mode::from_u8(mode.load(Ordering::SeqCst)) == Mode::Hold
+                    && !stop.load(Ordering::Relaxed)
+                {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                stream.write_all(&answer(inputs, "held"))
+            }
             Mode::Slow => {
                 for b in answer(inputs, "slow") {
                     if stream.write_all(&[b]).is_err() {
@@ -429,4 +440,58 @@ fn a_late_second_answer_is_never_taken_for_the_next_one() {
         assert_eq!(r.json()["result"]["fake"], "good", "cached {i}");
     }
     assert_eq!(fake.batches.load(Ordering::SeqCst), 6);
+}
+
+/// `MAX_CONCURRENT_REQUESTS` holds for the instance: requests that all arrive on one shard are
+/// admitted up to the whole cap (not that shard's half of it), and one more, on any shard, is
+/// shed. The endpoint holds its answers, so the requests stay in flight as long as needed.
+#[test]
+fn the_cap_holds_for_the_instance_however_connections_spread() {
+    let fake = Fake::start(Mode::Hold);
+    let spec = format!("fake={};timeout_ms=20000", fake.url());
+    let server = Server::start(
+        &["--cores", "2"],
+        &[
+            ("ATLAS_EMBEDDED", "false"),
+            ("ATLAS_ENDPOINTS", spec.as_str()),
+            ("ATLAS_HEALTH_INTERVAL_S", "60"),
+            ("BATCH_TIMEOUT_MS", "1"),
+            ("REQUEST_TIMEOUT_MS", "30000"),
+            ("MAX_CONCURRENT_REQUESTS", "3"),
+        ],
+    );
+    // The kernel spreads connections over the shards: keep opening them until one shard has
+    // three and the other one.
+    let mut by_shard: Vec<Vec<Client>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..200 {
+        let mut c = server.connect();
+        let shard: usize = c
+            .get("/health")
+            .header("X-Atlas-Shard")
+            .unwrap()
+            .parse()
+            .unwrap();
+        by_shard[shard].push(c);
+        if by_shard.iter().any(|v| v.len() >= 3) && by_shard.iter().all(|v| !v.is_empty()) {
+            break;
+        }
+    }
+    let busy = usize::from(by_shard[1].len() >= 3);
+    let mut other = by_shard[1 - busy].pop().unwrap();
+    let held: Vec<_> = by_shard[busy]
+        .drain(..3)
+        .enumerate()
+        .map(|(i, mut c)| thread::spawn(move || post(&mut c, &risk(&format!("u-cap-{i}")))))
+        .collect();
+    server.wait_in_flight(3);
+    let r = post(&mut other, &risk("u-cap-more"));
+    assert_eq!((r.status, r.error_code()), (503, "overloaded".to_string()));
+    fake.set(Mode::Good);
+    for h in held {
+        let r = h.join().unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("X-Atlas-Shard"), Some(busy.to_string().as_str()));
+    }
+    // Room again once they are answered.
+    assert_eq!(post(&mut other, &risk("u-cap-more")).status, 200);
 }

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::HashSet;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::{Client, Response, Server};
 use serde_json::{json, Value};
@@ -237,24 +236,6 @@ fn heavy_portfolio(user: &str, deps: &[&str]) -> Value {
     json!({"user_id": user, "dependencies": deps, "input": {"holdings": holdings}})
 }
 
-fn wait_in_flight(server: &Server, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let d = server.connect().get("/health/detailed").json();
-        let in_flight: u64 = d["shards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["in_flight"].as_u64().unwrap())
-            .sum();
-        if in_flight >= n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never reached {n} in flight");
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
 #[test]
 fn dependencies_declared_by_a_hit_or_a_waiting_request_are_kept() {
     let server = Server::start(&["--cores", "2"], &[BIG_BODIES]);
@@ -282,7 +263,7 @@ fn dependencies_declared_by_a_hit_or_a_waiting_request_are_kept() {
             )
         })
     };
-    wait_in_flight(&server, 1);
+    server.wait_in_flight(1);
     let follower = post(
         &mut c,
         "/ai/portfolio_analysis",
@@ -315,7 +296,7 @@ fn dependencies_declared_by_a_hit_or_a_waiting_request_are_kept() {
             )
         })
     };
-    wait_in_flight(&server, 1);
+    server.wait_in_flight(1);
     let v = invalidate(&mut c, json!({"user_id": "u-race"}), 2);
     assert_eq!(v["removed"], 0, "nothing stored yet");
     let computed = computing.join().unwrap();

@@ -76,6 +76,26 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// Waits (up to 20 s) until the server reports at least `n` requests in flight over all
+    /// its shards.
+    pub fn wait_in_flight(&self, n: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let d = self.connect().get("/health/detailed").json();
+            let in_flight: u64 = d["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["in_flight"].as_u64().unwrap())
+                .sum();
+            if in_flight >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never reached {n} in flight");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn spawn(
         wrapper: &[&str],
         subcommand: &str,
