@@ -189,7 +189,13 @@ fn key_order_and_number_spelling_share_an_entry_but_users_never_do() {
 
 #[test]
 fn fifty_identical_concurrent_requests_compute_once() {
-    let server = Server::start(&["--cores", "2"], &[BIG_BODIES]);
+    // A request memo large enough for these 1.5 MB bodies: each shard parses the body once,
+    // not 25 times (a debug build parses slowly, and the test must end well inside the
+    // 10 s request timeout).
+    let server = Server::start(
+        &["--cores", "2"],
+        &[BIG_BODIES, ("ATLAS_REQUEST_MEMO_BYTES", "67108864")],
+    );
     let before = computations(&server);
     let body = heavy_portfolio("u-flight", 1);
     let barrier = Arc::new(Barrier::new(50));

@@ -79,6 +79,17 @@ impl<V> Memo<V> {
         self.max_bytes > 0
     }
 
+    /// Whether an entry whose key parts total `key_len` bytes could be stored at all; when it
+    /// could not (too large, or the memo is off), counts it as skipped, so the caller neither
+    /// hashes nor looks up bytes that can never be remembered.
+    pub fn could_hold(&mut self, key_len: usize) -> bool {
+        let fits = self.is_enabled() && key_len + MEMO_ENTRY_OVERHEAD <= self.max_entry_bytes;
+        if !fits && self.is_enabled() {
+            self.counters.skipped += 1;
+        }
+        fits
+    }
+
     /// The hash of `parts` (each part's length, then its bytes).
     pub fn hash(&self, parts: &[&[u8]]) -> u64 {
         let mut h = self.hasher.build_hasher();
@@ -285,7 +296,12 @@ mod tests {
         let mut m = Memo::new(1 << 20, 200);
         assert!(!put(&mut m, &[b"big"], 1, 500));
         assert_eq!(m.counters().skipped, 1);
+        // Keys that alone exceed the limit are refused before any hashing.
+        assert!(m.could_hold(50));
+        assert!(!m.could_hold(200));
+        assert_eq!(m.counters().skipped, 2);
         let mut off = Memo::new(0, 1 << 16);
+        assert!(!off.could_hold(1));
         assert!(!off.is_enabled());
         assert!(!put(&mut off, &[b"k"], 1, 0));
         assert_eq!(get(&mut off, &[b"k"]), None);

@@ -74,14 +74,19 @@ impl RequestMemo {
         }
     }
 
-    /// The bytes of `request` for `op` from `identity`, hashed; `None` when the memo is off.
+    /// The bytes of `request` for `op` from `identity`, hashed; `None` when the memo is off or
+    /// the request is too large to be remembered (then nothing is hashed).
     pub fn bytes_of<'a>(
-        &self,
+        &mut self,
         op: Operation,
         identity: &'a Identity,
         request: &'a Request,
     ) -> Option<RequestBytes<'a>> {
         if !self.memo.is_enabled() {
+            return None;
+        }
+        // The body dominates; the other parts are a few dozen bytes at most.
+        if !self.memo.could_hold(request.body.len() + 64) {
             return None;
         }
         let (kind, subject): (&'static [u8], &[u8]) = match identity {

@@ -52,7 +52,7 @@ pub async fn handle(
     // has parsed before comes from the memo, parsed and checked already.
     let memo_bytes = shard
         .requests
-        .borrow()
+        .borrow_mut()
         .bytes_of(op, caller.identity, request);
     let remembered = memo_bytes
         .as_ref()
