@@ -30,6 +30,7 @@ pub mod cashflow;
 pub mod error;
 mod parse;
 pub mod portfolio;
+pub mod precision;
 pub mod risk;
 mod stats;
 

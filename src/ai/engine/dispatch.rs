@@ -13,6 +13,7 @@ use crate::ai::pool::PoolError;
 use crate::ai::request::model_error;
 use crate::error::ApiError;
 use crate::http::Status;
+use crate::models::precision::{self, Rounded};
 use crate::models::{ModelOutput, MODEL_VERSION};
 
 impl Engine {
@@ -144,18 +145,20 @@ impl Engine {
 #[derive(Serialize)]
 struct Body<'a> {
     operation: &'static str,
-    result: &'a serde_json::Value,
+    result: Rounded<'a>,
     confidence: f64,
     model_version: &'static str,
 }
 
-/// The response body for a computed result: built once, then stored and served as is.
+/// The response body for a computed result: built once, then stored and served as is. Its
+/// numbers are rounded to their published precision here (`models::precision`), whichever
+/// endpoint computed them.
 fn body_of(op: Operation, output: &ModelOutput) -> Result<Bytes, ApiError> {
     let body = Body {
         operation: op.as_str(),
-        result: &output.result,
+        result: Rounded(&output.result),
         confidence: if output.confidence.is_finite() {
-            output.confidence.clamp(0.0, 1.0)
+            precision::round(output.confidence.clamp(0.0, 1.0), 4)
         } else {
             0.0
         },
