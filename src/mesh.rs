@@ -374,17 +374,12 @@ impl<Q: Send + 'static, R: Send + 'static> Mesh<Q, R> {
         calls: Vec<(usize, Q)>,
         limit: std::time::Duration,
     ) -> Vec<Result<R, MeshError>> {
+        let until = Instant::now() + limit;
         let tasks: Vec<_> = calls
             .into_iter()
             .map(|(k, call)| {
                 let mesh = Rc::clone(self);
-                glommio::spawn_local(async move {
-                    futures_lite::future::or(mesh.call(k, call), async move {
-                        glommio::timer::sleep(limit).await;
-                        Err(MeshError::Timeout(k))
-                    })
-                    .await
-                })
+                glommio::spawn_local(async move { mesh.call_until(k, call, until).await })
             })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());

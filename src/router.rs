@@ -335,23 +335,20 @@ fn rate_json(
 }
 
 async fn performance(shard: &Rc<Shard>) -> Response {
-    let reply = futures_lite::future::or(
-        async { Some(shard.mesh.call(0, ShardCall::Performance).await) },
-        async {
-            glommio::timer::sleep(crate::runtime::shard::BROADCAST_LIMIT).await;
-            None
-        },
-    )
-    .await;
+    let until = std::time::Instant::now() + crate::runtime::shard::BROADCAST_LIMIT;
+    let reply = shard
+        .mesh
+        .call_until(0, ShardCall::Performance, until)
+        .await;
     match reply {
-        Some(Ok(ShardReply::Performance(Some(doc)))) => Response::json(Status::Ok, doc),
-        Some(Ok(_)) => ApiError::new(
+        Ok(ShardReply::Performance(Some(doc))) => Response::json(Status::Ok, doc),
+        Ok(_) => ApiError::new(
             Status::ServiceUnavailable,
             "monitor_unavailable",
             "the monitor is not running on shard 0",
         )
         .to_response(),
-        Some(Err(_)) | None => ApiError::new(
+        Err(_) => ApiError::new(
             Status::ServiceUnavailable,
             "monitor_unavailable",
             "shard 0 (the monitor) did not answer in time",

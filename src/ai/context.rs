@@ -27,6 +27,7 @@ use super::invalidation::{self, Invalidation};
 use super::request::{check_user, parse_body};
 use crate::error::{json_string, ApiError};
 use crate::http::{Request, Response, Status};
+use crate::mesh::MeshError;
 use crate::runtime::shard::{App, Shard, ShardCall, ShardReply, BROADCAST_LIMIT};
 
 /// A stored context: its canonical JSON text (what `GET` returns) and the parsed object (what
@@ -144,29 +145,16 @@ async fn call_owner(
     until: Instant,
 ) -> Result<ContextReply, ApiError> {
     let target = owner(user, shard.mesh.shards());
-    let limit = until
-        .saturating_duration_since(Instant::now())
-        .min(BROADCAST_LIMIT);
-    let reply = futures_lite::future::or(
-        async {
-            Some(
-                shard
-                    .mesh
-                    .call(target, ShardCall::Context(Box::new(call)))
-                    .await,
-            )
-        },
-        async {
-            glommio::timer::sleep(limit).await;
-            None
-        },
-    )
-    .await;
+    let until = until.min(Instant::now() + BROADCAST_LIMIT);
+    let reply = shard
+        .mesh
+        .call_until(target, ShardCall::Context(Box::new(call)), until)
+        .await;
     match reply {
-        Some(Ok(ShardReply::Context(r))) => Ok(r),
-        Some(Ok(_)) => Err(unavailable("unexpected reply")),
-        Some(Err(e)) => Err(unavailable(e)),
-        None => Err(unavailable("timed out")),
+        Ok(ShardReply::Context(r)) => Ok(r),
+        Ok(_) => Err(unavailable("unexpected reply")),
+        Err(MeshError::Timeout(_)) => Err(unavailable("timed out")),
+        Err(e) => Err(unavailable(e)),
     }
 }
 
