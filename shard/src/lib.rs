@@ -55,7 +55,7 @@ pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, R
 pub use context::{Context, ContextCounters, ContextError, ContextOptions, ContextStore, Written};
 pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
 pub use key::{CacheKey, KeyError};
-pub use memo::{Memo, MemoCounters, MEMO_ENTRY_OVERHEAD};
+pub use memo::{Memo, MemoCounters};
 pub use policy::PolicyKind;
 pub use ratelimit::{Decision, Grant, Rate, SharedBucket, Spend, UserLimitCounters, UserLimits};
 pub use singleflight::{FlightOptions, Join, SingleFlight, WaiterId};

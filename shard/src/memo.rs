@@ -36,6 +36,22 @@ pub struct MemoCounters {
     pub skipped: u64,
 }
 
+impl MemoCounters {
+    /// Adds `o` into `self`.
+    pub fn merge(&mut self, o: &MemoCounters) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.inserts += o.inserts;
+        self.evictions += o.evictions;
+        self.skipped += o.skipped;
+    }
+}
+
+/// Bytes the stored key of these parts takes: each part's u32 length, then its bytes.
+fn key_len(parts: &[&[u8]]) -> usize {
+    parts.iter().map(|p| 4 + p.len()).sum()
+}
+
 /// One stored request.
 struct Slot<V> {
     /// The parts, each as a little-endian u32 length then its bytes.
@@ -79,11 +95,12 @@ impl<V> Memo<V> {
         self.max_bytes > 0
     }
 
-    /// Whether an entry whose key parts total `key_len` bytes could be stored at all; when it
-    /// could not (too large, or the memo is off), counts it as skipped, so the caller neither
-    /// hashes nor looks up bytes that can never be remembered.
-    pub fn could_hold(&mut self, key_len: usize) -> bool {
-        let fits = self.is_enabled() && key_len + MEMO_ENTRY_OVERHEAD <= self.max_entry_bytes;
+    /// Whether an entry with these key parts could be stored at all; when it could not (too
+    /// large, or the memo is off), counts it as skipped, so the caller neither hashes nor
+    /// looks up bytes that can never be remembered.
+    pub fn could_hold(&mut self, parts: &[&[u8]]) -> bool {
+        let fits =
+            self.is_enabled() && key_len(parts) + MEMO_ENTRY_OVERHEAD <= self.max_entry_bytes;
         if !fits && self.is_enabled() {
             self.counters.skipped += 1;
         }
@@ -119,7 +136,7 @@ impl<V> Memo<V> {
     /// CLOCK; an entry over the per-entry limit is not stored. A different entry under the
     /// same hash (a 64-bit collision) is replaced. Returns whether it was stored.
     pub fn insert(&mut self, hash: u64, parts: &[&[u8]], value: V, value_cost: usize) -> bool {
-        let key_len: usize = parts.iter().map(|p| 4 + p.len()).sum();
+        let key_len = key_len(parts);
         let cost = key_len + value_cost + MEMO_ENTRY_OVERHEAD;
         if cost > self.max_entry_bytes {
             self.counters.skipped += 1;
@@ -297,11 +314,11 @@ mod tests {
         assert!(!put(&mut m, &[b"big"], 1, 500));
         assert_eq!(m.counters().skipped, 1);
         // Keys that alone exceed the limit are refused before any hashing.
-        assert!(m.could_hold(50));
-        assert!(!m.could_hold(200));
+        assert!(m.could_hold(&[&[0u8; 50]]));
+        assert!(!m.could_hold(&[&[0u8; 150]]));
         assert_eq!(m.counters().skipped, 2);
         let mut off = Memo::new(0, 1 << 16);
-        assert!(!off.could_hold(1));
+        assert!(!off.could_hold(&[b"k"]));
         assert!(!off.is_enabled());
         assert!(!put(&mut off, &[b"k"], 1, 0));
         assert_eq!(get(&mut off, &[b"k"]), None);

@@ -45,12 +45,7 @@ impl MemoFigures {
         self.entries += o.entries;
         self.bytes += o.bytes;
         self.max_bytes += o.max_bytes;
-        let (a, b) = (&mut self.counters, &o.counters);
-        a.hits += b.hits;
-        a.misses += b.misses;
-        a.inserts += b.inserts;
-        a.evictions += b.evictions;
-        a.skipped += b.skipped;
+        self.counters.merge(&o.counters);
     }
 }
 
@@ -85,10 +80,6 @@ impl RequestMemo {
         if !self.memo.is_enabled() {
             return None;
         }
-        // The body dominates; the other parts are a few dozen bytes at most.
-        if !self.memo.could_hold(request.body.len() + 64) {
-            return None;
-        }
         let (kind, subject): (&'static [u8], &[u8]) = match identity {
             Identity::Open => (b"o", b""),
             Identity::AdminToken => (b"a", b""),
@@ -105,6 +96,10 @@ impl RequestMemo {
             header("cache-control"),
             &request.body[..],
         ];
+        // A request too large to be remembered is not hashed.
+        if !self.memo.could_hold(&parts) {
+            return None;
+        }
         let hash = self.memo.hash(&parts);
         Some(RequestBytes { parts, hash })
     }

@@ -192,7 +192,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
                 graphql_response,
             );
         }
-        let fields = root_fields(doc, operation.as_deref());
+        let fields = roots.len();
         let max = shard.config.graphql_max_fields;
         if fields > max {
             let message =
@@ -461,16 +461,8 @@ fn has_mutation(doc: &ExecutableDocument, name: Option<&str>) -> bool {
         .is_some_and(|op| op.ty == async_graphql::parser::types::OperationType::Mutation)
 }
 
-/// Top-level fields of the chosen operation, through fragments (each one pipeline request).
-fn root_fields(doc: &ExecutableDocument, name: Option<&str>) -> usize {
-    let mut names = Vec::new();
-    if let Some(op) = chosen(doc, name) {
-        collect(doc, &op.selection_set.node, 0, &mut names);
-    }
-    names.len()
-}
-
-/// The names of the root fields the chosen operation selects, through fragments. A document
+/// The names of the root fields the chosen operation selects, through fragments (each one
+/// pipeline request, counted against `ATLAS_GRAPHQL_MAX_FIELDS`). A document
 /// that asks for `__schema` or `__type` introspects (async-graphql answers them with null
 /// when introspection is off; Atlas refuses the request instead).
 fn root_names<'d>(doc: &'d ExecutableDocument, name: Option<&str>) -> Vec<&'d str> {
@@ -524,7 +516,7 @@ mod tests {
             "query { a b ...F ... on Query { c } } fragment F on Query { d e }",
         )
         .unwrap();
-        assert_eq!(root_fields(&doc, None), 5);
+        assert_eq!(root_names(&doc, None).len(), 5);
     }
 
     #[test]
@@ -532,15 +524,15 @@ mod tests {
         // Named operations parse as `Multiple`: without an operation name the only one runs,
         // so its fields are counted and its introspection seen (the limits apply to it).
         let doc = async_graphql::parser::parse_query("query Q { a: __typename b { c } }").unwrap();
-        assert_eq!(root_fields(&doc, None), 2);
+        assert_eq!(root_names(&doc, None).len(), 2);
         assert_eq!(root_names(&doc, None), ["__typename", "b"]);
         let doc = async_graphql::parser::parse_query("query IntrospectionQuery { __schema { t } }")
             .unwrap();
         assert_eq!(root_names(&doc, None), ["__schema"]);
         // Two operations and no name: none is chosen (execution reports it).
         let doc = async_graphql::parser::parse_query("query A { a } query B { b }").unwrap();
-        assert_eq!(root_fields(&doc, None), 0);
-        assert_eq!(root_fields(&doc, Some("B")), 1);
+        assert_eq!(root_names(&doc, None).len(), 0);
+        assert_eq!(root_names(&doc, Some("B")).len(), 1);
     }
 
     #[test]
@@ -550,7 +542,7 @@ mod tests {
         keep_parsed(a.query.clone(), a.parsed_query().unwrap().clone());
         let mut b = async_graphql::Request::new("{ a }");
         assert!(parse_cached(&mut b));
-        assert_eq!(root_fields(b.parsed_query().unwrap(), None), 1);
+        assert_eq!(root_names(b.parsed_query().unwrap(), None).len(), 1);
         // Too long to keep.
         let long = format!("{{ a {} }}", " ".repeat(DOC_MAX_LEN));
         let mut l = async_graphql::Request::new(long.clone());
