@@ -14,7 +14,7 @@ LOGDIR=${LOGDIR:-/tmp/atlas-fuzz}
 mkdir -p "$LOGDIR"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(http_head chunked http_request ai_request batch_response l2_record snapshot config)
+  targets=(http_head chunked http_request ai_request batch_response v2_response l2_record snapshot config)
 fi
 cargo +nightly fuzz build -O -a >"$LOGDIR/build.log" 2>&1
 [ -f "$LOGDIR/summary.tsv" ] ||

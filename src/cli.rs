@@ -260,6 +260,9 @@ pub fn main() -> ExitCode {
     match check_only {
         Some(ConfigFormat::Table) => {
             print!("{}", config::render(&raw));
+            for e in &config.endpoints {
+                println!("# endpoint {}", e.describe());
+            }
             return ExitCode::SUCCESS;
         }
         Some(ConfigFormat::Env) => {

@@ -193,6 +193,32 @@ pub fn batch_response(data: &[u8]) {
     }
 }
 
+/// The Open Inference Protocol client's decoders, on a `200` body: the first byte picks the
+/// input count (1 to 4, low bits) and the decoder (bit 7: a model's metadata, else an
+/// inference response for request id `7`). A decoded batch has exactly one output per input,
+/// each with a confidence in [0, 1], a volatility ≥ 0 and an object result; accepted metadata
+/// has a `max_batch_size` of 1 to 1024 when it has one.
+pub fn v2_response(data: &[u8]) {
+    let Some((&n, body)) = data.split_first() else {
+        return;
+    };
+    if n & 0x80 != 0 {
+        if let Ok(m) = crate::endpoint::v2::check_metadata(body) {
+            assert!(m.max_batch_size.is_none_or(|b| (1..=1024).contains(&b)));
+        }
+        return;
+    }
+    let inputs = usize::from(n % 4) + 1;
+    if let Ok(outputs) = crate::endpoint::v2::decode(body, inputs, "7") {
+        assert_eq!(outputs.len(), inputs);
+        for out in outputs.iter().flatten() {
+            assert!((0.0..=1.0).contains(&out.confidence));
+            assert!(out.volatility.is_finite() && out.volatility >= 0.0);
+            assert!(out.result.is_object());
+        }
+    }
+}
+
 /// The L2 record reader, on raw bytes and on bytes given a valid trailer (so that the
 /// archive validation behind the checksum is reached). An accepted record re-encodes to a
 /// record that decodes equal, and restores into a cache without panicking.
@@ -340,6 +366,11 @@ mod tests {
     }
 
     #[test]
+    fn v2_response_corpus() {
+        replay("v2_response", v2_response);
+    }
+
+    #[test]
     fn l2_record_corpus() {
         replay("l2_record", l2_record);
     }
@@ -419,6 +450,7 @@ mod tests {
             http_request(&bytes);
             ai_request(&bytes);
             batch_response(&bytes);
+            v2_response(&bytes);
             l2_record(&bytes);
             snapshot(&bytes);
             config(&bytes);

@@ -447,6 +447,15 @@ async fn detailed(shard: &Rc<Shard>) -> Response {
                     "ewma_ms": e.ewma_ms,
                     "in_flight": e.in_flight,
                     "weight": e.weight,
+                    "protocol": e.protocol,
+                    "model": e.model,
+                    "problem": e.problem,
+                    "errors_by_reason": crate::endpoint::EndpointError::REASONS
+                        .iter()
+                        .zip(e.errors_by_reason)
+                        .map(|(r, n)| (r.to_string(), json!(n)))
+                        .collect::<serde_json::Map<_, _>>(),
+                    "last_error": e.last_error,
                 })).collect::<Vec<_>>(),
                 })
             }),

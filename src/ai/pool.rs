@@ -11,7 +11,11 @@
 //!   20 % of calls, plus 3 so that low traffic can still fail over). An item that fails alone
 //!   is an answer, not a batch failure.
 //! - Active health checks: every `ATLAS_HEALTH_INTERVAL_S`, `GET /health` on each remote
-//!   endpoint feeds its breaker (never an inference call).
+//!   endpoint feeds its breaker (never an inference call). An Open Inference Protocol (V2)
+//!   endpoint is checked with the server's and the model's readiness, and its model's
+//!   metadata is read (at once at start and after a reload, then after every failed check):
+//!   until a check passes, or after one fails, it is out of rotation and reported as open,
+//!   with the reason (`EndpointInfo::problem`).
 //!
 //! Breakers and latency estimates are per shard: each shard decides from its own calls and
 //! its own health checks, without cross-core traffic; `/health/detailed` shows every shard's
@@ -27,8 +31,10 @@ use atlas_shard::{
     Operation, Timestamp, XorShift64,
 };
 
-use crate::config::endpoints::EndpointSpec;
-use crate::endpoint::{Embedded, Endpoint, EndpointError, HttpEndpoint, ModelEndpoint, Outputs};
+use crate::config::endpoints::{EndpointSpec, Protocol};
+use crate::endpoint::{
+    Embedded, Endpoint, EndpointError, HttpEndpoint, ModelEndpoint, Outputs, V2Endpoint,
+};
 use crate::models::ModelInput;
 
 /// A remote endpoint with its address resolved (on the main thread, before the shards start).
@@ -58,8 +64,17 @@ pub struct PoolOptions {
 struct Member {
     endpoint: Endpoint,
     /// Where a remote endpoint is (resolved address and `Host` header; `None`: embedded). A
-    /// reload keeps a member whose name and address are unchanged.
+    /// reload keeps a member whose name, address and protocol are unchanged.
     address: Option<(SocketAddr, String)>,
+    /// The protocol it speaks (the embedded models: `Batch`, unused).
+    protocol: Protocol,
+    /// Why it is out of rotation, from its last readiness check (V2 endpoints only; `None`:
+    /// ready).
+    problem: RefCell<Option<String>>,
+    /// Failed calls per [`EndpointError::reason`].
+    errors_by_reason: [Cell<u64>; 4],
+    /// The last failed call's error.
+    last_error: RefCell<Option<String>>,
     /// Operations it serves (`None`: all). A reload may change it.
     ops: RefCell<Option<Vec<Operation>>>,
     /// Deadline of one call (the latency charged for a timeout). A reload may change it.
@@ -76,6 +91,10 @@ impl Member {
         Member {
             endpoint: Endpoint::Embedded(Embedded::new(cpu)),
             address: None,
+            protocol: Protocol::Batch,
+            problem: RefCell::new(None),
+            errors_by_reason: Default::default(),
+            last_error: RefCell::new(None),
             ops: RefCell::new(None),
             timeout: Cell::new(Duration::MAX),
             max_batch: Cell::new(usize::MAX),
@@ -85,16 +104,38 @@ impl Member {
     }
 
     fn remote(r: &ResolvedEndpoint, pool_size: usize, clock: MonotonicClock) -> Member {
-        let host = format!("{}:{}", r.spec.host, r.spec.port);
+        let host = authority(&r.spec);
+        let (endpoint, problem) = match &r.spec.protocol {
+            Protocol::Batch => (
+                Endpoint::Http(HttpEndpoint::new(
+                    r.spec.name.clone(),
+                    r.addr,
+                    host.clone(),
+                    pool_size,
+                    r.spec.timeout,
+                )),
+                None,
+            ),
+            Protocol::V2 { model, version } => (
+                Endpoint::V2(V2Endpoint::new(
+                    r.spec.name.clone(),
+                    r.addr,
+                    host.clone(),
+                    pool_size,
+                    r.spec.timeout,
+                    model,
+                    version.as_deref(),
+                )),
+                Some("waiting for the first readiness check".to_string()),
+            ),
+        };
         let member = Member {
-            endpoint: Endpoint::Http(HttpEndpoint::new(
-                r.spec.name.clone(),
-                r.addr,
-                host.clone(),
-                pool_size,
-                r.spec.timeout,
-            )),
+            endpoint,
             address: Some((r.addr, host)),
+            protocol: r.spec.protocol.clone(),
+            problem: RefCell::new(problem),
+            errors_by_reason: Default::default(),
+            last_error: RefCell::new(None),
             ops: RefCell::new(None),
             timeout: Cell::new(r.spec.timeout),
             max_batch: Cell::new(1),
@@ -105,12 +146,14 @@ impl Member {
         member
     }
 
-    /// Whether `r` names this member: same name, same address.
+    /// Whether `r` names this member: same name, address and protocol (model and version).
     fn is(&self, r: &ResolvedEndpoint) -> bool {
         self.endpoint.id() == r.spec.name
-            && self.address.as_ref().is_some_and(|(addr, host)| {
-                *addr == r.addr && *host == format!("{}:{}", r.spec.host, r.spec.port)
-            })
+            && self.protocol == r.spec.protocol
+            && self
+                .address
+                .as_ref()
+                .is_some_and(|(addr, host)| *addr == r.addr && *host == authority(&r.spec))
     }
 
     /// Takes `r`'s options (all but name and address, which identify the member).
@@ -119,9 +162,61 @@ impl Member {
         self.timeout.set(r.spec.timeout);
         self.max_batch.set(r.spec.max_batch.max(1));
         self.concurrency.set(r.spec.concurrency.max(1));
-        if let Endpoint::Http(http) = &self.endpoint {
-            http.set_timeout(r.spec.timeout);
+        match &self.endpoint {
+            Endpoint::Http(http) => http.set_timeout(r.spec.timeout),
+            Endpoint::V2(v2) => v2.set_timeout(r.spec.timeout),
+            Endpoint::Embedded(_) => {}
         }
+    }
+
+    /// The largest batch one call may carry: `max_batch`, and no more than the model's
+    /// `max_batch_size` when a V2 server reports one.
+    fn batch_limit(&self) -> usize {
+        let configured = self.max_batch.get();
+        match &self.endpoint {
+            Endpoint::V2(v2) => v2
+                .server_max_batch()
+                .map_or(configured, |m| configured.min(m)),
+            _ => configured,
+        }
+    }
+
+    /// Counts a failed call by its reason.
+    fn count_error(&self, error: &EndpointError) {
+        let n = &self.errors_by_reason[error.reason_index()];
+        n.set(n.get() + 1);
+        *self.last_error.borrow_mut() = Some(error.to_string());
+    }
+
+    /// Runs the endpoint's health or readiness check and feeds the breaker; a V2 endpoint's
+    /// outcome also sets or clears its `problem`, logged when it changes.
+    async fn check(&self, timeout: Duration) {
+        let ok = match &self.endpoint {
+            Endpoint::Http(http) => http.health(timeout).await,
+            Endpoint::V2(v2) => {
+                let outcome = v2.check(timeout).await.err();
+                let mut problem = self.problem.borrow_mut();
+                if *problem != outcome {
+                    match &outcome {
+                        Some(why) => log::warn!("endpoint {} out of rotation: {why}", v2.name()),
+                        None => log::info!("endpoint {} ready", v2.name()),
+                    }
+                    if let (None, Some(limit)) = (&outcome, v2.server_max_batch()) {
+                        if limit < self.max_batch.get() {
+                            log::info!(
+                                "endpoint {}: batches of at most {limit} (the model's max_batch_size; max_batch is {})",
+                                v2.name(),
+                                self.max_batch.get()
+                            );
+                        }
+                    }
+                    *problem = outcome;
+                }
+                problem.is_none()
+            }
+            Endpoint::Embedded(_) => return,
+        };
+        self.breaker.borrow_mut().on_health_check(ok);
     }
 
     fn serves(&self, op: Operation) -> bool {
@@ -134,7 +229,7 @@ impl Member {
     /// Runs `inputs` on this endpoint in calls of at most `max_batch` inputs, one after
     /// another; any failed call fails the whole batch (so it can fail over as one).
     async fn infer(&self, inputs: &[ModelInput]) -> Result<Outputs, EndpointError> {
-        let max_batch = self.max_batch.get();
+        let max_batch = self.batch_limit();
         if inputs.len() <= max_batch {
             return self.endpoint.infer(inputs).await;
         }
@@ -182,6 +277,16 @@ pub struct EndpointInfo {
     pub in_flight: usize,
     /// Routing weight.
     pub weight: f64,
+    /// `batch` (Atlas's batch protocol, and the embedded models) or `v2`.
+    pub protocol: &'static str,
+    /// The V2 model (`model` or `model@version`).
+    pub model: Option<String>,
+    /// Why a V2 endpoint is out of rotation (its last readiness check).
+    pub problem: Option<String>,
+    /// Failed calls per reason, in the order of [`EndpointError::REASONS`].
+    pub errors_by_reason: [u64; 4],
+    /// The last failed call's error.
+    pub last_error: Option<String>,
 }
 
 /// What a reload of the endpoint list did on one shard.
@@ -247,6 +352,7 @@ impl EndpointPool {
             checking: Cell::new(false),
         });
         pool.check_health();
+        pool.check_v2_now();
         pool
     }
 
@@ -282,6 +388,9 @@ impl EndpointPool {
                         // Weights were validated with the configuration.
                         let _ = balancer.set_weight(i, r.spec.weight);
                         members[i].configure(r);
+                        if let Endpoint::V2(v2) = &members[i].endpoint {
+                            v2.forget_metadata();
+                        }
                         change.kept.push(r.spec.name.clone());
                     }
                     None => {
@@ -298,7 +407,31 @@ impl EndpointPool {
             self.capacity.set(capacity(&members));
         }
         self.check_health();
+        self.check_v2_now();
         change
+    }
+
+    /// Checks every V2 endpoint at once, without waiting for the interval (at start and after
+    /// a reload: a V2 endpoint takes no call before its model's metadata and readiness are
+    /// confirmed).
+    fn check_v2_now(self: &Rc<Self>) {
+        let v2: Vec<Rc<Member>> = self
+            .members
+            .borrow()
+            .iter()
+            .filter(|m| matches!(m.endpoint, Endpoint::V2(_)))
+            .cloned()
+            .collect();
+        if v2.is_empty() {
+            return;
+        }
+        let timeout = self.health_interval.min(Duration::from_secs(2));
+        glommio::spawn_local(async move {
+            for m in v2 {
+                m.check(timeout).await;
+            }
+        })
+        .detach();
     }
 
     /// Starts the health-check task if there is a remote endpoint and it is not running.
@@ -324,7 +457,10 @@ impl EndpointPool {
 
     /// Whether a call may be routed to `m` for `op` now.
     fn eligible(m: &Rc<Member>, op: Operation, now: Timestamp, excluded: &[Rc<Member>]) -> bool {
-        if excluded.iter().any(|e| Rc::ptr_eq(e, m)) || !m.serves(op) {
+        if excluded.iter().any(|e| Rc::ptr_eq(e, m))
+            || !m.serves(op)
+            || m.problem.borrow().is_some()
+        {
             return false;
         }
         let breaker = m.breaker.borrow();
@@ -394,6 +530,7 @@ impl EndpointPool {
                 }
                 Err(error) => {
                     member.breaker.borrow_mut().on_failure(probe);
+                    member.count_error(&error);
                     let penalty = if error == EndpointError::Timeout {
                         member.timeout.get()
                     } else {
@@ -402,7 +539,16 @@ impl EndpointPool {
                     if let Some(i) = index {
                         self.balancer.borrow_mut().fail(i, penalty);
                     }
-                    log::debug!("endpoint {} failed: {error}", member.endpoint.id());
+                    match error {
+                        // A malformed or refused answer is the endpoint's fault, not the
+                        // network's: say what it sent.
+                        EndpointError::Status { .. } | EndpointError::Protocol(_) => {
+                            log::warn!("endpoint {} failed: {error}", member.endpoint.id())
+                        }
+                        EndpointError::Timeout | EndpointError::Connect(_) => {
+                            log::debug!("endpoint {} failed: {error}", member.endpoint.id())
+                        }
+                    }
                     last = Some(PoolError::Failed {
                         endpoint: member.endpoint.id().to_string(),
                         error,
@@ -447,12 +593,8 @@ impl EndpointPool {
                 return;
             }
             for m in remote {
-                if self.index_of(&m).is_none() {
-                    continue;
-                }
-                if let Endpoint::Http(http) = &m.endpoint {
-                    let ok = http.health(interval.min(Duration::from_secs(2))).await;
-                    m.breaker.borrow_mut().on_health_check(ok);
+                if self.index_of(&m).is_some() {
+                    m.check(interval.min(Duration::from_secs(2))).await;
                 }
             }
         }
@@ -469,18 +611,48 @@ impl EndpointPool {
             .map(|(i, m)| {
                 let breaker = m.breaker.borrow();
                 let f = figures.get(i);
+                let problem = m.problem.borrow().clone();
+                let (protocol, model) = match &m.protocol {
+                    Protocol::Batch => ("batch", None),
+                    Protocol::V2 { model, version } => (
+                        "v2",
+                        Some(match version {
+                            Some(v) => format!("{model}@{v}"),
+                            None => model.clone(),
+                        }),
+                    ),
+                };
                 EndpointInfo {
                     name: m.endpoint.id().to_string(),
-                    state: breaker.state(),
+                    // Out of rotation for its readiness: shown as open, as it takes no call.
+                    state: if problem.is_some() {
+                        BreakerState::Open
+                    } else {
+                        breaker.state()
+                    },
                     calls: breaker.counters().calls,
                     errors: breaker.counters().failures,
                     trips: breaker.counters().trips,
                     ewma_ms: f.map_or(0.0, |f| f.ewma_ms),
                     in_flight: f.map_or(0, |f| f.outstanding),
                     weight: f.map_or(1.0, |f| f.weight),
+                    protocol,
+                    model,
+                    problem,
+                    errors_by_reason: std::array::from_fn(|k| m.errors_by_reason[k].get()),
+                    last_error: m.last_error.borrow().clone(),
                 }
             })
             .collect()
+    }
+}
+
+/// `host:port` as sent in the `Host` header (IPv6 literals in brackets).
+fn authority(spec: &EndpointSpec) -> String {
+    if spec.host.contains(':') {
+        format!("[{}]:{}", spec.host, spec.port)
+    } else {
+        format!("{}:{}", spec.host, spec.port)
     }
 }
 

@@ -11,9 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::item::{self, WireOutput};
 use super::{EndpointError, ModelEndpoint, Outputs};
 use crate::client::HttpClient;
-use crate::models::{ModelError, ModelInput, ModelOutput};
+use crate::models::ModelInput;
 
 /// A remote endpoint.
 pub struct HttpEndpoint {
@@ -26,30 +27,6 @@ pub struct HttpEndpoint {
 #[derive(Deserialize)]
 struct BatchResponse {
     outputs: Vec<WireOutput>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum WireOutput {
-    Err {
-        error: WireError,
-    },
-    Ok {
-        result: Value,
-        confidence: f64,
-        #[serde(default)]
-        volatility: f64,
-        #[serde(default)]
-        dependencies: Vec<String>,
-        #[serde(default)]
-        symbols: Vec<String>,
-    },
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    code: String,
-    message: String,
 }
 
 impl HttpEndpoint {
@@ -86,31 +63,12 @@ impl HttpEndpoint {
 
 fn request_body(inputs: &[ModelInput]) -> Result<Vec<u8>, EndpointError> {
     let op = inputs.first().map(|i| i.operation().as_str()).unwrap_or("");
-    let items: Result<Vec<Value>, serde_json::Error> = inputs
+    let items = inputs
         .iter()
-        .map(|i| match i {
-            ModelInput::Portfolio(x) => serde_json::to_value(x),
-            ModelInput::Budget(x) => serde_json::to_value(x),
-            ModelInput::Risk(x) => serde_json::to_value(x),
-            ModelInput::Cashflow(x) => serde_json::to_value(x),
-        })
-        .collect();
-    let items = items.map_err(|e| EndpointError::Protocol(format!("cannot encode inputs: {e}")))?;
+        .map(item::input_value)
+        .collect::<Result<Vec<Value>, _>>()?;
     serde_json::to_vec(&serde_json::json!({"operation": op, "inputs": items}))
         .map_err(|e| EndpointError::Protocol(format!("cannot encode the request: {e}")))
-}
-
-fn item_error(e: WireError) -> ModelError {
-    match e.code.as_str() {
-        "invalid_request" | "invalid_input" => ModelError::Invalid {
-            path: "input".to_string(),
-            message: e.message,
-        },
-        "numerical_failure" => ModelError::Numerical { message: e.message },
-        _ => ModelError::Unprocessable {
-            message: format!("endpoint error {}: {}", e.code, e.message),
-        },
-    }
 }
 
 impl ModelEndpoint for HttpEndpoint {
@@ -125,22 +83,19 @@ impl ModelEndpoint for HttpEndpoint {
             .post_json("/v1/batch", &body, self.timeout.get())
             .await?;
         if response.status != 200 {
-            return Err(EndpointError::Status(response.status));
+            return Err(EndpointError::Status {
+                status: response.status,
+                message: item::error_message(&response.body),
+            });
         }
         decode(&response.body, inputs.len())
     }
 }
 
-/// Most `dependencies` or `symbols` one output may declare, and the longest of each.
-const MAX_OUTPUT_TAGS: usize = 256;
-const MAX_OUTPUT_TAG_LEN: usize = 256;
-
 /// Turns a `200` batch response body into one result per input. The whole call fails (and
 /// may be retried elsewhere) unless the body is a batch response with exactly `inputs`
-/// outputs, each a `result` object with a finite confidence and volatility or an `error`:
-/// nothing from an answer that fails this check reaches the cache. Tags and symbols are
-/// bounded (at most 256 per output, 1 to 256 bytes without control characters), so an
-/// endpoint cannot bloat the cache's dependency index. Pure; fuzzed (`batch_response`).
+/// outputs, each valid as [`item::decode`] checks it: nothing from an answer that fails this
+/// check reaches the cache. Pure; fuzzed (`batch_response`).
 pub fn decode(body: &[u8], inputs: usize) -> Result<Outputs, EndpointError> {
     let parsed: BatchResponse = serde_json::from_slice(body)
         .map_err(|e| EndpointError::Protocol(format!("not a batch response: {e}")))?;
@@ -154,51 +109,15 @@ pub fn decode(body: &[u8], inputs: usize) -> Result<Outputs, EndpointError> {
         .outputs
         .into_iter()
         .enumerate()
-        .map(|(i, o)| match o {
-            WireOutput::Err { error } => Ok(Err(item_error(error))),
-            WireOutput::Ok {
-                result,
-                confidence,
-                volatility,
-                dependencies,
-                symbols,
-            } => {
-                let bad = |what: &str| EndpointError::Protocol(format!("outputs[{i}]: {what}"));
-                if !result.is_object() {
-                    return Err(bad("`result` is not an object"));
-                }
-                for list in [&dependencies, &symbols] {
-                    if list.len() > MAX_OUTPUT_TAGS
-                        || list.iter().any(|t| {
-                            t.is_empty()
-                                || t.len() > MAX_OUTPUT_TAG_LEN
-                                || t.chars().any(char::is_control)
-                        })
-                    {
-                        return Err(bad("too many or malformed dependencies or symbols"));
-                    }
-                }
-                if !(confidence.is_finite() && volatility.is_finite()) {
-                    return Ok(Err(ModelError::Numerical {
-                        message: "the endpoint returned a non-finite confidence or volatility"
-                            .to_string(),
-                    }));
-                }
-                Ok(Ok(ModelOutput {
-                    result,
-                    confidence: confidence.clamp(0.0, 1.0),
-                    volatility: volatility.max(0.0),
-                    dependencies,
-                    symbols,
-                }))
-            }
-        })
+        .map(|(i, o)| item::decode(i, o))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endpoint::item::MAX_OUTPUT_TAGS;
+    use crate::models::ModelError;
 
     #[test]
     fn decodes_results_and_item_errors() {

@@ -1,15 +1,19 @@
 //! Model endpoints: where a batch of inputs becomes a batch of outputs.
 //!
 //! [`ModelEndpoint`] is the seam; [`Endpoint`] is the closed set of concrete endpoints behind
-//! it (today `Embedded`, the built-in financial models run on the owning shard; remote HTTP
-//! endpoints join the enum later). An endpoint never touches the cache or the queues: it gets
-//! inputs and returns one result per input, in order.
+//! it: `Embedded`, the built-in financial models run on the owning shard; `Http`, a remote
+//! endpoint speaking Atlas's batch protocol; `V2`, one model of an inference server speaking
+//! the Open Inference Protocol (KServe V2). An endpoint never touches the cache or the queues:
+//! it gets inputs and returns one result per input, in order.
 
 pub mod http;
+pub(crate) mod item;
+pub mod v2;
 
 use glommio::executor;
 
 pub use http::HttpEndpoint;
+pub use v2::V2Endpoint;
 
 use crate::models::{self, ModelError, ModelInput, ModelOutput};
 
@@ -37,12 +41,37 @@ pub enum EndpointError {
     /// The connection could not be made or broke.
     #[error("connection failed: {0}")]
     Connect(String),
-    /// The endpoint answered with a non-200 status.
-    #[error("answered HTTP {0}")]
-    Status(u16),
+    /// The endpoint answered with a non-200 status (and this message in its body).
+    #[error("answered HTTP {status}: {message}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The error message of the body (see `item::error_message`).
+        message: String,
+    },
     /// The answer was not a valid batch response.
     #[error("invalid response: {0}")]
     Protocol(String),
+}
+
+impl EndpointError {
+    /// Every [`EndpointError::reason`], in the order of [`EndpointError::reason_index`].
+    pub const REASONS: [&'static str; 4] = ["timeout", "connect", "status", "protocol"];
+
+    /// The kind of failure, as the `reason` label of `ai_endpoint_errors_total` names it.
+    pub fn reason(&self) -> &'static str {
+        Self::REASONS[self.reason_index()]
+    }
+
+    /// The position of [`EndpointError::reason`] in [`EndpointError::REASONS`].
+    pub fn reason_index(&self) -> usize {
+        match self {
+            EndpointError::Timeout => 0,
+            EndpointError::Connect(_) => 1,
+            EndpointError::Status { .. } => 2,
+            EndpointError::Protocol(_) => 3,
+        }
+    }
 }
 
 /// Every kind of endpoint Atlas can route to.
@@ -51,6 +80,8 @@ pub enum Endpoint {
     Embedded(Embedded),
     /// A remote endpoint speaking the batch protocol.
     Http(HttpEndpoint),
+    /// A model of an inference server speaking the Open Inference Protocol.
+    V2(V2Endpoint),
 }
 
 impl ModelEndpoint for Endpoint {
@@ -58,6 +89,7 @@ impl ModelEndpoint for Endpoint {
         match self {
             Endpoint::Embedded(e) => e.id(),
             Endpoint::Http(e) => e.id(),
+            Endpoint::V2(e) => e.id(),
         }
     }
 
@@ -65,6 +97,7 @@ impl ModelEndpoint for Endpoint {
         match self {
             Endpoint::Embedded(e) => e.infer(inputs).await,
             Endpoint::Http(e) => e.infer(inputs).await,
+            Endpoint::V2(e) => e.infer(inputs).await,
         }
     }
 }

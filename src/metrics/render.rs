@@ -10,6 +10,7 @@ use super::{
     QUEUE_BUCKETS_US,
 };
 use crate::ai::invalidation::Kind;
+use crate::endpoint::EndpointError;
 use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
 /// Renders every shard's snapshot as one Prometheus text exposition.
@@ -532,13 +533,15 @@ fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
         w,
         "ai_endpoint_errors_total",
         "counter",
-        "Failed batch calls per endpoint.",
+        "Failed batch calls per endpoint, by reason: timeout, connect, status (a non-200 answer), protocol (a malformed answer).",
     );
     for (name, _, errors, _) in endpoint_sums(shards) {
-        let _ = writeln!(
-            w,
-            "ai_endpoint_errors_total{{endpoint=\"{name}\"}} {errors}"
-        );
+        for (reason, n) in EndpointError::REASONS.iter().zip(errors) {
+            let _ = writeln!(
+                w,
+                "ai_endpoint_errors_total{{endpoint=\"{name}\",reason=\"{reason}\"}} {n}"
+            );
+        }
     }
     head(
         w,
@@ -555,19 +558,21 @@ fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
     }
 }
 
-/// (name, calls, errors, mean EWMA ms) per endpoint across shards.
-fn endpoint_sums(shards: &[MetricsSnapshot]) -> Vec<(String, u64, u64, f64)> {
-    let mut out: Vec<(String, u64, u64, f64, u32)> = Vec::new();
+/// (name, calls, errors per reason, mean EWMA ms) per endpoint across shards.
+fn endpoint_sums(shards: &[MetricsSnapshot]) -> Vec<(String, u64, [u64; 4], f64)> {
+    let mut out: Vec<(String, u64, [u64; 4], f64, u32)> = Vec::new();
     for s in shards {
         for e in &s.engine.endpoints {
             match out.iter_mut().find(|x| x.0 == e.name) {
                 Some(x) => {
                     x.1 += e.calls;
-                    x.2 += e.errors;
+                    for (sum, n) in x.2.iter_mut().zip(e.errors_by_reason) {
+                        *sum += n;
+                    }
                     x.3 += e.ewma_ms;
                     x.4 += 1;
                 }
-                None => out.push((e.name.clone(), e.calls, e.errors, e.ewma_ms, 1)),
+                None => out.push((e.name.clone(), e.calls, e.errors_by_reason, e.ewma_ms, 1)),
             }
         }
     }
