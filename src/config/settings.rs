@@ -78,7 +78,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_LISTEN_BACKLOG", "listen_backlog", "", "listen(2) backlog per shard socket (default: net.core.somaxconn)"),
     s("ATLAS_IO_MEMORY_BYTES", "io_memory_bytes", "1048576", "io_uring buffer memory registered per shard (locked memory: see tuning/README.md)"),
     s("ATLAS_CACHE_MAX_BYTES", "cache_max_bytes", "536870912", "L1 result cache budget in bytes, split evenly across shards"),
-    s("ATLAS_ENDPOINTS", "endpoints", "", "remote model endpoints: name=http://host:port[;weight=W][;timeout_ms=T][;max_batch=B][;ops=a|b], comma-separated"),
+    s("ATLAS_ENDPOINTS", "endpoints", "", "remote model endpoints, comma-separated: name=http://host:port (Atlas's batch protocol) or name=v2+http://host:port/MODEL[;version=V] (Open Inference Protocol, KServe V2), each with [;weight=W][;timeout_ms=T][;max_batch=B][;concurrency=N][;ops=a|b]"),
     s("ATLAS_EMBEDDED", "embedded", "true", "serve requests with the built-in models too (false: remote endpoints only)"),
     s("ATLAS_HEALTH_INTERVAL_S", "health_interval_s", "5", "seconds between active health checks (GET /health) of each remote endpoint"),
     s("ATLAS_MESH_CAPACITY", "mesh_capacity", "1024", "slots in each shard-to-shard channel"),
