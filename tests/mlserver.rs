@@ -15,7 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, Response, Server};
+use common::{Client, ConfigFile, Response, Server};
 use mlserver::MlServer;
 use serde_json::{json, Value};
 
@@ -49,6 +49,13 @@ fn ask(c: &mut Client, user: &str, age: u32) -> Response {
         "risk_assessment",
         &json!({"user_id": user, "input": risk_input(age, false)}),
     )
+}
+
+fn sighup(server: &Server) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
 }
 
 /// `atlas serve --cores 1` with `endpoints` and health checks every second.
@@ -451,4 +458,53 @@ fn killing_mlserver_under_load_fails_over_and_a_restart_closes_the_breaker() {
         assert!(Instant::now() < deadline, "the breaker never closed: {v}");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn sighup_points_a_v2_endpoint_at_another_model_and_it_is_checked_at_once() {
+    let ml = MlServer::start(&[("risk", json!({})), ("risk2", json!({}))]);
+    let file = ConfigFile::new(
+        "v2-reload",
+        &format!(
+            "embedded = false\nhealth_interval_s = 30\nendpoints = \"m=v2+{}/nope\"\n",
+            ml.url()
+        ),
+    );
+    let gw = Server::start(&["--cores", "2", "--config", file.path()], &[]);
+    let v = wait_view(&gw, "m", "reported its problem", |v| {
+        v["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("not found"))
+    });
+    assert_eq!(v["model"], "nope");
+    let mut c = gw.connect();
+    assert_eq!(ask(&mut c, "r-0", 30).status, 503, "no endpoint is ready");
+
+    // The model changes: a new member, checked at once (the interval is 30 s).
+    file.write(&format!(
+        "embedded = false\nhealth_interval_s = 30\nendpoints = \"m=v2+{}/risk;max_batch=8\"\n",
+        ml.url()
+    ));
+    sighup(&gw);
+    let v = wait_view(&gw, "m", "became ready after the reload", |v| {
+        v["model"] == "risk" && ready(v)
+    });
+    assert_eq!(v["state"], "closed", "{v}");
+    let r = ask(&mut c, "r-1", 30);
+    assert_eq!((r.status, r.header("X-Atlas-Endpoint")), (200, Some("m")));
+    assert_eq!(ml.batch_sizes("risk"), vec![1]);
+
+    // A version pinned to one the server does not have: out of rotation, with the reason.
+    file.write(&format!(
+        "embedded = false\nhealth_interval_s = 30\nendpoints = \"m=v2+{}/risk;version=9\"\n",
+        ml.url()
+    ));
+    sighup(&gw);
+    let v = wait_view(&gw, "m", "reported the missing version", |v| {
+        v["model"] == "risk@9"
+            && v["problem"]
+                .as_str()
+                .is_some_and(|p| p.contains("model `risk` version 9 not found"))
+    });
+    assert_eq!(v["state"], "open", "{v}");
 }

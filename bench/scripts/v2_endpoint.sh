@@ -4,7 +4,7 @@
 # runs one request at a time), pinned to CPU 1; Atlas (1 shard) and wrk on CPU 0. Same
 # risk_assessment inputs for every path (bench/scripts/risk_inputs.lua), alternating rounds:
 #
-#   miss  atlas     Atlas, ;max_batch=64: every request a new key (fresh TAG), batched
+#   miss  atlas     Atlas, ;max_batch=64: every request a new key (a new user id), batched
 #   miss  atlas-b1  Atlas, ;max_batch=1: the same, one input per V2 request (no batching)
 #   miss  direct    V2 requests of one input straight to MLServer
 #   hit   atlas     Atlas, 4096 keys cached before the rounds
@@ -65,13 +65,15 @@ KEYS=4096 TAG=hit wrk -t1 -c"$CONNS" -d2s -s bench/scripts/risk_inputs.lua "$atl
 MODE=v2 wrk -t1 -c"$CONNS" -d2s -s bench/scripts/risk_inputs.lua "$ml" >/dev/null 2>&1
 echo "round phase path rps p50_ms p99_ms atlas_us_per_req mlserver_us_per_req"
 for r in $(seq "$ROUNDS"); do
-  echo "$r miss atlas $(run "$(cat "$out/atlas.pid")" "$atlas" KEYS=60000 TAG="m$r")"
-  echo "$r miss atlas-b1 $(run "$(cat "$out/atlas_b1.pid")" "$atlas_b1" KEYS=60000 TAG="m$r")"
-  echo "$r miss direct $(run - "$ml" MODE=v2 KEYS=60000)"
+  echo "$r miss atlas $(run "$(cat "$out/atlas.pid")" "$atlas" MODE=atlas-miss TAG="m$r")"
+  echo "$r miss atlas-b1 $(run "$(cat "$out/atlas_b1.pid")" "$atlas_b1" MODE=atlas-miss TAG="m$r")"
+  echo "$r miss direct $(run - "$ml" MODE=v2)"
   echo "$r hit atlas $(run "$(cat "$out/atlas.pid")" "$atlas" KEYS=4096 TAG=hit)"
   echo "$r hit direct $(run - "$ml" MODE=v2 KEYS=4096)"
 done | tee "$out/results"
-curl -s "$atlas/metrics" | grep -E '^ai_batch_size_(sum|count)|^ai_endpoint_(calls|errors)_total' || true
+for a in atlas atlas_b1; do
+  echo "$a: $(curl -s "$(cat "$out/$a.out" | grep -o 'http://[0-9.:]*' | head -1)/metrics" | grep -E '^ai_batch_size_(sum|count)|^ai_endpoint_(calls|errors)_total|^ai_cache_operations_total\{operation="all"' | tr '\n' ' ')"
+done
 python3 - "$out/results" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1]) if l.strip() and not l.startswith("round")]
