@@ -120,8 +120,12 @@ pub fn summarise(doc: &Value) -> (String, bool) {
             s["cache"]["misses"].as_u64().unwrap_or(0),
         ));
         for e in s["endpoints"].as_array().into_iter().flatten() {
+            let problem = e["problem"]
+                .as_str()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default();
             endpoints.push(format!(
-                "endpoint {} on shard {}: {} (calls {}, errors {}, ewma {:.1} ms)",
+                "endpoint {} on shard {}: {} (calls {}, errors {}, ewma {:.1} ms){problem}",
                 e["name"].as_str().unwrap_or("?"),
                 n("shard"),
                 e["state"].as_str().unwrap_or("?"),
@@ -156,5 +160,22 @@ mod tests {
         assert!(!summarise(&low).1);
         let degraded = json!({"status": "degraded"});
         assert!(!summarise(&degraded).1);
+    }
+
+    #[test]
+    fn an_endpoint_out_of_rotation_shows_why() {
+        let doc = json!({"status": "ok", "monitor": {"health_score": 97.0, "alerts": []},
+            "shards": [{"shard": 0, "endpoints": [
+                {"name": "risk", "state": "open", "calls": 0, "errors": 0, "ewma_ms": 50.0,
+                 "problem": "model `risk` not ready: HTTP 400"},
+                {"name": "embedded", "state": "closed", "calls": 3, "errors": 0, "ewma_ms": 1.0,
+                 "problem": null}]}]});
+        let (text, _) = summarise(&doc);
+        assert!(
+            text.contains("endpoint risk on shard 0: open (calls 0, errors 0, ewma 50.0 ms): model `risk` not ready: HTTP 400\n"),
+            "{text}"
+        );
+        assert!(text
+            .contains("endpoint embedded on shard 0: closed (calls 3, errors 0, ewma 1.0 ms)\n"));
     }
 }

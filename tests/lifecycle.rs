@@ -145,6 +145,33 @@ fn check_config_prints_effective_settings_with_sources() {
     );
     assert!(line("BATCH_TIMEOUT_MS").contains("# default"));
 
+    // Each endpoint's protocol and model; a bad entry is an error naming the endpoint.
+    let out = atlas(
+        &["check-config"],
+        &[(
+            "ATLAS_ENDPOINTS",
+            "risk=v2+http://10.0.0.7:8080/risk;version=3;ops=risk_assessment,old=http://10.0.0.8:9000",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("# endpoint risk: open inference protocol v2, model risk version 3 at 10.0.0.7:8080, weight 1, timeout 5000 ms, max_batch 32, concurrency 1, ops risk_assessment\n"),
+        "{text}"
+    );
+    assert!(text.contains("# endpoint old: atlas batch protocol (POST /v1/batch) at 10.0.0.8:9000"));
+    let out = atlas(
+        &["check-config"],
+        &[("ATLAS_ENDPOINTS", "risk=v2+http://10.0.0.7:8080")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ATLAS_ENDPOINTS")
+            && err.contains("risk: a v2 endpoint is v2+http://host:port/MODEL"),
+        "{err}"
+    );
+
     std::fs::write(&file, "no_such_key = 1\n").unwrap();
     let out = atlas(&["check-config", "--config", file.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2));
