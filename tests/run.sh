@@ -25,7 +25,8 @@ if ((${#need_pkgs[@]})); then
 fi
 
 # Python tools the tests drive (tests/requirements.txt, pinned: graphql-core checks the
-# GraphQL schema, gql loads it by introspection like any GraphQL client), in a virtual
+# GraphQL schema, gql loads it by introspection like any GraphQL client, mlserver serves
+# examples/mlserver over the Open Inference Protocol for tests/mlserver.rs), in a virtual
 # environment under target/ that is rebuilt when the pins change, first on PATH for the tests.
 venv=target/test-venv
 if ! cmp -s tests/requirements.txt "$venv/requirements.txt"; then
