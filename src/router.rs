@@ -523,6 +523,7 @@ mod tests {
                             max_bytes: 1 << 20,
                         },
                     },
+                    cache: crate::config::cache::defaults(std::time::Duration::from_secs(300)),
                     pool: crate::ai::pool::PoolOptions {
                         embedded: true,
                         remote: Vec::new(),

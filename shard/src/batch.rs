@@ -218,6 +218,8 @@ pub struct BatchQueues<C: Clock, T> {
     by_key: HashMap<QueueKey, usize, ahash::RandomState>,
     /// Queued requests per operation.
     per_op: [usize; Operation::COUNT],
+    /// Operations whose requests each leave alone (not batch-compatible).
+    unbatched: [bool; Operation::COUNT],
     next_id: u64,
     stats: BatchStats,
 }
@@ -232,6 +234,7 @@ impl<C: Clock, T> BatchQueues<C, T> {
             queues: Vec::new(),
             by_key: HashMap::default(),
             per_op: [0; Operation::COUNT],
+            unbatched: [false; Operation::COUNT],
             next_id: 0,
             stats: BatchStats::default(),
         }
@@ -248,6 +251,22 @@ impl<C: Clock, T> BatchQueues<C, T> {
     pub fn set_batching(&mut self, max_batch: usize, window: Duration) {
         self.opts.max_batch = max_batch.max(1);
         self.opts.window = window;
+    }
+
+    /// Whether requests of `op` may share a batch (its cache configuration's
+    /// `batch_compatible`). An operation that may not has batches of one: each request leaves
+    /// at once, alone, as a full batch (reason `size`). Takes effect at the next poll.
+    pub fn set_batchable(&mut self, op: Operation, batchable: bool) {
+        self.unbatched[op.index()] = !batchable;
+    }
+
+    /// The largest batch of the queue `key`.
+    fn max_batch(&self, key: QueueKey) -> usize {
+        if self.unbatched[key.op.index()] {
+            1
+        } else {
+            self.opts.max_batch
+        }
     }
 
     /// Statistics since construction.
@@ -367,7 +386,7 @@ impl<C: Clock, T> BatchQueues<C, T> {
             if let Some(h) = q.lanes[Priority::High as usize].front() {
                 t = t.min(h.enqueued_at);
             }
-            if q.batchable() >= self.opts.max_batch {
+            if q.batchable() >= self.max_batch(q.key) {
                 t = Timestamp::ZERO;
             }
             if let Some(o) = q.oldest() {
@@ -383,11 +402,11 @@ impl<C: Clock, T> BatchQueues<C, T> {
     /// queue per poll, only when it matters. Results are appended to `out`.
     pub fn poll(&mut self, mut idle: impl FnMut(QueueKey) -> bool, out: &mut Poll<T>) {
         let now = self.clock.now();
-        let max = self.opts.max_batch;
         for qi in 0..self.queues.len() {
             if self.queues[qi].len() == 0 {
                 continue;
             }
+            let max = self.max_batch(self.queues[qi].key);
             if self.queues[qi].min_deadline <= now {
                 self.expire(qi, now, out);
             }

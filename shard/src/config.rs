@@ -1,8 +1,9 @@
 //! Per-operation cache configuration: the closed set of [`Operation`]s, the cache
-//! [`Strategy`], [`CacheConfig`] with the brief's defaults, and the adaptive TTL function.
+//! [`Strategy`], [`CacheConfig`], and the adaptive TTL function.
 //!
 //! Pure values and arithmetic: no clock, no cache state. The server parses environment and TOML
-//! into these types; the cache itself only sees the TTLs computed here.
+//! (the `ATLAS_CACHE_<OPERATION>_*` settings, with their defaults) into these types; the cache
+//! itself only sees the TTLs computed here.
 
 use std::fmt;
 use std::time::Duration;
@@ -102,9 +103,6 @@ impl Strategy {
     }
 }
 
-/// The brief's `RESULT_CACHE_TTL` default: the TTL of an operation with no configuration.
-pub const RESULT_CACHE_TTL: Duration = Duration::from_secs(300);
-
 /// How one operation's results are cached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
@@ -127,21 +125,6 @@ pub struct CacheConfig {
 }
 
 impl CacheConfig {
-    /// The configuration for an operation that has none: `ttl` strategy with the given TTL
-    /// (normally [`RESULT_CACHE_TTL`]), short stale windows, not batched, no warm-up.
-    pub fn fallback(ttl: Duration) -> Self {
-        CacheConfig {
-            ttl,
-            strategy: Strategy::Ttl,
-            batch_compatible: false,
-            warmup: false,
-            stale_while_revalidate: Duration::from_secs(30),
-            stale_if_error: Duration::from_secs(300),
-            min_ttl: ttl,
-            max_ttl: ttl,
-        }
-    }
-
     /// A config with `ttl` and `strategy`, default windows (5 % of TTL for
     /// stale-while-revalidate, one TTL for stale-if-error) and adaptive bounds
     /// `[max(ttl/10, 1 s), ttl]`.
@@ -155,33 +138,6 @@ impl CacheConfig {
             stale_if_error: ttl,
             min_ttl: (ttl / 10).max(Duration::from_secs(1)).min(ttl),
             max_ttl: ttl,
-        }
-    }
-
-    /// The brief's and Atlas's defaults for one operation:
-    ///
-    /// | operation | ttl | strategy | warm-up |
-    /// | --- | --- | --- | --- |
-    /// | `budget_optimization` | 1800 s | dependency | yes |
-    /// | `portfolio_analysis` | 600 s | event | no |
-    /// | `risk_assessment` | 3600 s | dependency | no |
-    /// | `cashflow_forecast` | 900 s | adaptive | yes |
-    ///
-    /// The first two are the brief's; a risk profile changes only when the user's answers or
-    /// holdings do (tagged dependencies), and a forecast's lifetime follows its confidence.
-    pub fn default_for(op: Operation) -> Self {
-        let secs = Duration::from_secs;
-        match op {
-            Operation::BudgetOptimization => CacheConfig {
-                warmup: true,
-                ..CacheConfig::new(secs(1800), Strategy::Dependency)
-            },
-            Operation::PortfolioAnalysis => CacheConfig::new(secs(600), Strategy::Event),
-            Operation::RiskAssessment => CacheConfig::new(secs(3600), Strategy::Dependency),
-            Operation::CashflowForecast => CacheConfig {
-                warmup: true,
-                ..CacheConfig::new(secs(900), Strategy::Adaptive)
-            },
         }
     }
 
@@ -236,18 +192,10 @@ pub struct CacheConfigs {
 }
 
 impl CacheConfigs {
-    /// The defaults of [`CacheConfig::default_for`] for every operation.
-    pub fn defaults() -> Self {
+    /// The configuration `config(op)` for every operation.
+    pub fn from_fn(config: impl FnMut(Operation) -> CacheConfig) -> Self {
         CacheConfigs {
-            configs: Operation::ALL.map(CacheConfig::default_for),
-        }
-    }
-
-    /// Every operation on [`CacheConfig::fallback`] with `result_ttl`, for deployments that
-    /// configure operations one by one with [`CacheConfigs::set`].
-    pub fn all_fallback(result_ttl: Duration) -> Self {
-        CacheConfigs {
-            configs: Operation::ALL.map(|_| CacheConfig::fallback(result_ttl)),
+            configs: Operation::ALL.map(config),
         }
     }
 
@@ -262,35 +210,42 @@ impl CacheConfigs {
     }
 }
 
-impl Default for CacheConfigs {
-    fn default() -> Self {
-        Self::defaults()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn brief_defaults() {
-        let c = CacheConfigs::defaults();
-        let b = c.get(Operation::BudgetOptimization);
-        assert_eq!(
-            (b.ttl.as_secs(), b.strategy, b.warmup),
-            (1800, Strategy::Dependency, true)
-        );
+    fn configs_are_per_operation() {
+        let mut c = CacheConfigs::from_fn(|op| match op {
+            Operation::PortfolioAnalysis => {
+                CacheConfig::new(Duration::from_secs(600), Strategy::Event)
+            }
+            _ => CacheConfig::new(Duration::from_secs(300), Strategy::Ttl),
+        });
         let p = c.get(Operation::PortfolioAnalysis);
         assert_eq!((p.ttl.as_secs(), p.strategy), (600, Strategy::Event));
-        assert!(Operation::ALL.iter().all(|op| c.get(*op).batch_compatible));
-        let f = CacheConfigs::all_fallback(RESULT_CACHE_TTL);
         assert_eq!(
-            f.get(Operation::RiskAssessment).ttl,
-            Duration::from_secs(300)
+            (
+                p.stale_while_revalidate.as_secs(),
+                p.stale_if_error.as_secs(),
+                p.min_ttl.as_secs()
+            ),
+            (30, 600, 60)
+        );
+        assert!(p.batch_compatible && !p.warmup);
+        let r = c.get(Operation::RiskAssessment);
+        assert_eq!(
+            r.ttl_for(0.0, 1.0).as_secs(),
+            300,
+            "the ttl strategy does not adapt"
+        );
+        c.set(
+            Operation::RiskAssessment,
+            CacheConfig::new(Duration::from_secs(60), Strategy::Adaptive),
         );
         assert_eq!(
-            f.get(Operation::RiskAssessment).ttl_for(0.0, 1.0).as_secs(),
-            300
+            c.get(Operation::RiskAssessment).ttl_for(0.0, 1.0).as_secs(),
+            6
         );
     }
 
@@ -333,7 +288,7 @@ mod tests {
             10
         );
         // config bounds apply
-        let cfg = CacheConfig::default_for(Operation::PortfolioAnalysis);
+        let cfg = CacheConfig::new(Duration::from_secs(600), Strategy::Event);
         assert_eq!(cfg.ttl_for(1.0, 0.0), cfg.ttl);
         assert_eq!(cfg.ttl_for(0.0, 1.0), cfg.min_ttl);
     }

@@ -51,7 +51,7 @@ pub use batch::{
 pub use breaker::{BreakerCounters, BreakerOptions, BreakerState, CircuitBreaker, Permit};
 pub use cache::{Cache, CacheOptions, ENTRY_OVERHEAD};
 pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
-pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy, RESULT_CACHE_TTL};
+pub use config::{adaptive_ttl, CacheConfig, CacheConfigs, Operation, Strategy};
 pub use context::{Context, ContextCounters, ContextError, ContextOptions, ContextStore, Written};
 pub use entry::{EntryMeta, Hit, InsertError, Lookup, SnapshotEntry};
 pub use key::{CacheKey, KeyError};

@@ -5,6 +5,7 @@
 //! at once: every bad value is reported by its variable name in one go, never only the first.
 //! Must not depend on the runtime or on sockets.
 
+pub mod cache;
 pub mod endpoints;
 pub mod events;
 pub mod ratelimit;
@@ -202,8 +203,10 @@ pub struct Config {
     pub graphql_max_complexity: usize,
     /// Most top-level fields (pipeline requests) in one `/graphql` operation.
     pub graphql_max_fields: usize,
-    /// Fallback result TTL.
+    /// Result TTL of the operations without their own (`RESULT_CACHE_TTL`).
     pub result_cache_ttl: Duration,
+    /// How each operation's results are cached (`ATLAS_CACHE_<OPERATION>_*`).
+    pub cache: atlas_shard::CacheConfigs,
     /// Refresh hot entries before expiry.
     pub enable_cache_warming: bool,
     /// Pool connections to model endpoints and Redis.
@@ -273,6 +276,7 @@ impl Default for Config {
             request_memo_bytes: 8 * 1024 * 1024,
             event_tags: Vec::new(),
             result_cache_ttl: Duration::from_secs(300),
+            cache: cache::defaults(Duration::from_secs(300)),
             enable_cache_warming: true,
             enable_connection_pooling: true,
             connection_pool_size: 50,
@@ -335,9 +339,11 @@ fn read_file(
         Ok(t) => t,
         Err(e) => return errors.push(file_error(format!("not valid TOML: {}", e.message()))),
     };
-    for (key, value) in table {
+    let mut flat = Vec::new();
+    flatten(table, "", "", &mut flat);
+    for (key, dotted, value) in flat {
         let Some(setting) = settings::by_key(&key) else {
-            errors.push(file_error(format!("unknown key `{key}`")));
+            errors.push(file_error(format!("unknown key `{dotted}`")));
             continue;
         };
         let text = match value {
@@ -347,13 +353,33 @@ fn read_file(
             toml::Value::Boolean(b) => b.to_string(),
             other => {
                 errors.push(file_error(format!(
-                    "key `{key}` must be a string, number or boolean, not a {}",
+                    "key `{dotted}` must be a string, number or boolean, not a {}",
                     other.type_str()
                 )));
                 continue;
             }
         };
         raw.set(setting.env, text, Source::File(path.to_path_buf()));
+    }
+}
+
+/// The keys of a TOML table with nested tables joined by `_`, as the settings name them
+/// (`[cache.portfolio_analysis]` `ttl_s` is `cache_portfolio_analysis_ttl_s`), each with its
+/// dotted path for messages.
+fn flatten(
+    table: toml::Table,
+    prefix: &str,
+    dotted_prefix: &str,
+    out: &mut Vec<(String, String, toml::Value)>,
+) {
+    for (key, value) in table {
+        let (flat, dotted) = (format!("{prefix}{key}"), format!("{dotted_prefix}{key}"));
+        match value {
+            toml::Value::Table(inner) => {
+                flatten(inner, &format!("{flat}_"), &format!("{dotted}."), out)
+            }
+            other => out.push((flat, dotted, other)),
+        }
     }
 }
 
@@ -553,6 +579,7 @@ pub fn build(raw: &Raw) -> Result<Config, Vec<ConfigError>> {
     p.set(&mut c.result_cache_ttl, "RESULT_CACHE_TTL", |v| {
         secs(v, 1, 31_536_000)
     });
+    c.cache = cache::parse(&mut p, c.result_cache_ttl);
     p.set(&mut c.enable_cache_warming, "ENABLE_CACHE_WARMING", boolean);
     p.set(
         &mut c.enable_connection_pooling,

@@ -3,7 +3,8 @@
 //! apply the settings that can change without a restart.
 //!
 //! Reloadable ([`RELOADABLE`]): the log filter, the drain grace, batch size and window, cache
-//! warming, the monitor's alert thresholds, hold windows, interval, history and adaptive
+//! warming, the per-operation cache settings and `RESULT_CACHE_TTL` (for results stored from
+//! then on), the monitor's alert thresholds, hold windows, interval, history and adaptive
 //! baselines, the rate limits' rates, bursts and options, and the remote endpoints (each shard
 //! rebuilds its pool, keeping the state of the endpoints whose name and address are
 //! unchanged). A rate limit switched on or off waits for a restart (its state exists only for
@@ -29,6 +30,31 @@ pub const RELOADABLE: &[&str] = &[
     "BATCH_SIZE",
     "BATCH_TIMEOUT_MS",
     "ENABLE_CACHE_WARMING",
+    "RESULT_CACHE_TTL",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_TTL_S",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STRATEGY",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STALE_WHILE_REVALIDATE_S",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STALE_IF_ERROR_S",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_BATCH_COMPATIBLE",
+    "ATLAS_CACHE_BUDGET_OPTIMIZATION_WARMUP",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_TTL_S",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STRATEGY",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STALE_WHILE_REVALIDATE_S",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STALE_IF_ERROR_S",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_BATCH_COMPATIBLE",
+    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_WARMUP",
+    "ATLAS_CACHE_RISK_ASSESSMENT_TTL_S",
+    "ATLAS_CACHE_RISK_ASSESSMENT_STRATEGY",
+    "ATLAS_CACHE_RISK_ASSESSMENT_STALE_WHILE_REVALIDATE_S",
+    "ATLAS_CACHE_RISK_ASSESSMENT_STALE_IF_ERROR_S",
+    "ATLAS_CACHE_RISK_ASSESSMENT_BATCH_COMPATIBLE",
+    "ATLAS_CACHE_RISK_ASSESSMENT_WARMUP",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_TTL_S",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_STRATEGY",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_STALE_WHILE_REVALIDATE_S",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_STALE_IF_ERROR_S",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_BATCH_COMPATIBLE",
+    "ATLAS_CACHE_CASHFLOW_FORECAST_WARMUP",
     "ATLAS_MONITOR_INTERVAL_S",
     "ATLAS_MONITOR_HISTORY",
     "ATLAS_ALERT_FOR_WINDOWS",
@@ -229,6 +255,8 @@ pub fn merge(current: &Config, fresh: &Config) -> Config {
         batch_size: fresh.batch_size,
         batch_timeout: fresh.batch_timeout,
         enable_cache_warming: fresh.enable_cache_warming,
+        result_cache_ttl: fresh.result_cache_ttl,
+        cache: fresh.cache.clone(),
         monitor_interval: fresh.monitor_interval,
         monitor_history: fresh.monitor_history,
         alert_for_windows: fresh.alert_for_windows,
@@ -266,6 +294,7 @@ fn shown(v: &str) -> &str {
 mod tests {
     use super::*;
     use crate::config::ratelimit::RedisFailure;
+    use atlas_shard::Operation;
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
@@ -327,14 +356,26 @@ mod tests {
         let mut r = start(&path);
         std::fs::write(
             &path,
-            "log = \"debug\"\nshutdown_grace_s = 3\nbatch_size = 8\nbatch_timeout_ms = 7\n\
+            format!(
+                "log = \"debug\"\nshutdown_grace_s = 3\nbatch_size = 8\nbatch_timeout_ms = 7\n\
              enable_cache_warming = false\nmonitor_interval_s = 2\nmonitor_history = 9\n\
              alert_for_windows = 4\nadaptive_thresholds = true\nalert_response_time_ms = 900\n\
              alert_error_rate = 0.2\nlisten = \"127.0.0.1:9\"\ncores = 1\n\
              max_connections = 5\nendpoints = \"a=http://127.0.0.1:9000\"\n\
              rate_limit_user_rps = 2\nrate_limit_user_burst = 4\nrate_limit_global_rps = 50\n\
              rate_limit_global_burst = 60\nrate_limit_hits = false\nrate_limit_max_users = 7\n\
-             rate_limit_redis_failure = \"closed\"\n",
+             rate_limit_redis_failure = \"closed\"\nresult_cache_ttl = 77\n{}",
+                // Every operation's six cache settings, in `[cache.<op>]` tables.
+                Operation::ALL
+                    .iter()
+                    .map(|op| format!(
+                    "[cache.{}]\nttl_s = 99\nstrategy = \"ttl\"\nstale_while_revalidate_s = 1\n\
+                     stale_if_error_s = 2\nbatch_compatible = false\nwarmup = {}\n",
+                    op.as_str(),
+                    !matches!(op, Operation::BudgetOptimization | Operation::CashflowForecast)
+                ))
+                    .collect::<String>()
+            ),
         )
         .unwrap();
         let plan = r.plan(|_| None).unwrap();
@@ -359,6 +400,20 @@ mod tests {
         assert_eq!(rl.redis_failure, RedisFailure::Closed);
         assert_eq!(c.endpoints.len(), 1);
         assert_eq!(c.endpoints[0].name, "a");
+        assert_eq!(c.result_cache_ttl, Duration::from_secs(77));
+        for op in Operation::ALL {
+            let cache = c.cache.get(op);
+            assert_eq!(
+                (
+                    cache.ttl.as_secs(),
+                    cache.strategy,
+                    cache.stale_if_error.as_secs()
+                ),
+                (99, atlas_shard::Strategy::Ttl, 2),
+                "{op}"
+            );
+            assert!(!cache.batch_compatible);
+        }
         // Fixed settings keep their start values.
         let start = Config::default();
         assert_eq!(c.listen, start.listen);

@@ -256,6 +256,7 @@ impl Shard {
                             max_bytes: config.context_store_bytes / shards,
                         },
                     },
+                    cache: config.cache.clone(),
                     pool: PoolOptions {
                         embedded: config.embedded,
                         remote: resolved.endpoints.clone(),
@@ -364,6 +365,7 @@ impl Shard {
                 config.batch_size,
                 config.batch_timeout,
                 config.enable_cache_warming,
+                &config.cache,
             );
         }
         if let Some(limiter) = &self.rate_limits {

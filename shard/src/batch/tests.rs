@@ -320,3 +320,48 @@ proptest! {
         prop_assert_eq!(s.enqueued, s.dispatched + s.expired - (next as u64 - accepted.len() as u64 - s.rejected) + s.shed);
     }
 }
+
+#[test]
+fn an_operation_that_is_not_batch_compatible_sends_each_request_alone() {
+    let (mut q, _) = queues(BatchOptions::default());
+    let risk = QueueKey {
+        op: Operation::RiskAssessment,
+        class: 0,
+    };
+    q.set_batchable(Operation::BudgetOptimization, false);
+    for i in 0..3 {
+        q.push(BUDGET, Priority::Normal, None, i).unwrap();
+        q.push(risk, Priority::Normal, None, 10 + i).unwrap();
+    }
+    assert_eq!(
+        q.next_deadline(),
+        Some(Timestamp::ZERO),
+        "unbatched requests are due at once"
+    );
+    // Busy endpoints: the unbatched operation still leaves, one request per batch; the other
+    // waits for its window.
+    let out = poll(&mut q, false);
+    let budget: Vec<(FlushReason, Vec<u32>)> = out
+        .batches
+        .iter()
+        .map(|b| (b.reason, payloads(b)))
+        .collect();
+    assert_eq!(
+        budget,
+        vec![
+            (FlushReason::Size, vec![0]),
+            (FlushReason::Size, vec![1]),
+            (FlushReason::Size, vec![2])
+        ]
+    );
+    assert!(out.batches.iter().all(|b| b.key == BUDGET));
+    assert_eq!(q.len(), 3, "risk_assessment still batches");
+    // Compatible again: batches form as before.
+    q.set_batchable(Operation::BudgetOptimization, true);
+    for i in 0..3 {
+        q.push(BUDGET, Priority::Normal, None, i).unwrap();
+    }
+    let out = poll(&mut q, true);
+    let sizes: Vec<usize> = out.batches.iter().map(|b| b.requests.len()).collect();
+    assert_eq!(sizes, vec![3, 3]);
+}

@@ -184,7 +184,8 @@ pub struct Engine {
     leaders: RefCell<HashMap<Box<[u8]>, Leading>>,
     /// Batch queues of this shard.
     queues: RefCell<BatchQueues<MonotonicClock, Pending>>,
-    configs: CacheConfigs,
+    /// How each operation's results are cached (a reload replaces it).
+    configs: RefCell<CacheConfigs>,
     /// The model endpoints and how batches are routed among them.
     pub pool: Rc<EndpointPool>,
     /// Batches running on the endpoints now.
@@ -224,6 +225,8 @@ pub struct EngineOptions {
 pub struct EngineSetup {
     /// Cache and batching settings.
     pub options: EngineOptions,
+    /// How each operation's results are cached.
+    pub cache: CacheConfigs,
     /// The model endpoints.
     pub pool: PoolOptions,
     /// The Redis workers and how this shard uses them (`None`: no L2).
@@ -246,7 +249,7 @@ impl Engine {
             followers: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
             queues: RefCell::new(BatchQueues::new(opts.batch, clock)),
-            configs: CacheConfigs::defaults(),
+            configs: RefCell::new(setup.cache.clone()),
             pool: EndpointPool::start(&setup.pool, clock, seed),
             busy: Cell::new(0),
             wake: Notify::default(),
@@ -260,9 +263,19 @@ impl Engine {
                 .as_ref()
                 .map(|(pool, o)| Rc::new(L2::new(pool.clone(), o.clone(), origin))),
         });
+        engine.apply_batchable();
         glommio::spawn_local(Rc::clone(&engine).dispatch_loop()).detach();
         glommio::spawn_local(Rc::clone(&engine).sweep_loop()).detach();
         engine
+    }
+
+    /// Tells the batch queues which operations may batch (`batch_compatible`).
+    fn apply_batchable(&self) {
+        let configs = self.configs.borrow();
+        let mut queues = self.queues.borrow_mut();
+        for op in Operation::ALL {
+            queues.set_batchable(op, configs.get(op).batch_compatible);
+        }
     }
 
     /// Reclaims expired entries a slice at a time (each pass scans at most `SWEEP_SCAN`
@@ -282,10 +295,21 @@ impl Engine {
     }
 
     /// Applies a configuration reload: batch size and window (`BATCH_SIZE`,
-    /// `BATCH_TIMEOUT_MS`) for the next batches formed, and whether hot entries are refreshed
-    /// ahead of expiry. Wakes the dispatcher so a shorter window takes effect at once.
-    pub fn reconfigure(&self, max_batch: usize, window: Duration, warming: bool) {
+    /// `BATCH_TIMEOUT_MS`) and each operation's batch compatibility for the next batches
+    /// formed, whether hot entries are refreshed ahead of expiry, and each operation's cache
+    /// settings for the results stored from now on (entries already cached keep the TTL and
+    /// windows they were stored with). Wakes the dispatcher so a shorter window takes effect
+    /// at once.
+    pub fn reconfigure(
+        &self,
+        max_batch: usize,
+        window: Duration,
+        warming: bool,
+        cache: &CacheConfigs,
+    ) {
         self.queues.borrow_mut().set_batching(max_batch, window);
+        *self.configs.borrow_mut() = cache.clone();
+        self.apply_batchable();
         self.warming.set(warming);
         self.wake.notify();
     }
@@ -631,7 +655,7 @@ impl Engine {
             return;
         }
         let mut meta = EntryMeta::from_config(
-            self.configs.get(op),
+            self.configs.borrow().get(op),
             out.confidence as f32,
             out.volatility.min(1.0) as f32,
         )
