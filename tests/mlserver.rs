@@ -70,26 +70,39 @@ fn gateway(endpoints: &str, embedded: bool) -> Server {
     )
 }
 
-fn endpoint_view(server: &Server, name: &str) -> Value {
+/// Endpoint `name` as each shard sees it.
+fn endpoint_views(server: &Server, name: &str) -> Vec<Value> {
     let d = server.connect().get("/health/detailed").json();
-    d["shards"][0]["endpoints"]
+    d["shards"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-        .unwrap()
+        .map(|s| {
+            s["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .cloned()
+                .unwrap()
+        })
+        .collect()
 }
 
-/// Waits (up to 30 s) until `pred` holds for endpoint `name`'s view.
+fn endpoint_view(server: &Server, name: &str) -> Value {
+    endpoint_views(server, name).swap_remove(0)
+}
+
+/// Waits (up to 30 s) until `pred` holds for endpoint `name` on every shard; returns shard
+/// 0's view.
 fn wait_view(server: &Server, name: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = endpoint_view(server, name);
-        if pred(&v) {
-            return v;
+        let mut views = endpoint_views(server, name);
+        if views.iter().all(&pred) {
+            return views.swap_remove(0);
         }
-        assert!(Instant::now() < deadline, "{name} never {what}: {v}");
+        assert!(Instant::now() < deadline, "{name} never {what}: {views:?}");
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -319,7 +332,7 @@ fn readiness_and_metadata_keep_a_model_out_of_rotation_while_the_rest_serves() {
     ]);
     let gw = gateway(
         &format!(
-            "risk=v2+{u}/risk;weight=1000,missing=v2+{u}/nope,typed=v2+{u}/typed,old=v2+{u}/risk;version=7",
+            "risk=v2+{u}/risk;weight=1000,missing=v2+{u}/nope,typed=v2+{u}/typed,old=v2+{u}/risk;version=7,loading=v2+{u}/slow",
             u = ml.url()
         ),
         true,
@@ -346,6 +359,44 @@ fn readiness_and_metadata_keep_a_model_out_of_rotation_while_the_rest_serves() {
         (r.status, r.header("X-Atlas-Endpoint")),
         (200, Some("risk"))
     );
+
+    // Another model of the same server loads for 20 s: the server is not ready meanwhile, but
+    // `risk` is, and stays in rotation; the loading one is out, with both reasons.
+    ml.add_model("slow", json!({"mode": "slow_load", "load_seconds": 20}));
+    let loader = {
+        let url = format!("127.0.0.1:{}", ml.port);
+        thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(url).unwrap();
+            s.write_all(b"POST /v2/repository/models/slow/load HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ml.http("GET", "/v2/health/ready", "").unwrap().0 == 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the server never reported not ready"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(2500)); // two health checks
+    let v = endpoint_view(&gw, "risk");
+    assert!(ready(&v) && v["state"] == "closed", "{v}");
+    let r = ask(&mut c, "u-loading", 30);
+    assert_eq!(
+        (r.status, r.header("X-Atlas-Endpoint")),
+        (200, Some("risk"))
+    );
+    let v = endpoint_view(&gw, "loading");
+    let why = v["problem"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("model `slow` not ready") && why.contains("the server is not ready either"),
+        "{v}"
+    );
+    drop(loader);
 
     // The operator unloads the model: out of rotation within a check, the rest serves.
     assert_eq!(
@@ -442,7 +493,12 @@ fn killing_mlserver_under_load_fails_over_and_a_restart_closes_the_breaker() {
             .all(|(s, e)| *s == 200 && e.as_deref() == Some("other")),
         "{tail:?}"
     );
+    // Out of rotation at once (its readiness check), and its breaker opens too: the failed
+    // call and the checks that cannot reach the server count against it (5 in a row trip it).
     assert_eq!(endpoint_view(&gw, "risk")["state"], "open");
+    wait_view(&gw, "risk", "tripped its breaker", |v| {
+        v["state"] == "open" && v["trips"].as_u64().unwrap() >= 1
+    });
 
     ml.restart();
     let mut c = gw.connect();

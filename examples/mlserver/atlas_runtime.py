@@ -6,7 +6,8 @@ one inference request whose `BYTES` input tensor `input` (shape `[n]`) holds the
 inputs as canonical JSON, with the operation in the request's `parameters.operation`. The
 answer is a `BYTES` output tensor `output` of shape `[n, 1]`, one JSON element per input, in
 order: `{"result": {...}, "confidence": c, "volatility": v, "dependencies": [...],
-"symbols": [...]}`, or `{"error": "..."}` for an input that fails alone.
+"symbols": [...]}`, or `{"error": "..."}` / `{"error": {"code": ..., "message": ...}}` for an
+input that fails alone (`numerical_failure` for a non-finite figure).
 
 `risk_assessment` is implemented here and gives the numbers of Atlas's embedded model
 (`src/models/risk.rs`) to within 1e-9; any other operation fails item by item.
@@ -15,11 +16,13 @@ Model settings (`parameters.extra` in `model-settings.json`):
 
 - `mode`: `ok` (default) or a deliberate protocol fault for Atlas's tests: `wrong_count`
   (one element too few), `wrong_datatype` (the output tensor as `FP64`), `fail` (HTTP 500
-  with a V2 error body, `{"error": "..."}`).
+  with a V2 error body, `{"error": "..."}`), `slow_load` (loading takes `load_seconds`,
+  default 30, during which the server as a whole is not ready).
 - `batch_log`: a file to which every request appends its batch size, one line each (how
   Atlas's tests see its batching from the server's side).
 """
 
+import asyncio
 import json
 import math
 
@@ -152,6 +155,8 @@ class AtlasModel(MLModel):
             extra = self.settings.parameters.extra
         self._mode = extra.get("mode", "ok")
         self._batch_log = extra.get("batch_log")
+        if self._mode == "slow_load":
+            await asyncio.sleep(float(extra.get("load_seconds", 30)))
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -173,10 +178,16 @@ class AtlasModel(MLModel):
                 outputs.append({"error": f"operation `{op}` is not served by this runtime"})
                 continue
             try:
-                outputs.append(model(json.loads(_text(item))))
-            except (ValueError, KeyError, TypeError, ZeroDivisionError) as e:
-                outputs.append({"error": f"{type(e).__name__}: {e}"})
-        data = [json.dumps(o) for o in outputs]
+                out = model(json.loads(_text(item)))
+                # A value that is not a finite number fails its item alone, as a numerical
+                # failure (the embedded model's code), never the whole answer.
+                json.dumps(out, allow_nan=False)
+                outputs.append(out)
+            except (ValueError, OverflowError, ZeroDivisionError) as e:
+                outputs.append({"error": {"code": "numerical_failure", "message": str(e)}})
+            except (KeyError, TypeError) as e:
+                outputs.append({"error": {"code": "invalid_input", "message": f"{type(e).__name__}: {e}"}})
+        data = [json.dumps(o, allow_nan=False) for o in outputs]
         datatype = "BYTES"
         if self._mode == "wrong_count":
             data = data[:-1]

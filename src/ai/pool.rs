@@ -75,6 +75,8 @@ struct Member {
     errors_by_reason: [Cell<u64>; 4],
     /// The last failed call's error.
     last_error: RefCell<Option<String>>,
+    /// Whether a health or readiness check is running on it.
+    checking: Cell<bool>,
     /// Operations it serves (`None`: all). A reload may change it.
     ops: RefCell<Option<Vec<Operation>>>,
     /// Deadline of one call (the latency charged for a timeout). A reload may change it.
@@ -95,6 +97,7 @@ impl Member {
             problem: RefCell::new(None),
             errors_by_reason: Default::default(),
             last_error: RefCell::new(None),
+            checking: Cell::new(false),
             ops: RefCell::new(None),
             timeout: Cell::new(Duration::MAX),
             max_batch: Cell::new(usize::MAX),
@@ -136,6 +139,7 @@ impl Member {
             problem: RefCell::new(problem),
             errors_by_reason: Default::default(),
             last_error: RefCell::new(None),
+            checking: Cell::new(false),
             ops: RefCell::new(None),
             timeout: Cell::new(r.spec.timeout),
             max_batch: Cell::new(1),
@@ -188,13 +192,31 @@ impl Member {
         *self.last_error.borrow_mut() = Some(error.to_string());
     }
 
-    /// Runs the endpoint's health or readiness check and feeds the breaker; a V2 endpoint's
-    /// outcome also sets or clears its `problem`, logged when it changes.
+    /// Runs the endpoint's health or readiness check, unless one is running on it already
+    /// (the checks at start, after a reload and each interval may overlap: the first one's
+    /// answer stands). A batch endpoint's check feeds its breaker. A V2 endpoint's sets or
+    /// clears its `problem` (logged when it changes), which keeps it out of rotation on its
+    /// own. Its breaker hears of the server as of a batch endpoint: a passing check, or a
+    /// server that cannot be reached; a server that answers that the model is missing or not
+    /// ready is a readiness matter only (counting it against the breaker would keep the
+    /// endpoint out for the breaker's wait after the model is ready).
     async fn check(&self, timeout: Duration) {
-        let ok = match &self.endpoint {
-            Endpoint::Http(http) => http.health(timeout).await,
+        if self.checking.replace(true) {
+            return;
+        }
+        match &self.endpoint {
+            Endpoint::Http(http) => {
+                let ok = http.health(timeout).await;
+                self.breaker.borrow_mut().on_health_check(ok);
+            }
             Endpoint::V2(v2) => {
-                let outcome = v2.check(timeout).await.err();
+                let result = v2.check(timeout).await;
+                let health = match &result {
+                    Ok(()) => Some(true),
+                    Err(e) if e.unreachable => Some(false),
+                    Err(_) => None,
+                };
+                let outcome = result.err().map(|e| e.why);
                 let mut problem = self.problem.borrow_mut();
                 if *problem != outcome {
                     match &outcome {
@@ -212,11 +234,14 @@ impl Member {
                     }
                     *problem = outcome;
                 }
-                problem.is_none()
+                drop(problem);
+                if let Some(ok) = health {
+                    self.breaker.borrow_mut().on_health_check(ok);
+                }
             }
-            Endpoint::Embedded(_) => return,
-        };
-        self.breaker.borrow_mut().on_health_check(ok);
+            Endpoint::Embedded(_) => {}
+        }
+        self.checking.set(false);
     }
 
     fn serves(&self, op: Operation) -> bool {
@@ -415,6 +440,7 @@ impl EndpointPool {
     /// a reload: a V2 endpoint takes no call before its model's metadata and readiness are
     /// confirmed).
     fn check_v2_now(self: &Rc<Self>) {
+        let timeout = self.health_interval.min(Duration::from_secs(2));
         let v2: Vec<Rc<Member>> = self
             .members
             .borrow()
@@ -422,16 +448,16 @@ impl EndpointPool {
             .filter(|m| matches!(m.endpoint, Endpoint::V2(_)))
             .cloned()
             .collect();
-        if v2.is_empty() {
-            return;
+        // One task each: an unreachable server does not hold up the others' first check.
+        for m in v2 {
+            let pool = Rc::clone(self);
+            glommio::spawn_local(async move {
+                if pool.index_of(&m).is_some() {
+                    m.check(timeout).await;
+                }
+            })
+            .detach();
         }
-        let timeout = self.health_interval.min(Duration::from_secs(2));
-        glommio::spawn_local(async move {
-            for m in v2 {
-                m.check(timeout).await;
-            }
-        })
-        .detach();
     }
 
     /// Starts the health-check task if there is a remote endpoint and it is not running.
@@ -470,6 +496,16 @@ impl EndpointPool {
         }
     }
 
+    /// Whether `m`'s breaker wants probe calls now: half-open, or open with its wait over.
+    fn probe_due(m: &Rc<Member>, now: Timestamp) -> bool {
+        let breaker = m.breaker.borrow();
+        match breaker.state() {
+            BreakerState::HalfOpen => true,
+            BreakerState::Open => breaker.open_until().is_some_and(|t| t <= now),
+            BreakerState::Closed => false,
+        }
+    }
+
     fn retry_allowed(&self) -> bool {
         self.retries.get() < self.calls.get() / 5 + 3
     }
@@ -492,15 +528,23 @@ impl EndpointPool {
             }
             let member = {
                 let members = self.members.borrow();
-                let mut rng = self.rng.borrow_mut();
-                let pick = self.balancer.borrow().pick(
-                    |i| {
-                        members
-                            .get(i)
-                            .is_some_and(|m| Self::eligible(m, op, now, &excluded))
-                    },
-                    &mut || rng.next_u64(),
-                );
+                // An endpoint due for probes gets the batch first: the balancer alone would
+                // keep routing around it while its latency estimate still holds the failures
+                // that opened its breaker, and it would never be probed back in.
+                let probe = members
+                    .iter()
+                    .position(|m| Self::eligible(m, op, now, &excluded) && Self::probe_due(m, now));
+                let pick = probe.or_else(|| {
+                    let mut rng = self.rng.borrow_mut();
+                    self.balancer.borrow().pick(
+                        |i| {
+                            members
+                                .get(i)
+                                .is_some_and(|m| Self::eligible(m, op, now, &excluded))
+                        },
+                        &mut || rng.next_u64(),
+                    )
+                });
                 pick.and_then(|i| members.get(i).map(|m| (i, Rc::clone(m))))
             };
             let Some((i, member)) = member else { break };

@@ -66,10 +66,14 @@ impl EndpointSpec {
             None => "all".to_string(),
             Some(ops) => ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join("|"),
         };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         format!(
-            "{}: {protocol} at {}:{}, weight {}, timeout {} ms, max_batch {}, concurrency {}, ops {ops}",
+            "{}: {protocol} at {host}:{}, weight {}, timeout {} ms, max_batch {}, concurrency {}, ops {ops}",
             self.name,
-            self.host,
             self.port,
             self.weight,
             self.timeout.as_millis(),

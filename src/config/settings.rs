@@ -80,7 +80,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ATLAS_CACHE_MAX_BYTES", "cache_max_bytes", "536870912", "L1 result cache budget in bytes, split evenly across shards"),
     s("ATLAS_ENDPOINTS", "endpoints", "", "remote model endpoints, comma-separated: name=http://host:port (Atlas's batch protocol) or name=v2+http://host:port/MODEL[;version=V] (Open Inference Protocol, KServe V2), each with [;weight=W][;timeout_ms=T][;max_batch=B][;concurrency=N][;ops=a|b]"),
     s("ATLAS_EMBEDDED", "embedded", "true", "serve requests with the built-in models too (false: remote endpoints only)"),
-    s("ATLAS_HEALTH_INTERVAL_S", "health_interval_s", "5", "seconds between active health checks (GET /health) of each remote endpoint"),
+    s("ATLAS_HEALTH_INTERVAL_S", "health_interval_s", "5", "seconds between active health checks of each remote endpoint (GET /health; V2: the model's readiness)"),
     s("ATLAS_MESH_CAPACITY", "mesh_capacity", "1024", "slots in each shard-to-shard channel"),
     s("MAX_CONCURRENT_REQUESTS", "max_concurrent_requests", "10000", "requests in progress allowed across all shards; past it requests are shed with 503"),
     s("REQUEST_TIMEOUT_MS", "request_timeout_ms", "10000", "deadline for one request end to end (504 past it)"),

@@ -14,10 +14,11 @@
 //!   that is not JSON, an `id` that is not the request's, a non-200 with a V2 error body) is
 //!   a malformed answer: the whole call fails and may fail over; nothing is cached.
 //!
-//! Readiness ([`V2Endpoint::check`]): `GET /v2/health/ready`, then, when the model is not
-//! verified yet (at start, after a reload, after a failed check), its metadata
+//! Readiness ([`V2Endpoint::check`]): when the model is not verified yet (at start, after a
+//! reload, after a failed check or a malformed or 404 answer), its metadata
 //! (`GET /v2/models/{model}[/versions/{v}]`, which must declare nothing that rules out the
-//! contract), then `GET /v2/models/{model}[/versions/{v}]/ready`.
+//! contract), then `GET /v2/models/{model}[/versions/{v}]/ready`, which decides; when it says
+//! no, `GET /v2/health/ready` tells whether the whole server is not ready.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -56,6 +57,32 @@ pub struct V2Endpoint {
     verified: Cell<bool>,
     /// What the metadata said (kept while `verified`).
     metadata: Cell<Metadata>,
+}
+
+/// Why a readiness check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// What happened, for `/health/detailed` and the log.
+    pub why: String,
+    /// Whether the server could not be reached at all (a transport failure or a timeout), as
+    /// opposed to a server that answered that the model is missing, unusable or not ready.
+    pub unreachable: bool,
+}
+
+impl NotReady {
+    fn unreachable(why: String) -> Self {
+        NotReady {
+            why,
+            unreachable: true,
+        }
+    }
+
+    fn answered(why: String) -> Self {
+        NotReady {
+            why,
+            unreachable: false,
+        }
+    }
 }
 
 /// What Atlas takes from a model's metadata.
@@ -118,7 +145,7 @@ impl V2Endpoint {
     /// Whether the server and the model are ready within `timeout`, reading and checking the
     /// model's metadata first when it is not verified; `Err` says why not, for
     /// `/health/detailed` and the log.
-    pub async fn check(&self, timeout: Duration) -> Result<(), String> {
+    pub async fn check(&self, timeout: Duration) -> Result<(), NotReady> {
         let result = self.check_once(timeout).await;
         if result.is_err() {
             self.verified.set(false);
@@ -126,47 +153,37 @@ impl V2Endpoint {
         result
     }
 
-    async fn check_once(&self, timeout: Duration) -> Result<(), String> {
-        let get = |path: &'static str| async move {
-            self.client
-                .get(path, timeout)
-                .await
-                .map_err(|e| format!("GET {path}: {e}"))
-        };
-        let r = get("/v2/health/ready").await?;
-        if r.status != 200 {
-            return Err(format!(
-                "server not ready: GET /v2/health/ready answered HTTP {}: {}",
-                r.status,
-                item::error_message(&r.body)
-            ));
-        }
+    async fn check_once(&self, timeout: Duration) -> Result<(), NotReady> {
         if !self.verified.get() {
             let r = self
                 .client
                 .get(&self.model_path, timeout)
                 .await
-                .map_err(|e| format!("GET {}: {e}", self.model_path))?;
+                .map_err(|e| NotReady::unreachable(format!("GET {}: {e}", self.model_path)))?;
             match r.status {
                 200 => {}
                 404 => {
-                    return Err(format!(
+                    return Err(NotReady::answered(format!(
                         "model {} not found on the server: {}",
                         self.label,
                         item::error_message(&r.body)
-                    ))
+                    )))
                 }
                 s => {
-                    return Err(format!(
+                    return Err(NotReady::answered(format!(
                         "metadata of model {}: GET {} answered HTTP {s}: {}",
                         self.label,
                         self.model_path,
                         item::error_message(&r.body)
-                    ))
+                    )))
                 }
             }
-            let metadata = check_metadata(&r.body)
-                .map_err(|e| format!("model {} cannot take Atlas's requests: {e}", self.label))?;
+            let metadata = check_metadata(&r.body).map_err(|e| {
+                NotReady::answered(format!(
+                    "model {} cannot take Atlas's requests: {e}",
+                    self.label
+                ))
+            })?;
             self.metadata.set(metadata);
             self.verified.set(true);
         }
@@ -174,17 +191,28 @@ impl V2Endpoint {
             .client
             .get(&self.ready_path, timeout)
             .await
-            .map_err(|e| format!("GET {}: {e}", self.ready_path))?;
-        if r.status != 200 {
-            return Err(format!(
-                "model {} not ready: GET {} answered HTTP {}: {}",
-                self.label,
-                self.ready_path,
-                r.status,
-                item::error_message(&r.body)
-            ));
+            .map_err(|e| NotReady::unreachable(format!("GET {}: {e}", self.ready_path)))?;
+        if r.status == 200 && !says_not_ready(&r.body) {
+            return Ok(());
         }
-        Ok(())
+        // Why not: the server's own readiness, asked only now. It is the conjunction of all
+        // its models' (MLServer; Triton's strict readiness), so it does not decide alone: one
+        // model still loading must not take the server's other models out of rotation.
+        let server = match self.client.get("/v2/health/ready", timeout).await {
+            Ok(s) if s.status == 200 => String::new(),
+            Ok(s) => format!(
+                "; the server is not ready either (GET /v2/health/ready answered HTTP {})",
+                s.status
+            ),
+            Err(e) => format!("; GET /v2/health/ready: {e}"),
+        };
+        Err(NotReady::answered(format!(
+            "model {} not ready: GET {} answered HTTP {}: {}{server}",
+            self.label,
+            self.ready_path,
+            r.status,
+            item::error_message(&r.body)
+        )))
     }
 
     /// The name.
@@ -208,12 +236,21 @@ impl ModelEndpoint for V2Endpoint {
             .post_json(&self.infer_path, &body, self.timeout.get())
             .await?;
         if response.status != 200 {
+            if response.status == 404 {
+                // The model went away (a restart, an unload): read its metadata again.
+                self.forget_metadata();
+            }
             return Err(EndpointError::Status {
                 status: response.status,
                 message: item::error_message(&response.body),
             });
         }
-        decode(&response.body, inputs.len(), &id)
+        let decoded = decode(&response.body, inputs.len(), &id);
+        if decoded.is_err() {
+            // Perhaps another model now answers under this name: check it again.
+            self.forget_metadata();
+        }
+        decoded
     }
 }
 
@@ -251,12 +288,31 @@ struct InferResponse {
     outputs: Vec<Tensor>,
 }
 
+/// An output tensor. Only `output` must be complete: other outputs (binary ones without
+/// `data`, say) are ignored.
 #[derive(Deserialize)]
 struct Tensor {
     name: String,
+    #[serde(default)]
     datatype: String,
+    #[serde(default)]
     shape: Vec<i64>,
+    #[serde(default)]
     data: Value,
+}
+
+/// Whether a model-ready answer's body says `{"ready": false}` (some servers answer 200 with
+/// it; an empty or other body is the status's word).
+fn says_not_ready(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("ready").and_then(Value::as_bool))
+        == Some(false)
+}
+
+/// serde's message about a body, at most 200 characters (it may quote the body).
+fn short(e: &serde_json::Error) -> String {
+    e.to_string().chars().take(200).collect()
 }
 
 /// Turns a `200` inference response into one result per input; see the module's contract.
@@ -303,7 +359,8 @@ pub fn decode(body: &[u8], inputs: usize, id: &str) -> Result<Outputs, EndpointE
         .map(|(i, text)| {
             let output: WireOutput = serde_json::from_str(text).map_err(|e| {
                 bad(format!(
-                    "outputs[{i}] is not a result or an error in JSON: {e}"
+                    "outputs[{i}] is not a result or an error in JSON: {}",
+                    short(&e)
                 ))
             })?;
             item::decode(i, output)
@@ -359,8 +416,8 @@ struct TensorMetadata {
 /// as Triton's configuration names it, or in `parameters`) when it is a positive integer.
 /// Pure; fuzzed (`v2_response`).
 pub fn check_metadata(body: &[u8]) -> Result<Metadata, String> {
-    let m: ModelMetadata =
-        serde_json::from_slice(body).map_err(|e| format!("its metadata is not valid: {e}"))?;
+    let m: ModelMetadata = serde_json::from_slice(body)
+        .map_err(|e| format!("its metadata is not valid: {}", short(&e)))?;
     let names = |ts: &[TensorMetadata]| {
         ts.iter()
             .take(8)

@@ -49,18 +49,7 @@ impl MlServer {
             "http_port": port, "grpc_port": grpc_port, "load_models_at_startup": true});
         std::fs::write(dir.join("settings.json"), settings.to_string()).unwrap();
         for (name, extra) in models {
-            let model_dir = dir.join(name);
-            std::fs::create_dir_all(&model_dir).unwrap();
-            let mut s = json!({"name": name, "implementation": "atlas_runtime.AtlasModel",
-                "parameters": {"extra": {"batch_log": dir.join(format!("{name}.batches"))}}});
-            for (k, v) in extra.as_object().unwrap() {
-                if k == "mode" {
-                    s["parameters"]["extra"]["mode"] = v.clone();
-                } else {
-                    s[k] = v.clone();
-                }
-            }
-            std::fs::write(model_dir.join("model-settings.json"), s.to_string()).unwrap();
+            write_model(&dir, name, extra);
         }
         let mut m = MlServer {
             child: None,
@@ -105,6 +94,12 @@ impl MlServer {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Adds model `name` to the repository (as [`MlServer::start`] would) without loading
+    /// it: `POST /v2/repository/models/NAME/load` loads it.
+    pub fn add_model(&self, name: &str, settings: Value) {
+        write_model(&self.dir, name, &settings);
     }
 
     /// The end of the server's log.
@@ -158,6 +153,23 @@ impl MlServer {
         self.kill();
         self.spawn();
     }
+}
+
+/// Writes `DIR/NAME/model-settings.json`: the runtime with `settings` merged in (`mode` and
+/// the other runtime options go in `parameters.extra`; `batch_log` is `DIR/NAME.batches`).
+fn write_model(dir: &Path, name: &str, settings: &Value) {
+    let model_dir = dir.join(name);
+    std::fs::create_dir_all(&model_dir).unwrap();
+    let mut s = json!({"name": name, "implementation": "atlas_runtime.AtlasModel",
+        "parameters": {"extra": {"batch_log": dir.join(format!("{name}.batches"))}}});
+    for (k, v) in settings.as_object().unwrap() {
+        if ["mode", "load_seconds"].contains(&k.as_str()) {
+            s["parameters"]["extra"][k] = v.clone();
+        } else {
+            s[k] = v.clone();
+        }
+    }
+    std::fs::write(model_dir.join("model-settings.json"), s.to_string()).unwrap();
 }
 
 impl Drop for MlServer {

@@ -95,7 +95,7 @@ impl Engine {
                         Status::ServiceUnavailable,
                         "no_endpoint",
                         format!(
-                            "no model endpoint for {} is available (circuit open); retry in {} s",
+                            "no model endpoint for {} is available (circuit open or model not ready); retry in {} s",
                             op.as_str(),
                             retry_after.as_secs().max(1)
                         ),
