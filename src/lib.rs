@@ -43,6 +43,7 @@ pub mod modelserver;
 pub mod monitor;
 pub mod notify;
 pub mod oneshot;
+pub mod openapi;
 pub mod ratelimit;
 pub mod router;
 pub mod runtime;

@@ -103,9 +103,6 @@ impl Route {
     }
 }
 
-/// The OpenAPI 3.1 description of the API, served as is.
-const OPENAPI: &str = include_str!("openapi.json");
-
 /// Maps a method and path to a route of the shard's app: 404 for an unknown path, 405 (with
 /// `Allow`) for a known path with the wrong method.
 pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Result<Route, ApiError> {
@@ -209,7 +206,9 @@ pub async fn run_route(
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
         Route::Ai(op) => crate::ai::handle(shard, op, request, caller).await,
-        Route::OpenApi => Response::json(Status::Ok, bytes::Bytes::from_static(OPENAPI.as_bytes())),
+        Route::OpenApi => {
+            Response::json(Status::Ok, crate::openapi::served(&shard.config.event_tags))
+        }
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
         Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,

@@ -506,8 +506,15 @@ fn openapi_document_is_served() {
     let server = Server::start(&["--cores", "1"], &[]);
     let doc = server.connect().get("/openapi.json").json();
     assert_eq!(doc["openapi"], "3.1.0");
-    assert!(
-        doc["paths"]["/ai/{operation}"].is_object(),
-        "documents /ai/{{operation}}"
-    );
+    for op in [
+        "portfolio_analysis",
+        "budget_optimization",
+        "risk_assessment",
+        "cashflow_forecast",
+    ] {
+        assert!(
+            doc["paths"][format!("/ai/{op}")]["post"].is_object(),
+            "documents /ai/{op}"
+        );
+    }
 }

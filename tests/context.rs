@@ -229,7 +229,8 @@ fn use_context_merges_into_the_input_and_context_changes_invalidate_its_results(
         (r.status, r.error_code().as_str()),
         (400, "invalid_request")
     );
-    // A merged input is validated like any other.
+    // A merged input is validated like any other; the request and the context each passed
+    // their own checks, so what fails is their combination: 422.
     ok(&put(&mut c, "u-bad", &json!({"age": 7})));
     let r = risk(
         &mut c,
@@ -238,7 +239,7 @@ fn use_context_merges_into_the_input_and_context_changes_invalidate_its_results(
     );
     assert_eq!(
         (r.status, r.error_code().as_str()),
-        (400, "invalid_request")
+        (422, "inconsistent_input")
     );
     assert!(r.json()["error"]["message"]
         .as_str()

@@ -110,7 +110,7 @@ struct Envelope {
     input: Option<Value>,
     #[serde(default)]
     priority: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "cache_object")]
     cache: Option<CacheOptions>,
     #[serde(default)]
     dependencies: Vec<String>,
@@ -127,8 +127,42 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 struct CacheOptions {
     #[serde(default)]
     mode: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_seconds")]
     ttl_s: Option<u64>,
+}
+
+/// Longest `cache.ttl_s`: a year (no TTL is longer, and the field only shortens one).
+const MAX_TTL_S: u64 = 31_536_000;
+
+/// `cache.ttl_s`: a whole number of seconds from 0 to a year, also when written as a float
+/// (`60.0`), as JSON Schema counts integers; `null` is none.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= MAX_TTL_S as f64 => Some(f as u64),
+        _ => None,
+    };
+    whole.filter(|s| *s <= MAX_TTL_S).map(Some).ok_or_else(|| {
+        D::Error::custom(format!(
+            "expected a whole number of seconds from 0 to {MAX_TTL_S}, got {n}"
+        ))
+    })
+}
+
+/// `cache`: an object (or `null`, none); serde alone would read the struct from an array.
+fn cache_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<CacheOptions>, D::Error> {
+    use serde::de::Error;
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v @ Value::Object(_)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("expected a JSON object")),
+    }
 }
 
 fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
@@ -139,6 +173,11 @@ fn invalid(message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
 pub fn model_error(e: ModelError) -> ApiError {
     match e {
         ModelError::Invalid { path, message } => invalid(format!("{path}: {message}")),
+        ModelError::Inconsistent { path, message } => ApiError::new(
+            Status::UnprocessableEntity,
+            "inconsistent_input",
+            format!("{path}: {message}"),
+        ),
         ModelError::Unprocessable { message } => {
             ApiError::new(Status::UnprocessableEntity, "unprocessable_input", message)
         }
@@ -166,6 +205,21 @@ pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
                 ),
             ));
         }
+    }
+    // Every body is a JSON object; serde would read a struct from an array too.
+    let first = request.body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(if first == Some(&b'[') {
+            invalid("the body must be a JSON object, not an array")
+        } else if serde_json::from_slice::<serde::de::IgnoredAny>(&request.body).is_ok() {
+            invalid("the body must be a JSON object")
+        } else {
+            ApiError::new(
+                Status::BadRequest,
+                "invalid_json",
+                "body is not valid JSON (expected a JSON object)",
+            )
+        });
     }
     let mut de = serde_json::Deserializer::from_slice(&request.body);
     let value: T = match serde_path_to_error::deserialize(&mut de) {
@@ -196,10 +250,12 @@ pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
     Ok(value)
 }
 
-/// Checks a user id the way every route does: 1 to 256 bytes, no control characters.
-/// `path` names the field in the error (`user_id`, `keys[2].user_id`).
+/// Checks a user id the way every route does: 1 to 256 characters (code points, as the
+/// OpenAPI document's `maxLength` counts them), no control characters. `path` names the
+/// field in the error (`user_id`, `keys[2].user_id`).
 pub fn check_user(user: &str, path: &str) -> Result<(), ApiError> {
-    if user.is_empty() || user.len() > MAX_USER_LEN || user.chars().any(char::is_control) {
+    if user.is_empty() || user.chars().count() > MAX_USER_LEN || user.chars().any(char::is_control)
+    {
         return Err(invalid(format!(
             "{path}: must be 1 to {MAX_USER_LEN} characters without control characters"
         )));
@@ -207,9 +263,9 @@ pub fn check_user(user: &str, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a tag or symbol name: 1 to `max` bytes, no control characters.
+/// Checks a tag or symbol name: 1 to `max` characters, no control characters.
 pub fn check_name(name: &str, max: usize, path: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > max || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
         return Err(invalid(format!(
             "{path}: must be 1 to {max} characters without control characters"
         )));
@@ -271,6 +327,7 @@ impl Draft {
     /// computed from a context depends on it: it carries the tag `context:<user_id>`.
     pub fn finish(self, context: Option<&Map<String, Value>>) -> Result<AiRequest, ApiError> {
         let mut dependencies = self.dependencies;
+        let merged = context.is_some();
         let input = match (self.input, context) {
             (input, Some(context)) => {
                 let mut fields = match input {
@@ -285,7 +342,17 @@ impl Draft {
             (Some(input), None) => input,
             (None, None) => return Err(invalid("missing field `input`")),
         };
-        let typed = models::parse_input(self.op, &input).map_err(model_error)?;
+        let typed = models::parse_input(self.op, &input)
+            .map_err(|e| match e {
+                // The request and the stored context each passed their own checks; together
+                // they do not make a valid input: 422, saying where the input came from.
+                ModelError::Invalid { path, message } if merged => ModelError::Inconsistent {
+                    path: format!("{path} (input with the stored context merged in)"),
+                    message,
+                },
+                other => other,
+            })
+            .map_err(model_error)?;
         Ok(AiRequest {
             op: self.op,
             user: self.user,
@@ -340,17 +407,23 @@ fn priority_from(name: &str) -> Option<Priority> {
     }
 }
 
-/// The body's `priority`, else the `X-Priority` header, else normal.
+/// The body's `priority`, else the `X-Priority` header, else normal. A header that is not a
+/// priority is refused even when the body gives one.
 fn priority(body: Option<&str>, request: &Request) -> Result<Priority, ApiError> {
-    if let Some(p) = body {
-        return priority_from(p).ok_or_else(|| invalid("priority: expected high, normal or low"));
-    }
-    match request.header("x-priority") {
-        None => Ok(Priority::Normal),
-        Some(h) => std::str::from_utf8(h)
-            .ok()
-            .and_then(priority_from)
-            .ok_or_else(|| invalid("X-Priority header: expected high, normal or low")),
+    let header = match request.header("x-priority") {
+        None => None,
+        Some(h) => Some(
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(priority_from)
+                .ok_or_else(|| invalid("X-Priority header: expected high, normal or low"))?,
+        ),
+    };
+    match body {
+        Some(p) => {
+            priority_from(p).ok_or_else(|| invalid("priority: expected high, normal or low"))
+        }
+        None => Ok(header.unwrap_or(Priority::Normal)),
     }
 }
 

@@ -64,6 +64,10 @@ fn item_error(e: WireError) -> ModelError {
             path: "input".to_string(),
             message,
         },
+        "inconsistent_input" => ModelError::Inconsistent {
+            path: "input".to_string(),
+            message,
+        },
         "numerical_failure" => ModelError::Numerical { message },
         "" => ModelError::Unprocessable {
             message: format!("endpoint error: {message}"),

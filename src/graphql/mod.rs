@@ -370,7 +370,9 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
                 _ => {}
             }
         }
-        let query = gql_query.ok_or("missing `query` parameter")?;
+        let query = gql_query
+            .filter(|q| !q.is_empty())
+            .ok_or("missing or empty `query` parameter")?;
         let mut gql = async_graphql::Request::new(query);
         if let Some(v) = variables.filter(|v| !v.is_empty()) {
             let variables: async_graphql::Variables = serde_json::from_str(&v)
@@ -392,6 +394,11 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
                     crate::error::truncate(&ct, 64)
                 ));
             }
+        }
+        if request.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(
+                "the body is not a GraphQL request (a JSON object with a `query` string)".into(),
+            );
         }
         // Read straight into async-graphql's request (its variables into its own values).
         let gql: async_graphql::Request = serde_json::from_slice(&request.body).map_err(|e| {

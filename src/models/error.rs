@@ -17,6 +17,16 @@ pub enum ModelError {
         /// What is wrong there, for a human.
         message: String,
     },
+    /// Each field is within its documented schema, but fields disagree with each other in a
+    /// way a JSON Schema cannot state: price series of different lengths, a duplicate symbol
+    /// or debt name, weights that are all zero. HTTP 422, like the other semantic refusals.
+    #[error("{path}: {message}")]
+    Inconsistent {
+        /// Where the problem is, from the request body's root.
+        path: String,
+        /// What disagrees, for a human.
+        message: String,
+    },
     /// The input is well-formed but asks for something impossible, e.g. a debt budget
     /// below the sum of the minimum payments. HTTP 422.
     #[error("{message}")]
@@ -43,6 +53,14 @@ impl ModelError {
         }
     }
 
+    /// A 422 error at `path`: fields that disagree with each other (see `Inconsistent`).
+    pub fn inconsistent(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ModelError::Inconsistent {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
     /// A 422 error with `message`.
     pub fn unprocessable(message: impl Into<String>) -> Self {
         ModelError::Unprocessable {
@@ -61,7 +79,9 @@ impl ModelError {
     pub fn status(&self) -> u16 {
         match self {
             ModelError::Invalid { .. } => 400,
-            ModelError::Unprocessable { .. } | ModelError::Numerical { .. } => 422,
+            ModelError::Inconsistent { .. }
+            | ModelError::Unprocessable { .. }
+            | ModelError::Numerical { .. } => 422,
         }
     }
 
@@ -69,6 +89,7 @@ impl ModelError {
     pub fn code(&self) -> &'static str {
         match self {
             ModelError::Invalid { .. } => "invalid_input",
+            ModelError::Inconsistent { .. } => "inconsistent_input",
             ModelError::Unprocessable { .. } => "unprocessable_input",
             ModelError::Numerical { .. } => "numerical_failure",
         }

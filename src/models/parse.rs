@@ -16,12 +16,58 @@ pub(crate) const ROOT: &str = "input";
 /// Deserialises `input` into `T`, mapping serde errors to [`ModelError::Invalid`] with the
 /// path of the offending field. For a missing or unknown field the field's own name ends the
 /// path (`input.holdings[0].symbol`). `input` itself must be an object.
+///
+/// A whole number written as a float (`2.0`) is an integer, as JSON Schema (and so the
+/// OpenAPI document) counts it: when serde refuses a float for an integer field, the input is
+/// read again with every whole-number float as an integer (integers read into float fields
+/// unchanged, so only the integer fields see a difference).
 pub(crate) fn from_value<T: DeserializeOwned>(input: &Value) -> Result<T, ModelError> {
     if !input.is_object() {
         // serde would also accept a struct written as an array; the API does not.
         return Err(ModelError::invalid(ROOT, "must be a JSON object"));
     }
-    serde_path_to_error::deserialize(input).map_err(|err| {
+    match serde_path_to_error::deserialize(input) {
+        Ok(v) => Ok(v),
+        Err(err)
+            if err
+                .inner()
+                .to_string()
+                .starts_with("invalid type: floating point") =>
+        {
+            let mut whole = input.clone();
+            integral(&mut whole);
+            serde_path_to_error::deserialize(&whole).map_err(path_error)
+        }
+        Err(err) => Err(path_error(err)),
+    }
+}
+
+/// Largest magnitude below which every whole-number float is an exact integer (2^53).
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites every whole-number float in `v` (within ±2^53) as an integer.
+fn integral(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < EXACT)
+            {
+                *v = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral),
+        Value::Object(fields) => fields.values_mut().for_each(integral),
+        _ => {}
+    }
+}
+
+fn path_error(err: serde_path_to_error::Error<serde_json::Error>) -> ModelError {
+    {
         let mut path = String::from(ROOT);
         for segment in err.path().iter() {
             match segment {
@@ -47,7 +93,7 @@ pub(crate) fn from_value<T: DeserializeOwned>(input: &Value) -> Result<T, ModelE
             }
         }
         ModelError::invalid(path, message)
-    })
+    }
 }
 
 /// The name between backticks after `prefix` when `message` starts with `prefix`.

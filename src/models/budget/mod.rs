@@ -133,7 +133,7 @@ impl BudgetInput {
             let dp = index(&p, i);
             name(&field(&dp, "name"), &d.name, 100)?;
             if self.debts[..i].iter().any(|o| o.name == d.name) {
-                return Err(ModelError::invalid(
+                return Err(ModelError::inconsistent(
                     field(&dp, "name"),
                     format!("duplicate debt name {:?}", d.name),
                 ));

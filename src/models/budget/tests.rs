@@ -196,7 +196,9 @@ fn validation_errors_name_the_path() {
     ];
     for (input, want) in cases {
         match parse(input.clone()) {
-            Err(ModelError::Invalid { path, .. }) => assert_eq!(path, want, "{input}"),
+            Err(ModelError::Invalid { path, .. } | ModelError::Inconsistent { path, .. }) => {
+                assert_eq!(path, want, "{input}")
+            }
             other => panic!("{input}: {other:?}"),
         }
     }

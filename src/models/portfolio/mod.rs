@@ -103,7 +103,7 @@ pub(crate) fn validate_holdings(path: &str, holdings: &[Holding]) -> Result<(), 
             ));
         }
         if holdings[..i].iter().any(|o| o.symbol == h.symbol) {
-            return Err(ModelError::invalid(
+            return Err(ModelError::inconsistent(
                 field(&hp, "symbol"),
                 format!("duplicate symbol {:?}", h.symbol),
             ));
@@ -111,7 +111,7 @@ pub(crate) fn validate_holdings(path: &str, holdings: &[Holding]) -> Result<(), 
         in_range(&field(&hp, "weight"), h.weight, 0.0, MAX_VALUE)?;
         validate_prices(&field(&hp, "prices"), &h.prices)?;
         if h.prices.len() != len {
-            return Err(ModelError::invalid(
+            return Err(ModelError::inconsistent(
                 field(&hp, "prices"),
                 format!(
                     "must have the same length as {}[0].prices ({len}), got {}",
@@ -122,7 +122,10 @@ pub(crate) fn validate_holdings(path: &str, holdings: &[Holding]) -> Result<(), 
         }
     }
     if holdings.iter().all(|h| h.weight == 0.0) {
-        return Err(ModelError::invalid(path, "weights must not all be zero"));
+        return Err(ModelError::inconsistent(
+            path,
+            "weights must not all be zero",
+        ));
     }
     Ok(())
 }
@@ -150,7 +153,7 @@ impl PortfolioInput {
             validate_prices(&path, b)?;
             let len = self.holdings[0].prices.len();
             if b.len() != len {
-                return Err(ModelError::invalid(
+                return Err(ModelError::inconsistent(
                     path,
                     format!("must have the same length as the holdings' prices ({len})"),
                 ));

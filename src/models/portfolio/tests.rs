@@ -18,8 +18,8 @@ fn close(a: f64, b: f64) -> bool {
 
 fn path_of(e: ModelError) -> String {
     match e {
-        ModelError::Invalid { path, .. } => path,
-        other => panic!("expected Invalid, got {other:?}"),
+        ModelError::Invalid { path, .. } | ModelError::Inconsistent { path, .. } => path,
+        other => panic!("expected Invalid or Inconsistent, got {other:?}"),
     }
 }
 
