@@ -15,15 +15,7 @@ use common::{Client, ConfigFile, Response, Server};
 use serde_json::{json, Value};
 
 fn post(c: &mut Client, op: &str, body: &Value) -> Response {
-    let text = body.to_string();
-    c.send(
-        format!(
-            "POST /ai/{op} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false)
+    c.post_json(&format!("/ai/{op}"), body)
 }
 
 fn risk(user: &str) -> Value {
@@ -171,13 +163,6 @@ fn check_config_shows_each_cache_setting_with_its_source() {
     );
 }
 
-fn sighup(server: &Server) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
-}
-
 #[test]
 fn sighup_applies_a_new_ttl_to_results_stored_from_then_on() {
     let file = ConfigFile::new("cache-reload", "");
@@ -192,7 +177,7 @@ fn sighup_applies_a_new_ttl_to_results_stored_from_then_on() {
         "[cache.risk_assessment]\nttl_s = 1\nstrategy = \"ttl\"\n\
          stale_while_revalidate_s = 0\nstale_if_error_s = 0\n",
     );
-    sighup(&gw);
+    gw.sighup();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut log = Vec::new();
     loop {

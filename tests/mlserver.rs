@@ -32,15 +32,7 @@ fn risk_input(age: u32, holdings: bool) -> Value {
 }
 
 fn post(c: &mut Client, op: &str, body: &Value) -> Response {
-    let text = body.to_string();
-    c.send(
-        format!(
-            "POST /ai/{op} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{text}",
-            text.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false)
+    c.post_json(&format!("/ai/{op}"), body)
 }
 
 fn ask(c: &mut Client, user: &str, age: u32) -> Response {
@@ -49,13 +41,6 @@ fn ask(c: &mut Client, user: &str, age: u32) -> Response {
         "risk_assessment",
         &json!({"user_id": user, "input": risk_input(age, false)}),
     )
-}
-
-fn sighup(server: &Server) {
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGHUP);
-    }
 }
 
 /// `atlas serve --cores 1` with `endpoints` and health checks every second.
@@ -540,7 +525,7 @@ fn sighup_points_a_v2_endpoint_at_another_model_and_it_is_checked_at_once() {
         "embedded = false\nhealth_interval_s = 30\nendpoints = \"m=v2+{}/risk;max_batch=8\"\n",
         ml.url()
     ));
-    sighup(&gw);
+    gw.sighup();
     let v = wait_view(&gw, "m", "became ready after the reload", |v| {
         v["model"] == "risk" && ready(v)
     });
@@ -554,7 +539,7 @@ fn sighup_points_a_v2_endpoint_at_another_model_and_it_is_checked_at_once() {
         "embedded = false\nhealth_interval_s = 30\nendpoints = \"m=v2+{}/risk;version=9\"\n",
         ml.url()
     ));
-    sighup(&gw);
+    gw.sighup();
     let v = wait_view(&gw, "m", "reported the missing version", |v| {
         v["model"] == "risk@9"
             && v["problem"]

@@ -5,7 +5,8 @@
 # alternate round by round, and each run reports throughput, p50/p99 and the server's own CPU
 # per request (utime + stime from /proc/PID/stat over the run, divided by requests served).
 #
-# Servers (each started once, measured in every round, in this order):
+# Servers (each started once, measured in every round, in this order rotated by one each
+# round):
 #   floor1      atlas-floor, 1 core on CPU 0
 #   atlas1      atlas serve, 1 shard on CPU 0
 #   floor2      atlas-floor, 2 cores on CPUs 0-1, every request answered where it arrived
@@ -86,7 +87,12 @@ for s in "${names[@]}"; do
 done
 echo "round server rps p50_ms p99_ms cpu_us_per_req misses"
 for r in $(seq "$ROUNDS"); do
-  for s in "${names[@]}"; do echo "$r $(run "$s" "${url[$s]}")"; done
+  # The order rotates by one server each round: on this VM the server measured first in a
+  # round fares measurably differently (bench/RESULTS.md, "Hit path after issues 17 and 18").
+  for k in $(seq 0 $((${#names[@]} - 1))); do
+    s=${names[$(( (k + r - 1) % ${#names[@]} ))]}
+    echo "$r $(run "$s" "${url[$s]}")"
+  done
 done | tee "$out/results"
 python3 - "$out/results" <<'PY'
 import sys, statistics as st

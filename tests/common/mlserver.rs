@@ -5,12 +5,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use crate::common::free_port;
 
 /// A running `mlserver start`.
 pub struct MlServer {
@@ -20,15 +22,6 @@ pub struct MlServer {
     grpc_port: u16,
     /// The model repository (and the server's log, `mlserver.log`).
     pub dir: PathBuf,
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl MlServer {

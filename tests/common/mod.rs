@@ -181,6 +181,14 @@ impl Server {
         Client::connect(self.addr)
     }
 
+    /// Sends SIGHUP (a configuration reload).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGHUP);
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         // SAFETY: kill(2) on our own child's pid.
@@ -283,6 +291,19 @@ impl Client {
         self.read_response(false)
     }
 
+    /// `POST path` with `body` as JSON; reads the response.
+    pub fn post_json(&mut self, path: &str, body: &serde_json::Value) -> Response {
+        let text = body.to_string();
+        self.send(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            )
+            .as_bytes(),
+        );
+        self.read_response(false)
+    }
+
     /// Reads one response; `head_only` for responses to HEAD (no body despite Content-Length).
     pub fn read_response(&mut self, head_only: bool) -> Response {
         self.try_read_response(head_only).expect("a response")
@@ -382,4 +403,13 @@ impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
     }
+}
+
+/// A TCP port on 127.0.0.1 that nobody listens on now (for servers that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
