@@ -5,17 +5,19 @@
 //!   cost = peak-EWMA latency × (outstanding + 1) / weight), among endpoints that serve the
 //!   operation and whose breaker lets calls through.
 //! - Circuit breaker per endpoint (`atlas_shard::CircuitBreaker`): failure-rate, slow-call
-//!   and consecutive-failure trips, backed-off open waits, half-open probes.
+//!   and consecutive-failure trips, backed-off open waits, half-open probes. An endpoint due
+//!   for probes gets batches ahead of the balancer, which would route around it while its
+//!   latency estimate still holds the failures that opened it.
 //! - Failover: a batch that fails as a whole (transport, timeout, non-200) is retried on
 //!   another endpoint while its deadline allows, within a retry budget (retries stay under
 //!   20 % of calls, plus 3 so that low traffic can still fail over). An item that fails alone
 //!   is an answer, not a batch failure.
 //! - Active health checks: every `ATLAS_HEALTH_INTERVAL_S`, `GET /health` on each remote
 //!   endpoint feeds its breaker (never an inference call). An Open Inference Protocol (V2)
-//!   endpoint is checked with the server's and the model's readiness, and its model's
-//!   metadata is read (at once at start and after a reload, then after every failed check):
-//!   until a check passes, or after one fails, it is out of rotation and reported as open,
-//!   with the reason (`EndpointInfo::problem`).
+//!   endpoint is checked by its model's readiness, its metadata read first when not yet
+//!   verified (`member::Member::check`, at once at start and after a reload): until a check
+//!   passes, or after one fails, it is out of rotation and reported as open, with the reason
+//!   (`EndpointInfo::problem`).
 //!
 //! Breakers and latency estimates are per shard: each shard decides from its own calls and
 //! its own health checks, without cross-core traffic; `/health/detailed` shows every shard's
