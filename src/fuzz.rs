@@ -196,8 +196,9 @@ pub fn batch_response(data: &[u8]) {
 /// The Open Inference Protocol client's decoders, on a `200` body: the first byte picks the
 /// input count (1 to 4, low bits) and the decoder (bit 7: a model's metadata, else an
 /// inference response for request id `7`). A decoded batch has exactly one output per input,
-/// each with a confidence in [0, 1], a volatility ≥ 0 and an object result; accepted metadata
-/// has a `max_batch_size` of 1 to 1024 when it has one.
+/// each with a confidence in [0, 1], a volatility ≥ 0 and an object result; accepted metadata,
+/// and a Triton model configuration read as one, give a `max_batch_size` of 1 to 1024 when
+/// they give one.
 pub fn v2_response(data: &[u8]) {
     let Some((&n, body)) = data.split_first() else {
         return;
@@ -206,6 +207,8 @@ pub fn v2_response(data: &[u8]) {
         if let Ok(m) = crate::endpoint::v2::check_metadata(body) {
             assert!(m.max_batch_size.is_none_or(|b| (1..=1024).contains(&b)));
         }
+        let limit = crate::endpoint::v2::config_max_batch(body);
+        assert!(limit.is_none_or(|b| (1..=1024).contains(&b)));
         return;
     }
     let inputs = usize::from(n % 4) + 1;

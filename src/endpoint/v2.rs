@@ -178,12 +178,22 @@ impl V2Endpoint {
                     )))
                 }
             }
-            let metadata = check_metadata(&r.body).map_err(|e| {
+            let mut metadata = check_metadata(&r.body).map_err(|e| {
                 NotReady::answered(format!(
                     "model {} cannot take Atlas's requests: {e}",
                     self.label
                 ))
             })?;
+            if metadata.max_batch_size.is_none() {
+                // Triton reports `max_batch_size` in its model configuration, not in the
+                // metadata; other servers have no such route (a 404, ignored).
+                let config = format!("{}/config", self.model_path);
+                if let Ok(r) = self.client.get(&config, timeout).await {
+                    if r.status == 200 {
+                        metadata.max_batch_size = config_max_batch(&r.body);
+                    }
+                }
+            }
             self.metadata.set(metadata);
             self.verified.set(true);
         }
@@ -390,6 +400,17 @@ fn flatten(data: Value) -> Option<Vec<String>> {
     Some(out)
 }
 
+/// The `max_batch_size` of a Triton model configuration (`GET /v2/models/M/config`) when it
+/// is a positive integer (0 means the model does not batch: no limit from it), at most 1024.
+pub fn config_max_batch(body: &[u8]) -> Option<usize> {
+    serde_json::from_slice::<Value>(body)
+        .ok()?
+        .get("max_batch_size")?
+        .as_u64()
+        .filter(|b| *b > 0)
+        .map(|b| b.min(MAX_SERVER_BATCH) as usize)
+}
+
 #[derive(Deserialize)]
 struct ModelMetadata {
     #[serde(default)]
@@ -578,6 +599,25 @@ mod tests {
                 String::from_utf8_lossy(&body)
             );
         }
+    }
+
+    #[test]
+    fn tritons_model_configuration_gives_the_batch_limit() {
+        let config = br#"{"name":"risk","platform":"python","max_batch_size":16,
+            "input":[{"name":"input","data_type":"TYPE_STRING","dims":[1]}],
+            "dynamic_batching":{"max_queue_delay_microseconds":0}}"#;
+        assert_eq!(config_max_batch(config), Some(16));
+        assert_eq!(
+            config_max_batch(br#"{"max_batch_size":0}"#),
+            None,
+            "0: no batching limit"
+        );
+        assert_eq!(
+            config_max_batch(br#"{"max_batch_size":100000}"#),
+            Some(1024)
+        );
+        assert_eq!(config_max_batch(br#"{"error":"not found"}"#), None);
+        assert_eq!(config_max_batch(b"not json"), None);
     }
 
     #[test]
