@@ -189,6 +189,11 @@ pub fn model_error(e: ModelError) -> ApiError {
     }
 }
 
+/// Whether `body` starts (after whitespace) with `{`, as every JSON body of the API must.
+pub fn starts_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
 /// Reads a JSON body into `T`: 415 for a non-JSON media type, 400 `invalid_json` for bad
 /// syntax or trailing bytes, 400 `invalid_request` naming the field path for a missing,
 /// unknown or ill-typed field.
@@ -208,7 +213,7 @@ pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
     }
     // Every body is a JSON object; serde would read a struct from an array too.
     let first = request.body.iter().find(|b| !b.is_ascii_whitespace());
-    if first.is_some_and(|b| *b != b'{') {
+    if first.is_some() && !starts_object(&request.body) {
         return Err(if first == Some(&b'[') {
             invalid("the body must be a JSON object, not an array")
         } else if serde_json::from_slice::<serde::de::IgnoredAny>(&request.body).is_ok() {
@@ -254,8 +259,7 @@ pub fn parse_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError>
 /// OpenAPI document's `maxLength` counts them), no control characters. `path` names the
 /// field in the error (`user_id`, `keys[2].user_id`).
 pub fn check_user(user: &str, path: &str) -> Result<(), ApiError> {
-    if user.is_empty() || user.chars().count() > MAX_USER_LEN || user.chars().any(char::is_control)
-    {
+    if !printable_within(user, MAX_USER_LEN) {
         return Err(invalid(format!(
             "{path}: must be 1 to {MAX_USER_LEN} characters without control characters"
         )));
@@ -263,9 +267,21 @@ pub fn check_user(user: &str, path: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Whether `s` is 1 to `max` characters (code points), none a control character; one pass.
+fn printable_within(s: &str, max: usize) -> bool {
+    let mut n = 0;
+    for c in s.chars() {
+        n += 1;
+        if n > max || c.is_control() {
+            return false;
+        }
+    }
+    n > 0
+}
+
 /// Checks a tag or symbol name: 1 to `max` characters, no control characters.
 pub fn check_name(name: &str, max: usize, path: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.chars().count() > max || name.chars().any(char::is_control) {
+    if !printable_within(name, max) {
         return Err(invalid(format!(
             "{path}: must be 1 to {max} characters without control characters"
         )));

@@ -50,6 +50,16 @@ pub enum Protocol {
 }
 
 impl EndpointSpec {
+    /// `host:port` as the `Host` header and messages give it (IPv6 literals in brackets).
+    pub fn authority(&self) -> String {
+        super::url::HttpUrl {
+            host: self.host.clone(),
+            port: self.port,
+            path: String::new(),
+        }
+        .authority()
+    }
+
     /// One line for `atlas check-config`: the protocol, model, address and options.
     pub fn describe(&self) -> String {
         let protocol = match &self.protocol {
@@ -66,15 +76,10 @@ impl EndpointSpec {
             None => "all".to_string(),
             Some(ops) => ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join("|"),
         };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
         format!(
-            "{}: {protocol} at {host}:{}, weight {}, timeout {} ms, max_batch {}, concurrency {}, ops {ops}",
+            "{}: {protocol} at {}, weight {}, timeout {} ms, max_batch {}, concurrency {}, ops {ops}",
             self.name,
-            self.port,
+            self.authority(),
             self.weight,
             self.timeout.as_millis(),
             self.max_batch,

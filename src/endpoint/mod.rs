@@ -55,15 +55,11 @@ pub enum EndpointError {
 }
 
 impl EndpointError {
-    /// Every [`EndpointError::reason`], in the order of [`EndpointError::reason_index`].
+    /// The kinds of failure, indexed by [`EndpointError::reason_index`].
     pub const REASONS: [&'static str; 4] = ["timeout", "connect", "status", "protocol"];
 
-    /// The kind of failure, as the `reason` label of `ai_endpoint_errors_total` names it.
-    pub fn reason(&self) -> &'static str {
-        Self::REASONS[self.reason_index()]
-    }
-
-    /// The position of [`EndpointError::reason`] in [`EndpointError::REASONS`].
+    /// The position in [`EndpointError::REASONS`] of this failure's kind (the `reason` label
+    /// of `ai_endpoint_errors_total`).
     pub fn reason_index(&self) -> usize {
         match self {
             EndpointError::Timeout => 0,

@@ -224,11 +224,6 @@ impl V2Endpoint {
             item::error_message(&r.body)
         )))
     }
-
-    /// The name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl ModelEndpoint for V2Endpoint {

@@ -395,7 +395,7 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
                 ));
             }
         }
-        if request.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if !crate::ai::request::starts_object(&request.body) {
             return Err(
                 "the body is not a GraphQL request (a JSON object with a `query` string)".into(),
             );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use atlas_shard::{BreakerOptions, CircuitBreaker, MonotonicClock, Operation};
 
 use super::ResolvedEndpoint;
-use crate::config::endpoints::{EndpointSpec, Protocol};
+use crate::config::endpoints::Protocol;
 use crate::endpoint::{
     Embedded, Endpoint, EndpointError, HttpEndpoint, ModelEndpoint, Outputs, V2Endpoint,
 };
@@ -62,7 +62,7 @@ impl Member {
     }
 
     pub(super) fn remote(r: &ResolvedEndpoint, pool_size: usize, clock: MonotonicClock) -> Member {
-        let host = authority(&r.spec);
+        let host = r.spec.authority();
         let (endpoint, problem) = match &r.spec.protocol {
             Protocol::Batch => (
                 Endpoint::Http(HttpEndpoint::new(
@@ -112,7 +112,7 @@ impl Member {
             && self
                 .address
                 .as_ref()
-                .is_some_and(|(addr, host)| *addr == r.addr && *host == authority(&r.spec))
+                .is_some_and(|(addr, host)| *addr == r.addr && *host == r.spec.authority())
     }
 
     /// Takes `r`'s options (all but name and address, which identify the member).
@@ -175,14 +175,14 @@ impl Member {
                 let mut problem = self.problem.borrow_mut();
                 if *problem != outcome {
                     match &outcome {
-                        Some(why) => log::warn!("endpoint {} out of rotation: {why}", v2.name()),
-                        None => log::info!("endpoint {} ready", v2.name()),
+                        Some(why) => log::warn!("endpoint {} out of rotation: {why}", v2.id()),
+                        None => log::info!("endpoint {} ready", v2.id()),
                     }
                     if let (None, Some(limit)) = (&outcome, v2.server_max_batch()) {
                         if limit < self.max_batch.get() {
                             log::info!(
                                 "endpoint {}: batches of at most {limit} (the model's max_batch_size; max_batch is {})",
-                                v2.name(),
+                                v2.id(),
                                 self.max_batch.get()
                             );
                         }
@@ -218,14 +218,5 @@ impl Member {
             outputs.extend(self.endpoint.infer(chunk).await?);
         }
         Ok(outputs)
-    }
-}
-
-/// `host:port` as sent in the `Host` header (IPv6 literals in brackets).
-fn authority(spec: &EndpointSpec) -> String {
-    if spec.host.contains(':') {
-        format!("[{}]:{}", spec.host, spec.port)
-    } else {
-        format!("{}:{}", spec.host, spec.port)
     }
 }
