@@ -37,6 +37,61 @@ pub async fn handle(
     caller: &crate::auth::Caller<'_>,
 ) -> Response {
     let started = Instant::now();
+    match prepare(shard, op, request, caller.identity) {
+        Ok(prepared) => serve(shard, op, prepared, caller, started).await,
+        Err(e) => refuse(shard, op, started, &e),
+    }
+}
+
+/// The parsed request: from the memo when this shard has parsed exactly these bytes before
+/// (parsed and checked already), else parsed now (and remembered when it is complete).
+/// Without `use_context` the input is checked here, before admission; with it, after
+/// admission and the one mesh call that reads the context ([`serve`]).
+pub fn prepare(
+    shard: &Shard,
+    op: Operation,
+    request: &Request,
+    identity: &crate::auth::Identity,
+) -> Result<Prepared, ApiError> {
+    let memo_bytes = shard.requests.borrow_mut().bytes_of(op, identity, request);
+    let remembered = memo_bytes
+        .as_ref()
+        .and_then(|b| shard.requests.borrow_mut().get(b));
+    if let Some(spec) = remembered {
+        return Ok(Prepared::Ready(spec));
+    }
+    let prepared = parse_new(op, request)?;
+    if let (Prepared::Ready(spec), Some(b)) = (&prepared, &memo_bytes) {
+        shard.requests.borrow_mut().insert(b, spec);
+    }
+    Ok(prepared)
+}
+
+/// The answer to a request refused before [`serve`] (counted like any answered request).
+pub fn refuse(shard: &Shard, op: Operation, started: Instant, e: &ApiError) -> Response {
+    if shard.config.enable_prometheus {
+        shard.metrics.borrow_mut().record(
+            op,
+            e.status.code(),
+            None,
+            started.elapsed().as_secs_f64(),
+            0.0,
+        );
+    }
+    e.to_response()
+}
+
+/// Serves a prepared request: the user check, admission, rate limits, the stored context
+/// when asked, then the owner shard's answer (the REST route and each GraphQL operation
+/// field come here). The response's body is the exact cached bytes; its metadata is in
+/// `X-Atlas-*` headers.
+pub async fn serve(
+    shard: &Rc<Shard>,
+    op: Operation,
+    prepared: Prepared,
+    caller: &crate::auth::Caller<'_>,
+    started: Instant,
+) -> Response {
     let metrics_on = shard.config.enable_prometheus;
     let record = |status: crate::http::Status| {
         if metrics_on {
@@ -46,32 +101,6 @@ pub async fn handle(
                 .borrow_mut()
                 .record(op, status.code(), None, total_s, 0.0);
         }
-    };
-    // Without `use_context` the input is checked before admission, as it always was; with
-    // it, after admission and the one mesh call that reads the context. A request this shard
-    // has parsed before comes from the memo, parsed and checked already.
-    let memo_bytes = shard
-        .requests
-        .borrow_mut()
-        .bytes_of(op, caller.identity, request);
-    let remembered = memo_bytes
-        .as_ref()
-        .and_then(|b| shard.requests.borrow_mut().get(b));
-    let prepared = match remembered {
-        Some(spec) => Prepared::Ready(spec),
-        None => match parse_new(op, request) {
-            Ok(Prepared::Ready(spec)) => {
-                if let Some(b) = &memo_bytes {
-                    shard.requests.borrow_mut().insert(b, &spec);
-                }
-                Prepared::Ready(spec)
-            }
-            Ok(p) => p,
-            Err(e) => {
-                record(e.status);
-                return e.to_response();
-            }
-        },
     };
     let (priority, user) = match &prepared {
         Prepared::Ready(spec) => (spec.priority, spec.key.user().unwrap_or("")),
@@ -186,8 +215,10 @@ pub async fn handle(
 }
 
 /// A parsed request, complete or waiting for the user's stored context.
-enum Prepared {
+pub enum Prepared {
+    /// Complete: what the owner shard needs.
     Ready(Arc<JobSpec>),
+    /// Waiting for the user's stored context (`use_context`).
     NeedsContext(request::Draft),
 }
 

@@ -66,27 +66,9 @@ async fn run(shard: &Rc<Shard>, call: Call, caller: &GqlCaller) -> Response {
             return e.to_response();
         }
     }
-    let raw = format!(
-        "{} {} HTTP/1.1\r\nHost: graphql\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        call.method,
-        call.path,
-        call.body.len()
-    );
-    let head = match parse_head(raw.as_bytes(), &Limits::default()) {
-        Ok(Parsed::Done(head)) => head,
-        Ok(Parsed::Incomplete) | Err(_) => {
-            return crate::error::ApiError::new(
-                crate::http::Status::BadRequest,
-                "invalid_request",
-                "the field's arguments do not make a valid request",
-            )
-            .to_response()
-        }
-    };
-    let request = Request {
-        head,
-        raw: bytes::Bytes::from(raw),
-        body: bytes::Bytes::from(call.body),
+    let request = match rest_request(call.method, &call.path, call.body) {
+        Ok(request) => request,
+        Err(e) => return e.to_response(),
     };
     let route =
         match crate::router::resolve(&shard.app, request.method(), request.path(), call.method) {
@@ -94,6 +76,30 @@ async fn run(shard: &Rc<Shard>, call: Call, caller: &GqlCaller) -> Response {
             Err(e) => return e.to_response(),
         };
     crate::router::run_route(shard, route, &request, &caller).await
+}
+
+/// The request REST would have received: `method path` with a JSON `body`.
+pub(super) fn rest_request(
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Request, crate::error::ApiError> {
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: graphql\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    match parse_head(raw.as_bytes(), &Limits::default()) {
+        Ok(Parsed::Done(head)) => Ok(Request {
+            head,
+            raw: bytes::Bytes::from(raw),
+            body: bytes::Bytes::from(body),
+        }),
+        Ok(Parsed::Incomplete) | Err(_) => Err(crate::error::ApiError::new(
+            crate::http::Status::BadRequest,
+            "invalid_request",
+            "the field's arguments do not make a valid request",
+        )),
+    }
 }
 
 /// The response as a field value, or its error as a GraphQL error.

@@ -19,6 +19,7 @@ mod bridge;
 mod inputs;
 mod operation;
 mod outputs;
+mod prepared;
 pub mod schema;
 
 use std::cell::{OnceCell, RefCell};
@@ -164,6 +165,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
         .header("accept")
         .and_then(|a| std::str::from_utf8(a).ok())
         .is_some_and(|a| a.contains(GRAPHQL_RESPONSE));
+    if let Some(response) = prepared::answer(shard, request, caller, graphql_response).await {
+        return response;
+    }
     let is_get = matches!(request.method(), Method::Get | Method::Head);
     let mut gql = match read_request(request, is_get) {
         Ok(r) => r,
@@ -200,6 +204,13 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
             return request_error(&message, graphql_response);
         }
     }
+    // A valid document the prepared path has not seen is given to it after it ran here.
+    let learn = if prepared::knows(&gql.query, operation.as_deref()) {
+        None
+    } else {
+        let query = gql.query.clone();
+        gql.parsed_query().ok().map(|doc| (query, doc.clone()))
+    };
     let fresh = if was_cached || gql.query.len() > DOC_MAX_LEN {
         None
     } else {
@@ -223,6 +234,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
         && answer.errors.iter().all(|e| e.path.is_empty());
     if let (false, Some((query, doc))) = (request_failed, fresh) {
         keep_parsed(query, doc);
+    }
+    if let (false, Some((query, doc))) = (request_failed, learn) {
+        prepared::learn(&query, operation.as_deref(), &doc);
     }
     if request_failed {
         let status = if graphql_response {
@@ -341,7 +355,14 @@ fn refused(status: Status, message: &str, graphql_response: bool) -> Response {
 }
 
 fn respond(status: Status, body: &impl serde::Serialize, graphql_response: bool) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    respond_bytes(
+        status,
+        serde_json::to_vec(body).unwrap_or_default(),
+        graphql_response,
+    )
+}
+
+fn respond_bytes(status: Status, bytes: Vec<u8>, graphql_response: bool) -> Response {
     if graphql_response {
         Response::text(status, GRAPHQL_RESPONSE, bytes)
     } else {
@@ -353,23 +374,7 @@ fn respond(status: Status, body: &impl serde::Serialize, graphql_response: bool)
 /// query string.
 fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Request, String> {
     if is_get {
-        let query = request.query().unwrap_or_default();
-        let mut gql_query = None;
-        let mut variables = None;
-        let mut operation = None;
-        for pair in query.split(|b| *b == b'&') {
-            let (name, value) = match pair.iter().position(|b| *b == b'=') {
-                Some(i) => (&pair[..i], &pair[i + 1..]),
-                None => (pair, &[][..]),
-            };
-            let value = form_decode(value).ok_or("the query string is not valid UTF-8")?;
-            match name {
-                b"query" => gql_query = Some(value),
-                b"variables" => variables = Some(value),
-                b"operationName" => operation = Some(value),
-                _ => {}
-            }
-        }
+        let (gql_query, variables, operation) = query_params(request)?;
         let query = gql_query
             .filter(|q| !q.is_empty())
             .ok_or("missing or empty `query` parameter")?;
@@ -411,6 +416,31 @@ fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Reques
     }
 }
 
+/// `query`, `variables` and `operationName` of a GET request's query string, decoded.
+#[allow(clippy::type_complexity)]
+fn query_params(
+    request: &Request,
+) -> Result<(Option<String>, Option<String>, Option<String>), String> {
+    let query = request.query().unwrap_or_default();
+    let mut gql_query = None;
+    let mut variables = None;
+    let mut operation = None;
+    for pair in query.split(|b| *b == b'&') {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        let value = form_decode(value).ok_or("the query string is not valid UTF-8")?;
+        match name {
+            b"query" => gql_query = Some(value),
+            b"variables" => variables = Some(value),
+            b"operationName" => operation = Some(value),
+            _ => {}
+        }
+    }
+    Ok((gql_query, variables, operation))
+}
+
 /// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
 fn form_decode(raw: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(raw.len());
@@ -444,7 +474,7 @@ pub(crate) fn path_encode(s: &str) -> String {
 }
 
 /// The operation the request runs (the named one, or the only one).
-fn chosen<'d>(
+pub(super) fn chosen<'d>(
     doc: &'d ExecutableDocument,
     name: Option<&str>,
 ) -> Option<&'d async_graphql::parser::types::OperationDefinition> {

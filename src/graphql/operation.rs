@@ -150,7 +150,7 @@ pub(super) async fn operation<I: Serialize, R: DeserializeOwned>(
 }
 
 /// The REST route of an operation.
-fn rest_path(op: Operation) -> &'static str {
+pub(super) fn rest_path(op: Operation) -> &'static str {
     match op {
         Operation::PortfolioAnalysis => "/ai/portfolio_analysis",
         Operation::BudgetOptimization => "/ai/budget_optimization",
