@@ -17,6 +17,7 @@
 
 mod bridge;
 mod inputs;
+mod nulls;
 mod operation;
 mod outputs;
 mod prepared;
@@ -154,13 +155,9 @@ pub fn build(config: &Config) -> AtlasSchema {
     )
 }
 
-/// Handles `/graphql`.
+/// Handles `/graphql`: the prepared path when it runs the document ([`prepared`]), else
+/// async-graphql.
 pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -> Response {
-    SHARD.with(|s| {
-        if s.borrow().strong_count() == 0 {
-            *s.borrow_mut() = Rc::downgrade(shard);
-        }
-    });
     let graphql_response = request
         .header("accept")
         .and_then(|a| std::str::from_utf8(a).ok())
@@ -168,6 +165,30 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     if let Some(response) = prepared::answer(shard, request, caller, graphql_response).await {
         return response;
     }
+    let response = general(shard, request, caller, graphql_response).await;
+    if shard.config.enable_prometheus {
+        shard
+            .metrics
+            .borrow_mut()
+            .record_graphql(crate::metrics::GraphqlPath::General);
+    }
+    response
+}
+
+/// A request the prepared path did not answer: refused, or run on async-graphql. A valid
+/// document the prepared path has not seen and could run is validated here by a dry run (no
+/// resolver runs) and then answered by the prepared path after all.
+async fn general(
+    shard: &Rc<Shard>,
+    request: &Request,
+    caller: &Caller<'_>,
+    graphql_response: bool,
+) -> Response {
+    SHARD.with(|s| {
+        if s.borrow().strong_count() == 0 {
+            *s.borrow_mut() = Rc::downgrade(shard);
+        }
+    });
     let is_get = matches!(request.method(), Method::Get | Method::Head);
     let mut gql = match read_request(request, is_get) {
         Ok(r) => r,
@@ -204,8 +225,9 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
             return request_error(&message, graphql_response);
         }
     }
-    // A valid document the prepared path has not seen is given to it after it ran here.
-    let learn = if prepared::knows(&gql.query, operation.as_deref()) {
+    // A document the prepared path has not decided about yet (kept with its decision once it
+    // passed validation).
+    let unseen = if prepared::knows(&gql.query, operation.as_deref()) {
         None
     } else {
         let query = gql.query.clone();
@@ -214,12 +236,8 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     let fresh = if was_cached || gql.query.len() > DOC_MAX_LEN {
         None
     } else {
-        gql.parsed_query()
-            .ok()
-            .cloned()
-            .map(|doc| (gql.query.clone(), doc))
+        unseen.clone()
     };
-    let gql = gql.data(GqlCaller::new(caller));
     // A document that only introspects (what GraphQL clients send to load the schema) gets
     // limits that fit the standard introspection queries; every other document the
     // configured ones.
@@ -228,25 +246,88 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     } else {
         SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone())
     };
-    let mut answer = schema.execute(gql).await;
-    let request_failed = answer.data == async_graphql::Value::Null
+    if let Some((query, doc)) = &unseen {
+        if let Some(plan) = prepared::plan(doc, operation.as_deref()) {
+            let mut dry = async_graphql::Request::new(query.clone())
+                .variables(gql.variables.clone())
+                .data(GqlCaller::new(caller))
+                .data(DryRun);
+            dry.operation_name = operation.clone();
+            dry.set_parsed_query(doc.clone());
+            let checked = schema.execute(dry).await;
+            if request_failed(&checked) {
+                return request_errors(&checked, graphql_response);
+            }
+            if let Some((query, doc)) = fresh {
+                keep_parsed(query, doc);
+            }
+            prepared::learn(query, operation.as_deref(), Some(plan));
+            if let Some(response) = prepared::answer(shard, request, caller, graphql_response).await
+            {
+                return response;
+            }
+            // Values the prepared path leaves to async-graphql: run below.
+            return execute(&schema, gql, caller, graphql_response).await;
+        }
+    }
+    let query = gql.query.clone();
+    let answer = schema.execute(gql.data(GqlCaller::new(caller))).await;
+    if !request_failed(&answer) {
+        if let Some((query, doc)) = fresh {
+            keep_parsed(query, doc);
+        }
+        if let Some((query, _)) = &unseen {
+            prepared::learn(query, operation.as_deref(), None);
+        }
+    }
+    respond_answer(answer, &query, operation.as_deref(), graphql_response)
+}
+
+/// Marks a dry run: the operation fields' resolvers answer null at once (the document and
+/// its arguments are still parsed and validated).
+pub(super) struct DryRun;
+
+/// Runs `gql` on async-graphql.
+async fn execute(
+    schema: &AtlasSchema,
+    gql: async_graphql::Request,
+    caller: &Caller<'_>,
+    graphql_response: bool,
+) -> Response {
+    let query = gql.query.clone();
+    let operation = gql.operation_name.clone();
+    let answer = schema.execute(gql.data(GqlCaller::new(caller))).await;
+    respond_answer(answer, &query, operation.as_deref(), graphql_response)
+}
+
+/// Whether async-graphql refused the request as a whole (parse, validation, variables).
+fn request_failed(answer: &async_graphql::Response) -> bool {
+    answer.data == async_graphql::Value::Null
         && !answer.errors.is_empty()
-        && answer.errors.iter().all(|e| e.path.is_empty());
-    if let (false, Some((query, doc))) = (request_failed, fresh) {
-        keep_parsed(query, doc);
+        && answer.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// The errors of a request refused as a whole: 200, or 400 for GraphQL-over-HTTP clients.
+fn request_errors(answer: &async_graphql::Response, graphql_response: bool) -> Response {
+    let status = if graphql_response {
+        Status::BadRequest
+    } else {
+        Status::Ok
+    };
+    respond(status, &Answer::errors(&answer.errors), graphql_response)
+}
+
+/// async-graphql's answer to document `query` as the HTTP response.
+fn respond_answer(
+    mut answer: async_graphql::Response,
+    query: &str,
+    operation: Option<&str>,
+    graphql_response: bool,
+) -> Response {
+    if request_failed(&answer) {
+        return request_errors(&answer, graphql_response);
     }
-    if let (false, Some((query, doc))) = (request_failed, learn) {
-        prepared::learn(&query, operation.as_deref(), &doc);
-    }
-    if request_failed {
-        let status = if graphql_response {
-            Status::BadRequest
-        } else {
-            Status::Ok
-        };
-        return respond(status, &Answer::errors(&answer.errors), graphql_response);
-    }
-    null_failed_fields(&mut answer);
+    nulls::place(&mut answer, query, operation);
     let retry_after = all_rate_limited(&answer);
     let response = respond(Status::Ok, &Answer::data(&answer), graphql_response);
     match retry_after {
@@ -274,27 +355,6 @@ impl<'a> Answer<'a> {
 
     fn errors(errors: &'a [async_graphql::ServerError]) -> Self {
         Answer { data: None, errors }
-    }
-}
-
-/// Puts `null` in `data` for each top-level field that failed, as the spec asks
-/// (async-graphql leaves a failed field out, and answers `data: null` when all failed).
-fn null_failed_fields(answer: &mut async_graphql::Response) {
-    if answer.errors.is_empty() {
-        return;
-    }
-    if answer.data == async_graphql::Value::Null {
-        answer.data = async_graphql::Value::Object(Default::default());
-    }
-    let async_graphql::Value::Object(fields) = &mut answer.data else {
-        return;
-    };
-    for e in &answer.errors {
-        if let [async_graphql::PathSegment::Field(name)] = e.path.as_slice() {
-            fields
-                .entry(async_graphql::Name::new(name))
-                .or_insert(async_graphql::Value::Null);
-        }
     }
 }
 

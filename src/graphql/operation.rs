@@ -84,7 +84,10 @@ pub(super) async fn operation<I: Serialize, R: DeserializeOwned>(
     op: Operation,
     input: Option<I>,
     envelope: Envelope,
-) -> Result<Answer<R>> {
+) -> Result<Option<Answer<R>>> {
+    if ctx.data_opt::<super::DryRun>().is_some() {
+        return Ok(None);
+    }
     let input = match (&input, &envelope.input_json) {
         (Some(_), Some(_)) => {
             return Err(
@@ -141,12 +144,12 @@ pub(super) async fn operation<I: Serialize, R: DeserializeOwned>(
         ))
         .extend_with(|_, x| x.set("code", "internal"))
     })?;
-    Ok(Answer {
+    Ok(Some(Answer {
         op,
         rest,
         raw: response.body,
         meta,
-    })
+    }))
 }
 
 /// The REST route of an operation.

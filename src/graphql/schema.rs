@@ -178,8 +178,11 @@ impl Query {
             dependencies,
             use_context,
         };
-        let answer = operation(ctx, Operation::PortfolioAnalysis, input, envelope).await?;
-        Ok(Some(PortfolioAnalysis(answer)))
+        Ok(
+            operation(ctx, Operation::PortfolioAnalysis, input, envelope)
+                .await?
+                .map(PortfolioAnalysis),
+        )
     }
 
     /// `POST /ai/budget_optimization`: `input` typed, or `inputJson` as the REST `input` object (one
@@ -204,8 +207,11 @@ impl Query {
             dependencies,
             use_context,
         };
-        let answer = operation(ctx, Operation::BudgetOptimization, input, envelope).await?;
-        Ok(Some(BudgetOptimization(answer)))
+        Ok(
+            operation(ctx, Operation::BudgetOptimization, input, envelope)
+                .await?
+                .map(BudgetOptimization),
+        )
     }
 
     /// `POST /ai/risk_assessment`: `input` typed, or `inputJson` as the REST `input` object (one
@@ -230,8 +236,9 @@ impl Query {
             dependencies,
             use_context,
         };
-        let answer = operation(ctx, Operation::RiskAssessment, input, envelope).await?;
-        Ok(Some(RiskAssessment(answer)))
+        Ok(operation(ctx, Operation::RiskAssessment, input, envelope)
+            .await?
+            .map(RiskAssessment))
     }
 
     /// `POST /ai/cashflow_forecast`: `input` typed, or `inputJson` as the REST `input` object (one
@@ -256,8 +263,9 @@ impl Query {
             dependencies,
             use_context,
         };
-        let answer = operation(ctx, Operation::CashflowForecast, input, envelope).await?;
-        Ok(Some(CashflowForecast(answer)))
+        Ok(operation(ctx, Operation::CashflowForecast, input, envelope)
+            .await?
+            .map(CashflowForecast))
     }
 
     /// `GET /ai/context/{user_id}`: the stored context, or null when none is stored.

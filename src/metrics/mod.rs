@@ -93,6 +93,38 @@ pub struct RequestMetrics {
     pub peer_invalidations: [u64; Kind::COUNT],
     /// Events accepted, by type (the built-in and configured types only: bounded).
     pub events: Vec<(String, u64)>,
+    /// `/graphql` requests answered, by path ([`GraphqlPath`]).
+    pub graphql: [u64; GraphqlPath::ALL.len()],
+}
+
+/// How a `/graphql` request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphqlPath {
+    /// The prepared path, with the request's bytes bound before (the GraphQL memo).
+    Memo,
+    /// The prepared path, bound now.
+    Prepared,
+    /// async-graphql (documents without a plan, values the prepared path leaves to it, and
+    /// requests that are refused before execution).
+    General,
+}
+
+impl GraphqlPath {
+    /// Every path, in index order.
+    pub const ALL: [GraphqlPath; 3] = [
+        GraphqlPath::Memo,
+        GraphqlPath::Prepared,
+        GraphqlPath::General,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphqlPath::Memo => "memo",
+            GraphqlPath::Prepared => "prepared",
+            GraphqlPath::General => "general",
+        }
+    }
 }
 
 /// Sums over the answers a model computed.
@@ -169,6 +201,11 @@ impl RequestMetrics {
         }
     }
 
+    /// Records a `/graphql` request answered by `path`.
+    pub fn record_graphql(&mut self, path: GraphqlPath) {
+        self.graphql[path as usize] += 1;
+    }
+
     /// Records an accepted event of type `event`.
     pub fn record_event(&mut self, event: &str) {
         add_event(&mut self.events, event, 1);
@@ -182,6 +219,9 @@ impl RequestMetrics {
             *a += b;
         }
         for (a, b) in self.peer_invalidations.iter_mut().zip(o.peer_invalidations) {
+            *a += b;
+        }
+        for (a, b) in self.graphql.iter_mut().zip(o.graphql) {
             *a += b;
         }
         for (event, n) in &o.events {

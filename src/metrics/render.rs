@@ -175,6 +175,7 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     endpoints(w, shards);
     l2(w, shards);
     memo(w, &total.memo);
+    graphql(w, &total.requests.graphql);
     auth(w, &total.auth, total.rate.as_ref());
     rate_limits(w, total.rate.as_ref());
     if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
@@ -324,6 +325,23 @@ fn memo(w: &mut String, m: &crate::ai::memo::MemoFigures) {
         "Bytes the request memos of all shards hold (budget: ATLAS_REQUEST_MEMO_BYTES per shard).",
     );
     let _ = writeln!(w, "ai_request_memo_bytes {}", m.bytes);
+}
+
+/// `/graphql` requests by how they were answered (`graphql::prepared`).
+fn graphql(w: &mut String, counts: &[u64]) {
+    head(
+        w,
+        "ai_graphql_requests_total",
+        "counter",
+        "/graphql requests by path: memo (prepared, bytes seen before), prepared (planned document), general (async-graphql).",
+    );
+    for (path, n) in super::GraphqlPath::ALL.iter().zip(counts) {
+        let _ = writeln!(
+            w,
+            "ai_graphql_requests_total{{path=\"{}\"}} {n}",
+            path.as_str()
+        );
+    }
 }
 
 /// Authentication and security-event series.

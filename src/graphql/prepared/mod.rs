@@ -18,7 +18,7 @@
 mod bind;
 mod plan;
 mod project;
-mod types;
+pub(super) mod types;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -37,9 +37,11 @@ use crate::ai::Prepared;
 use crate::auth::{Caller, Identity};
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
+use crate::metrics::GraphqlPath;
 use crate::runtime::shard::Shard;
 use atlas_shard::Memo;
-use plan::{Plan, Root};
+pub(super) use plan::Plan;
+use plan::Root;
 
 thread_local! {
     /// This thread's plans by (query text, operation name); `None` for a document the
@@ -70,6 +72,9 @@ struct Bound {
 
 /// Whether the prepared path has decided about this document already.
 pub(super) fn knows(query: &str, operation: Option<&str>) -> bool {
+    if query.len() > PLAN_TEXT_MAX {
+        return true;
+    }
     PLANS.with(|p| {
         p.borrow()
             .map
@@ -77,9 +82,14 @@ pub(super) fn knows(query: &str, operation: Option<&str>) -> bool {
     })
 }
 
-/// Records, after async-graphql ran `doc` without a request error, whether the prepared path
-/// runs it from now on.
-pub(super) fn learn(query: &str, operation: Option<&str>, doc: &ExecutableDocument) {
+/// The plan of `doc`'s operation `operation`, when the prepared path can run it.
+pub(super) fn plan(doc: &ExecutableDocument, operation: Option<&str>) -> Option<Plan> {
+    plan::build(doc, operation)
+}
+
+/// Records the decision about a document that passed validation: its plan, or `None` when
+/// the prepared path does not run it.
+pub(super) fn learn(query: &str, operation: Option<&str>, plan: Option<Plan>) {
     if query.len() > PLAN_TEXT_MAX {
         return;
     }
@@ -94,7 +104,7 @@ pub(super) fn learn(query: &str, operation: Option<&str>, doc: &ExecutableDocume
             p.text = 0;
         }
         p.text += query.len();
-        p.map.insert(key, plan::build(doc, operation).map(Rc::new));
+        p.map.insert(key, plan.map(Rc::new));
     });
 }
 
@@ -191,7 +201,14 @@ pub(super) async fn answer(
             }
         });
     }
+    record(shard, GraphqlPath::Prepared);
     Some(execute(shard, &plan, calls, caller, graphql_response).await)
+}
+
+fn record(shard: &Shard, path: GraphqlPath) {
+    if shard.config.enable_prometheus {
+        shard.metrics.borrow_mut().record_graphql(path);
+    }
 }
 
 /// A POST body's GraphQL request, borrowed where it can be.

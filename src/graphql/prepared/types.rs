@@ -11,7 +11,7 @@ use ahash::AHashMap;
 use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
 
 /// One field of an object or input object type.
-pub(super) struct FieldDef {
+pub(in crate::graphql) struct FieldDef {
     /// The GraphQL name (`sharpeRatio`).
     pub name: String,
     /// Its key in the REST JSON (`sharpe_ratio`).
@@ -25,7 +25,7 @@ pub(super) struct FieldDef {
 }
 
 /// The types of the schema, by name.
-pub(super) struct Types {
+pub(in crate::graphql) struct Types {
     objects: AHashMap<String, Vec<FieldDef>>,
     inputs: AHashMap<String, Vec<FieldDef>>,
     enums: AHashMap<String, Vec<String>>,
@@ -127,7 +127,7 @@ fn field(owner: &str, name: &str, ty: Type) -> FieldDef {
 }
 
 /// The named type at the bottom of `ty` (`[[Float!]!]!` → `Float`).
-pub(super) fn base_name(ty: &Type) -> &str {
+pub(in crate::graphql) fn base_name(ty: &Type) -> &str {
     match &ty.base {
         BaseType::Named(n) => n.as_str(),
         BaseType::List(inner) => base_name(inner),

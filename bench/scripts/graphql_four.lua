@@ -1,0 +1,6 @@
+-- wrk script: one GraphQL document with four operation fields, each a cache hit (the entries
+-- that graphql_hit.sh fills through REST first), each selecting a few result fields and meta.
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"query":"query($p: PortfolioAnalysisInput, $b: BudgetOptimizationInput, $r: RiskAssessmentInput, $c: CashflowForecastInput) { portfolioAnalysis(userId: \\"bench-user\\", input: $p) { result { expectedReturn volatility } meta { cache } } budgetOptimization(userId: \\"bench-user\\", input: $b) { result { savingsRate } meta { cache } } riskAssessment(userId: \\"bench-user\\", input: $r) { result { riskScore profile } meta { cache } } cashflowForecast(userId: \\"bench-user\\", input: $c) { result { forecast } meta { cache } } }","variables":{"p":{"holdings":[{"symbol":"AAPL","weight":0.6,"prices":[100,102,101,105,107,106,108,110]},{"symbol":"MSFT","weight":0.4,"prices":[200,198,202,204,203,207,209,208]}]},"b":{"monthlyIncome":5000,"expenses":[{"category":"rent","amount":1500,"essential":true}]},"r":{"age":35,"horizonYears":20,"incomeStability":4,"lossTolerance":3,"experience":3},"c":{"history":[100,110,120,130,140,150,160,170],"horizon":3}}}'
+wrk.path = "/graphql"
