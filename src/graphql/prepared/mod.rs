@@ -302,7 +302,8 @@ async fn execute(
                 out.push(b':');
                 if response.status.code() < 300 {
                     limited = None;
-                    project::operation(&mut out, f, &response, &mut errors);
+                    let budget = shard.config.request_memo_bytes;
+                    project::operation(&mut out, f, (plan.id, i), &response, &mut errors, budget);
                     continue;
                 }
                 out.extend_from_slice(b"null");

@@ -20,6 +20,9 @@ use super::types::{base_name, Types};
 
 /// What one document runs.
 pub(in crate::graphql) struct Plan {
+    /// Unique per plan built in this process (keys what is kept per field, see
+    /// `project::Kept`).
+    pub id: u64,
     /// The root fields, in response order.
     pub roots: Vec<Root>,
     /// The operation's variables.
@@ -190,7 +193,13 @@ pub(super) fn build(doc: &ExecutableDocument, name: Option<&str>) -> Option<Plan
             select,
         }));
     }
-    Some(Plan { roots, variables })
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(Plan {
+        id,
+        roots,
+        variables,
+    })
 }
 
 /// Fields by response key, in first-appearance order (fields of one key are merged, as

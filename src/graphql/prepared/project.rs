@@ -11,8 +11,13 @@
 //! Knows nothing of the shard; the bytes are scanned by the small reader below (the body is
 //! JSON that Atlas wrote or read back from Redis; anything else is an error, never a panic).
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use ahash::AHashMap;
 use async_graphql::parser::types::{BaseType, Type};
 use async_graphql::{PathSegment, Pos, ServerError};
+use bytes::Bytes;
 
 use super::plan::{MetaField, Node, OpField, Shape, Source};
 use crate::error::json_string;
@@ -67,212 +72,311 @@ impl Path<'_> {
     }
 }
 
-/// What the fields of one operation answer read from.
-struct Answer<'r> {
-    op: &'static str,
-    response: &'r Response,
+/// Identifies one operation field of one plan (the key of its kept projections).
+pub(super) type FieldId = (u64, usize);
+
+thread_local! {
+    /// This thread's kept projections ([`Kept`]).
+    static KEPT: RefCell<Kept> = RefCell::new(Kept::default());
+}
+
+/// Projections kept by (field, body): a cache hit hands out the same body bytes (one
+/// refcounted allocation per entry) to every request, so the selected JSON of those bytes is
+/// written once and copied after that. An entry holds a clone of the body it was made from,
+/// so the allocation cannot be freed and reused while the entry exists: the same pointer and
+/// length mean the same bytes. Bounded by bytes (bodies plus projections); emptied when full.
+#[derive(Default)]
+struct Kept {
+    map: AHashMap<(FieldId, usize, usize), Rc<Projected>>,
+    bytes: usize,
+}
+
+/// The JSON-sourced members of one field's answer, written from one body.
+struct Projected {
+    _body: Bytes,
+    buf: Vec<u8>,
+    /// Per node of the selection: its bytes in `buf` (empty for the nodes written per request).
+    spans: Vec<(usize, usize)>,
 }
 
 /// Writes `field`'s value for a successful REST `response` (status < 300), or `null` with its
-/// error(s) in `errors`.
+/// error(s) in `errors`. `budget` bounds the kept projections (0: none kept).
 pub(super) fn operation(
     out: &mut Vec<u8>,
     field: &OpField,
+    id: FieldId,
     response: &Response,
     errors: &mut Vec<ServerError>,
+    budget: usize,
 ) {
-    let answer = Answer {
+    let body = &response.body;
+    let key = (id, body.as_ptr() as usize, body.len());
+    let keep = budget > 0 && body.len() <= budget / 16;
+    if keep {
+        if let Some(p) = KEPT.with(|k| k.borrow().map.get(&key).cloned()) {
+            write_kept(out, field, &p, response);
+            return;
+        }
+    }
+    let mut walk = Walk {
+        b: body,
         op: field.op.as_str(),
         response,
+        fails: Vec::new(),
     };
     let mark = out.len();
-    let mut fails = Vec::new();
+    let mut spans = vec![(0, 0); field.select.len()];
     let path = Path::Root(&field.key);
-    let written = object(
-        out,
-        &response.body,
-        0,
-        &field.select,
-        &answer,
-        &path,
-        field.pos,
-        &mut fails,
-    );
-    if let Err(f) = written {
-        out.truncate(mark);
-        out.extend_from_slice(b"null");
-        fails.push(f);
+    let written = walk.object(out, 0, &field.select, &path, field.pos, Some(&mut spans));
+    match written {
+        Err(f) => {
+            out.truncate(mark);
+            out.extend_from_slice(b"null");
+            walk.fails.push(f);
+        }
+        Ok(_) if keep && walk.fails.is_empty() => {
+            let mut buf = Vec::new();
+            for span in &mut spans {
+                let (start, end) = *span;
+                *span = (buf.len(), buf.len() + end - start);
+                buf.extend_from_slice(&out[start..end]);
+            }
+            let cost = body.len() + buf.len() + 128;
+            let kept = Rc::new(Projected {
+                _body: body.clone(),
+                buf,
+                spans,
+            });
+            KEPT.with(|k| {
+                let mut k = k.borrow_mut();
+                if k.bytes + cost > budget {
+                    k.map.clear();
+                    k.bytes = 0;
+                }
+                k.bytes += cost;
+                k.map.insert(key, kept);
+            });
+        }
+        Ok(_) => {}
     }
-    errors.extend(fails.into_iter().map(Fail::into_error));
+    errors.extend(walk.fails.into_iter().map(Fail::into_error));
 }
 
-/// The selection `select` of the JSON object at `at`.
-#[allow(clippy::too_many_arguments)]
-fn object(
-    out: &mut Vec<u8>,
-    b: &[u8],
-    at: usize,
-    select: &[Node],
-    answer: &Answer<'_>,
-    path: &Path<'_>,
-    pos: Pos,
-    fails: &mut Vec<Fail>,
-) -> Result<(), Fail> {
-    let fail = |detail: String| Fail {
-        path: path.segments(),
-        pos,
-        detail,
-    };
-    let members = members(b, at).map_err(|()| fail("not a JSON object".into()))?;
+/// `field`'s answer from a kept projection, with what changes per request written fresh.
+fn write_kept(out: &mut Vec<u8>, field: &OpField, kept: &Projected, response: &Response) {
     out.push(b'{');
-    for (i, node) in select.iter().enumerate() {
+    for (i, node) in field.select.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         key(out, &node.key);
         match &node.source {
-            Source::Typename(t) => json_string(out, t),
-            Source::Operation => json_string(out, answer.op),
-            Source::Meta(nodes) => meta(out, nodes, answer.response),
-            Source::MetaField(_) => out.extend_from_slice(b"null"),
-            Source::Json { rest, ty, shape } => {
-                let here = Path::Key(path, &node.key);
-                let found = members.iter().find(|(k, _)| *k == rest.as_bytes());
-                match found {
-                    Some((_, v)) => {
-                        nullable(out, ty, fails, |out, fails| {
-                            value(out, b, *v, ty, shape, answer, &here, node.pos, fails)
-                        })?;
-                    }
-                    None if ty.nullable => out.extend_from_slice(b"null"),
-                    None => {
-                        return Err(Fail {
-                            path: here.segments(),
-                            pos: node.pos,
-                            detail: format!("missing field `{rest}`"),
-                        })
-                    }
-                }
+            Source::Json { .. } => {
+                let (start, end) = kept.spans[i];
+                out.extend_from_slice(&kept.buf[start..end]);
             }
+            other => per_request(out, other, field.op.as_str(), response),
         }
     }
     out.push(b'}');
-    Ok(())
 }
 
-/// Runs `write`; when it fails and `ty` is nullable, writes `null` instead and keeps the error.
-fn nullable(
-    out: &mut Vec<u8>,
-    ty: &Type,
-    fails: &mut Vec<Fail>,
-    write: impl FnOnce(&mut Vec<u8>, &mut Vec<Fail>) -> Result<(), Fail>,
-) -> Result<(), Fail> {
-    let mark = out.len();
-    match write(out, fails) {
-        Err(f) if ty.nullable => {
-            out.truncate(mark);
-            out.extend_from_slice(b"null");
-            fails.push(f);
-            Ok(())
-        }
-        other => other,
+/// A member written per request (not from the body).
+fn per_request(out: &mut Vec<u8>, source: &Source, op: &str, response: &Response) {
+    match source {
+        Source::Typename(t) => json_string(out, t),
+        Source::Operation => json_string(out, op),
+        Source::Meta(nodes) => meta(out, nodes, response),
+        Source::MetaField(_) | Source::Json { .. } => out.extend_from_slice(b"null"),
     }
 }
 
-/// The value at `at` as type `ty` with `shape` at its bottom.
-#[allow(clippy::too_many_arguments)]
-fn value(
-    out: &mut Vec<u8>,
-    b: &[u8],
-    at: usize,
-    ty: &Type,
-    shape: &Shape,
-    answer: &Answer<'_>,
-    path: &Path<'_>,
-    pos: Pos,
-    fails: &mut Vec<Fail>,
-) -> Result<(), Fail> {
-    let fail = |detail: &str| Fail {
-        path: path.segments(),
-        pos,
-        detail: detail.to_string(),
-    };
-    let at = ws(b, at);
-    let end = end_of(b, at).map_err(|()| fail("malformed JSON"))?;
-    let token = &b[at..end];
-    if token == b"null" {
-        if ty.nullable {
-            out.extend_from_slice(b"null");
-            return Ok(());
-        }
-        return Err(fail("null for a non-null field"));
-    }
-    if let BaseType::List(inner) = &ty.base {
-        if token.first() != Some(&b'[') {
-            return Err(fail("not a list"));
-        }
-        out.push(b'[');
-        let mut i = ws(b, at + 1);
-        let mut index = 0;
-        if b.get(i) == Some(&b']') {
-            out.push(b']');
-            return Ok(());
-        }
-        loop {
-            if index > 0 {
+/// One projection: the body, what the fields answer from, and the errors met on the way.
+struct Walk<'r> {
+    b: &'r [u8],
+    op: &'static str,
+    response: &'r Response,
+    fails: Vec<Fail>,
+}
+
+impl Walk<'_> {
+    /// The selection `select` of the JSON object at `at`; returns where the object ends.
+    /// `spans`, when given, receives where each JSON-sourced member was written in `out`.
+    fn object(
+        &mut self,
+        out: &mut Vec<u8>,
+        at: usize,
+        select: &[Node],
+        path: &Path<'_>,
+        pos: Pos,
+        mut spans: Option<&mut [(usize, usize)]>,
+    ) -> Result<usize, Fail> {
+        let b = self.b;
+        let (members, end) = members(b, at).map_err(|()| Fail {
+            path: path.segments(),
+            pos,
+            detail: "not a JSON object".into(),
+        })?;
+        out.push(b'{');
+        for (i, node) in select.iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
-            let here = Path::Index(path, index);
-            nullable(out, inner, fails, |out, fails| {
-                value(out, b, i, inner, shape, answer, &here, pos, fails)
-            })?;
-            let next = ws(b, end_of(b, ws(b, i)).map_err(|()| fail("malformed JSON"))?);
-            match b.get(next) {
-                Some(b',') => i = next + 1,
-                Some(b']') => break,
-                _ => return Err(fail("malformed JSON")),
+            key(out, &node.key);
+            let Source::Json { rest, ty, shape } = &node.source else {
+                per_request(out, &node.source, self.op, self.response);
+                continue;
+            };
+            let start = out.len();
+            let here = Path::Key(path, &node.key);
+            match members.iter().find(|(k, _)| *k == rest.as_bytes()) {
+                Some(&(_, v)) => {
+                    self.nullable(out, ty, v, &here, node.pos, |w, out| {
+                        w.value(out, v, ty, shape, &here, node.pos)
+                    })?;
+                }
+                None if ty.nullable => out.extend_from_slice(b"null"),
+                None => {
+                    return Err(Fail {
+                        path: here.segments(),
+                        pos: node.pos,
+                        detail: format!("missing field `{rest}`"),
+                    })
+                }
             }
-            index += 1;
+            if let Some(spans) = spans.as_deref_mut() {
+                spans[i] = (start, out.len());
+            }
         }
-        out.push(b']');
-        return Ok(());
+        out.push(b'}');
+        Ok(end)
     }
-    match shape {
-        Shape::Float if is_number(token) => out.extend_from_slice(token),
-        Shape::Int
-            if is_number(token) && !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) =>
-        {
-            out.extend_from_slice(token)
-        }
-        Shape::String if token.first() == Some(&b'"') => out.extend_from_slice(token),
-        Shape::Boolean if token == b"true" || token == b"false" => out.extend_from_slice(token),
-        Shape::Json => out.extend_from_slice(token),
-        Shape::Enum(values) => {
-            let name = token
-                .strip_prefix(b"\"")
-                .and_then(|t| t.strip_suffix(b"\""))
-                .filter(|t| {
-                    t.iter()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+
+    /// Runs `write` (which writes the value at `at` and returns its end); when it fails and
+    /// `ty` is nullable, writes `null` instead and keeps the error.
+    fn nullable(
+        &mut self,
+        out: &mut Vec<u8>,
+        ty: &Type,
+        at: usize,
+        path: &Path<'_>,
+        pos: Pos,
+        write: impl FnOnce(&mut Self, &mut Vec<u8>) -> Result<usize, Fail>,
+    ) -> Result<usize, Fail> {
+        let mark = out.len();
+        match write(self, out) {
+            Err(f) if ty.nullable => {
+                out.truncate(mark);
+                out.extend_from_slice(b"null");
+                self.fails.push(f);
+                end_of(self.b, ws(self.b, at)).map_err(|()| Fail {
+                    path: path.segments(),
+                    pos,
+                    detail: "malformed JSON".into(),
                 })
-                .ok_or_else(|| fail("not an enum value"))?;
-            let upper = values
-                .iter()
-                .find(|v| v.as_bytes().eq_ignore_ascii_case(name))
-                .ok_or_else(|| {
-                    fail(&format!(
-                        "unknown value `{}`",
-                        String::from_utf8_lossy(&name[..name.len().min(64)])
-                    ))
-                })?;
-            json_string(out, upper);
+            }
+            other => other,
         }
-        Shape::Object(select) => object(out, b, at, select, answer, path, pos, fails)?,
-        Shape::Float | Shape::Int => return Err(fail("not a number of this type")),
-        Shape::String => return Err(fail("not a string")),
-        Shape::Boolean => return Err(fail("not a boolean")),
     }
-    Ok(())
+
+    /// The value at `at` as type `ty` with `shape` at its bottom; returns where it ends.
+    #[allow(clippy::too_many_arguments)]
+    fn value(
+        &mut self,
+        out: &mut Vec<u8>,
+        at: usize,
+        ty: &Type,
+        shape: &Shape,
+        path: &Path<'_>,
+        pos: Pos,
+    ) -> Result<usize, Fail> {
+        let b = self.b;
+        let fail = |detail: &str| Fail {
+            path: path.segments(),
+            pos,
+            detail: detail.to_string(),
+        };
+        let at = ws(b, at);
+        if b.get(at..at + 4) == Some(b"null") {
+            if ty.nullable {
+                out.extend_from_slice(b"null");
+                return Ok(at + 4);
+            }
+            return Err(fail("null for a non-null field"));
+        }
+        if let BaseType::List(inner) = &ty.base {
+            if b.get(at) != Some(&b'[') {
+                return Err(fail("not a list"));
+            }
+            out.push(b'[');
+            let mut i = ws(b, at + 1);
+            if b.get(i) == Some(&b']') {
+                out.push(b']');
+                return Ok(i + 1);
+            }
+            let mut index = 0;
+            loop {
+                if index > 0 {
+                    out.push(b',');
+                }
+                let here = Path::Index(path, index);
+                let end = self.nullable(out, inner, i, &here, pos, |w, out| {
+                    w.value(out, i, inner, shape, &here, pos)
+                })?;
+                let next = ws(b, end);
+                match b.get(next) {
+                    Some(b',') => i = next + 1,
+                    Some(b']') => {
+                        out.push(b']');
+                        return Ok(next + 1);
+                    }
+                    _ => return Err(fail("malformed JSON")),
+                }
+                index += 1;
+            }
+        }
+        if let Shape::Object(select) = shape {
+            return self.object(out, at, select, path, pos, None);
+        }
+        let end = end_of(b, at).map_err(|()| fail("malformed JSON"))?;
+        let token = &b[at..end];
+        match shape {
+            Shape::Float if is_number(token) => out.extend_from_slice(token),
+            Shape::Int
+                if is_number(token) && !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) =>
+            {
+                out.extend_from_slice(token)
+            }
+            Shape::String if token.first() == Some(&b'"') => out.extend_from_slice(token),
+            Shape::Boolean if token == b"true" || token == b"false" => out.extend_from_slice(token),
+            Shape::Json => out.extend_from_slice(token),
+            Shape::Enum(values) => {
+                let name = token
+                    .strip_prefix(b"\"")
+                    .and_then(|t| t.strip_suffix(b"\""))
+                    .filter(|t| {
+                        t.iter()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+                    })
+                    .ok_or_else(|| fail("not an enum value"))?;
+                let upper = values
+                    .iter()
+                    .find(|v| v.as_bytes().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        fail(&format!(
+                            "unknown value `{}`",
+                            String::from_utf8_lossy(&name[..name.len().min(64)])
+                        ))
+                    })?;
+                json_string(out, upper);
+            }
+            Shape::Float | Shape::Int => return Err(fail("not a number of this type")),
+            Shape::String => return Err(fail("not a string")),
+            Shape::Boolean => return Err(fail("not a boolean")),
+            Shape::Object(_) => unreachable!("objects are written above"),
+        }
+        Ok(end)
+    }
 }
 
 /// `meta`: the REST response's `X-Atlas-*` headers, typed as the slow path types them.
@@ -389,8 +493,10 @@ fn string_end(b: &[u8], i: usize) -> Result<usize, ()> {
     }
 }
 
-/// The members of the object at `at`: each key's raw bytes and where its value starts.
-fn members(b: &[u8], at: usize) -> Result<Vec<(&[u8], usize)>, ()> {
+/// The members of the object at `at` (each key's raw bytes and where its value starts), and
+/// where the object ends.
+#[allow(clippy::type_complexity)]
+fn members(b: &[u8], at: usize) -> Result<(Vec<(&[u8], usize)>, usize), ()> {
     let at = ws(b, at);
     if b.get(at) != Some(&b'{') {
         return Err(());
@@ -398,7 +504,7 @@ fn members(b: &[u8], at: usize) -> Result<Vec<(&[u8], usize)>, ()> {
     let mut out = Vec::with_capacity(24);
     let mut i = ws(b, at + 1);
     if b.get(i) == Some(&b'}') {
-        return Ok(out);
+        return Ok((out, i + 1));
     }
     loop {
         if b.get(i) != Some(&b'"') {
@@ -415,7 +521,7 @@ fn members(b: &[u8], at: usize) -> Result<Vec<(&[u8], usize)>, ()> {
         i = ws(b, end_of(b, v)?);
         match b.get(i) {
             Some(b',') => i = ws(b, i + 1),
-            Some(b'}') => return Ok(out),
+            Some(b'}') => return Ok((out, i + 1)),
             _ => return Err(()),
         }
     }
@@ -428,7 +534,8 @@ mod tests {
     #[test]
     fn the_reader_finds_members_and_skips_nested_values() {
         let b = br#" { "a" : [1, {"x": "]}\"" }], "b":"s\\", "c": -1.5e3 , "d": {} } "#;
-        let m = members(b, 0).unwrap();
+        let (m, end) = members(b, 0).unwrap();
+        assert_eq!(b[end - 1], b'}');
         let keys: Vec<&[u8]> = m.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, [&b"a"[..], b"b", b"c", b"d"]);
         let (_, c) = m[2];
