@@ -165,14 +165,26 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     if let Some(response) = prepared::answer(shard, request, caller, graphql_response).await {
         return response;
     }
-    let response = general(shard, request, caller, graphql_response).await;
-    if shard.config.enable_prometheus {
-        shard
-            .metrics
-            .borrow_mut()
-            .record_graphql(crate::metrics::GraphqlPath::General);
+    match general(shard, request, caller, graphql_response).await {
+        Served::Prepared(response) => response,
+        Served::General(response) => {
+            if shard.config.enable_prometheus {
+                shard
+                    .metrics
+                    .borrow_mut()
+                    .record_graphql(crate::metrics::GraphqlPath::General);
+            }
+            response
+        }
     }
-    response
+}
+
+/// Which path answered a request [`general`] took.
+enum Served {
+    /// The prepared path (a document validated by the dry run).
+    Prepared(Response),
+    /// async-graphql, or a refusal before it.
+    General(Response),
 }
 
 /// A request the prepared path did not answer: refused, or run on async-graphql. A valid
@@ -183,7 +195,7 @@ async fn general(
     request: &Request,
     caller: &Caller<'_>,
     graphql_response: bool,
-) -> Response {
+) -> Served {
     SHARD.with(|s| {
         if s.borrow().strong_count() == 0 {
             *s.borrow_mut() = Rc::downgrade(shard);
@@ -192,7 +204,9 @@ async fn general(
     let is_get = matches!(request.method(), Method::Get | Method::Head);
     let mut gql = match read_request(request, is_get) {
         Ok(r) => r,
-        Err(message) => return refused(Status::BadRequest, &message, graphql_response),
+        Err(message) => {
+            return Served::General(refused(Status::BadRequest, &message, graphql_response))
+        }
     };
     let was_cached = parse_cached(&mut gql);
     // Checks that need the parsed document (parse errors themselves are left to the executor,
@@ -201,28 +215,28 @@ async fn general(
     let mut only_introspects = false;
     if let Ok(doc) = gql.parsed_query() {
         if is_get && has_mutation(doc, operation.as_deref()) {
-            return refused(
+            let refusal = refused(
                 Status::MethodNotAllowed,
                 "mutations are sent with POST",
                 graphql_response,
-            )
-            .header("Allow", "POST");
+            );
+            return Served::General(refusal.header("Allow", "POST"));
         }
         let roots = root_names(doc, operation.as_deref());
         let introspects = roots.iter().any(|n| *n == "__schema" || *n == "__type");
         only_introspects = introspects && roots.iter().all(|n| n.starts_with("__"));
         if !shard.config.graphql_introspection && introspects {
-            return request_error(
+            return Served::General(request_error(
                 "introspection is disabled (ATLAS_GRAPHQL_INTROSPECTION); `atlas graphql-schema` prints the schema",
                 graphql_response,
-            );
+            ));
         }
         let fields = roots.len();
         let max = shard.config.graphql_max_fields;
         if fields > max {
             let message =
                 format!("the operation selects {fields} top-level fields; at most {max} (ATLAS_GRAPHQL_MAX_FIELDS)");
-            return request_error(&message, graphql_response);
+            return Served::General(request_error(&message, graphql_response));
         }
     }
     // A document the prepared path has not decided about yet (kept with its decision once it
@@ -256,7 +270,7 @@ async fn general(
             dry.set_parsed_query(doc.clone());
             let checked = schema.execute(dry).await;
             if request_failed(&checked) {
-                return request_errors(&checked, graphql_response);
+                return Served::General(request_errors(&checked, graphql_response));
             }
             if let Some((query, doc)) = fresh {
                 keep_parsed(query, doc);
@@ -264,10 +278,10 @@ async fn general(
             prepared::learn(query, operation.as_deref(), Some(plan));
             if let Some(response) = prepared::answer(shard, request, caller, graphql_response).await
             {
-                return response;
+                return Served::Prepared(response);
             }
-            // Values the prepared path leaves to async-graphql: run below.
-            return execute(&schema, gql, caller, graphql_response).await;
+            // Values the prepared path leaves to async-graphql.
+            return Served::General(execute(&schema, gql, caller, graphql_response).await);
         }
     }
     let query = gql.query.clone();
@@ -280,7 +294,12 @@ async fn general(
             prepared::learn(query, operation.as_deref(), None);
         }
     }
-    respond_answer(answer, &query, operation.as_deref(), graphql_response)
+    Served::General(respond_answer(
+        answer,
+        &query,
+        operation.as_deref(),
+        graphql_response,
+    ))
 }
 
 /// Marks a dry run: the operation fields' resolvers answer null at once (the document and

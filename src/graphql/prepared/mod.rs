@@ -149,6 +149,7 @@ pub(super) async fn answer(
     });
     let hash = match remembered {
         Ok(bound) => {
+            record(shard, GraphqlPath::Memo);
             let calls = bound
                 .specs
                 .iter()
@@ -268,12 +269,17 @@ async fn execute(
             Err(e) => crate::ai::refuse(shard, op, started, &e),
         }
     };
-    let mut responses = if fields.len() == 1 {
-        let call = calls.into_iter().next().expect("one call per field");
-        vec![run(fields[0].op, call).await]
-    } else {
-        let runs = fields.iter().zip(calls).map(|(f, call)| run(f.op, call));
-        futures_util::future::join_all(runs).await
+    // One field (the common case) is awaited in place; several run concurrently.
+    let mut calls = calls.into_iter();
+    let mut responses = match (fields.as_slice(), calls.len()) {
+        ([field], 1) => match calls.next() {
+            Some(call) => vec![run(field.op, call).await],
+            None => Vec::new(),
+        },
+        _ => {
+            let runs = fields.iter().zip(calls).map(|(f, call)| run(f.op, call));
+            futures_util::future::join_all(runs).await
+        }
     }
     .into_iter();
     let capacity = 64
@@ -297,9 +303,14 @@ async fn execute(
                 out.extend_from_slice(b":\"Query\"");
             }
             Root::Op(f) => {
-                let response = responses.next().expect("one response per field");
                 crate::error::json_string(&mut out, &f.key);
                 out.push(b':');
+                // One call per field is bound; a missing one answers null, never a panic.
+                let Some(response) = responses.next() else {
+                    out.extend_from_slice(b"null");
+                    limited = None;
+                    continue;
+                };
                 if response.status.code() < 300 {
                     limited = None;
                     let budget = shard.config.request_memo_bytes;

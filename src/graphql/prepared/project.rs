@@ -373,7 +373,8 @@ impl Walk<'_> {
             Shape::Float | Shape::Int => return Err(fail("not a number of this type")),
             Shape::String => return Err(fail("not a string")),
             Shape::Boolean => return Err(fail("not a boolean")),
-            Shape::Object(_) => unreachable!("objects are written above"),
+            // Written above; never reached.
+            Shape::Object(_) => return Err(fail("not an object")),
         }
         Ok(end)
     }

@@ -48,11 +48,15 @@ impl Types {
     }
 
     fn from_sdl(sdl: &str) -> Types {
-        let doc = async_graphql::parser::parse_schema(sdl).expect("async-graphql prints valid SDL");
         let mut types = Types {
             objects: AHashMap::new(),
             inputs: AHashMap::new(),
             enums: AHashMap::new(),
+        };
+        // async-graphql prints valid SDL (a test reads it); were it not to, the table stays
+        // empty and every document runs on async-graphql.
+        let Ok(doc) = async_graphql::parser::parse_schema(sdl) else {
+            return types;
         };
         for def in doc.definitions {
             let TypeSystemDefinition::Type(t) = def else {
