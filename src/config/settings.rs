@@ -89,7 +89,7 @@ pub const SETTINGS: &[Setting] = &[
     s("CONTEXT_CACHE_TTL", "context_cache_ttl", "3600", "seconds a stored user context is kept"),
     s("ATLAS_CONTEXT_MAX_BYTES", "context_max_bytes", "65536", "largest stored user context (PUT /ai/context/{user_id} body) in bytes (413 past it)"),
     s("ATLAS_CONTEXT_STORE_BYTES", "context_store_bytes", "67108864", "budget of the stored user contexts in bytes, split evenly across shards; the oldest-written contexts leave first"),
-    s("ATLAS_REQUEST_MEMO_BYTES", "request_memo_bytes", "8388608", "budget in bytes of each shard's memo of parsed AI requests (exact request bytes to their validated cache key and input); 0: parse every request, otherwise at least 65536"),
+    s("ATLAS_REQUEST_MEMO_BYTES", "request_memo_bytes", "8388608", "budget in bytes of each shard's memo of parsed AI requests (exact request bytes to their validated cache key and input), and of its GraphQL memo and kept projections; 0: parse every request, otherwise at least 65536"),
     s("ATLAS_EVENT_TAGS", "event_tags", "", "event types for POST /ai/events mapped to the dependency tags they invalidate: type=tag|tag, comma-separated"),
     s("ATLAS_GRAPHQL_INTROSPECTION", "graphql_introspection", "false", "answer GraphQL introspection (__schema, __type) on /graphql"),
     s("ATLAS_GRAPHQL_MAX_DEPTH", "graphql_max_depth", "10", "deepest selection nesting a /graphql document may have"),
