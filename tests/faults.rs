@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -159,26 +159,9 @@ fn serve(stream: TcpStream, mode: &AtomicU8, batches: &AtomicUsize, stop: &Atomi
             Err(_) if !stop.load(Ordering::Relaxed) && line.is_empty() => continue,
             Err(_) => return,
         }
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).is_err() {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                if n.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
+        let Some(body) = common::read_request_body(&mut reader) else {
             return;
-        }
+        };
         let stream = reader.get_mut();
         if line.starts_with("GET /health") {
             if respond_json(stream, "{}").is_err() {

@@ -8,9 +8,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use common::{Client, Response, Server};
@@ -19,14 +17,7 @@ const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const ADMIN_TOKEN: &str = "operator-token-0123456789abcdefghij";
 
 fn send(c: &mut Client, method: &str, path: &str, headers: &str, body: &str) -> Response {
-    c.send(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false)
+    c.request(method, path, headers, body)
 }
 
 /// POSTs a GraphQL request (`application/json` answers).
@@ -423,17 +414,7 @@ fn the_standard_introspection_query_is_refused_by_name_when_off() {
 }
 
 fn hs(sub: &str, admin: bool) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let roles: Vec<&str> = if admin { vec!["admin"] } else { vec![] };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "exp": now + 600, "roles": roles}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256(SECRET, sub, admin)
 }
 
 #[test]

@@ -9,38 +9,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use common::{Client, Response, Server};
+use common::{Client, Server};
 
 const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
 const ADMIN_TOKEN: &str = "operator-token-0123456789abcdefghij";
 
-fn send(c: &mut Client, method: &str, path: &str, headers: &str, body: &str) -> Response {
-    c.send(
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    c.read_response(false)
-}
-
 fn gql_as(c: &mut Client, token: Option<&str>, query: &str, variables: &Value) -> Value {
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let body = json!({"query": query, "variables": variables}).to_string();
-    let r = send(
-        c,
+    let r = c.request(
         "POST",
         "/graphql",
         &format!("{auth}Content-Type: application/json\r\n"),
@@ -281,8 +267,8 @@ fn the_user_check_and_admin_fields_apply_to_every_request_of_a_plan() {
     );
     let mut c = server.connect();
     let q = "{ cashflowForecast(userId: \"alice\", input: {history: [1, 2, 3, 4, 5, 6], horizon: 2}) { result { forecast } } }";
-    let alice = token("alice", false);
-    let bob = token("bob", false);
+    let alice = common::hs256(SECRET, "alice", false);
+    let bob = common::hs256(SECRET, "bob", false);
     for _ in 0..2 {
         let v = gql_as(&mut c, Some(&alice), q, &Value::Null);
         assert!(
@@ -301,20 +287,6 @@ fn the_user_check_and_admin_fields_apply_to_every_request_of_a_plan() {
     let v = gql_as(&mut c, Some(ADMIN_TOKEN), q, &Value::Null);
     assert!(v.get("errors").is_none(), "{v}");
     assert!(served(&server, "memo") >= 1);
-}
-
-fn token(sub: &str, admin: bool) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let roles: Vec<&str> = if admin { vec!["admin"] } else { vec![] };
-    encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": sub, "exp": now + 600, "roles": roles}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 /// A model endpoint that answers `risk_assessment` by the input's age: 41, an unknown
@@ -346,26 +318,9 @@ fn serve(stream: TcpStream, batches: &AtomicU64) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).is_err() {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                if n.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
+        let Some(body) = common::read_request_body(&mut reader) else {
             return;
-        }
+        };
         let answer = if line.starts_with("GET") {
             "{}".to_string()
         } else {
@@ -470,8 +425,7 @@ fn a_kept_projection_never_outlives_its_cache_entry() {
     }
     // A new computation (another batch number) after the entry is invalidated.
     let body = json!({"user_id": "u"}).to_string();
-    let r = send(
-        &mut c,
+    let r = c.request(
         "POST",
         "/ai/cache/invalidate",
         &format!("Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: application/json\r\n"),

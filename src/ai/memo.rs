@@ -49,6 +49,17 @@ impl MemoFigures {
     }
 }
 
+/// The bytes a parsed spec holds (the key bytes, the typed input's heap, the tags and the spec
+/// itself): what a memo entry keeping it counts.
+pub fn spec_cost(spec: &JobSpec) -> usize {
+    let tags: usize = spec
+        .tags
+        .iter()
+        .map(|t| t.len() + std::mem::size_of::<String>())
+        .sum();
+    std::mem::size_of::<JobSpec>() + spec.key.bytes().len() + spec.input.heap_bytes() + tags
+}
+
 /// The bytes that identify one request, borrowed from it.
 pub struct RequestBytes<'a> {
     parts: [&'a [u8]; 7],
@@ -111,17 +122,8 @@ impl RequestMemo {
 
     /// Remembers the spec parsed from these bytes.
     pub fn insert(&mut self, bytes: &RequestBytes<'_>, spec: &Arc<JobSpec>) {
-        let tags: usize = spec
-            .tags
-            .iter()
-            .map(|t| t.len() + std::mem::size_of::<String>())
-            .sum();
-        let cost = std::mem::size_of::<JobSpec>()
-            + spec.key.bytes().len()
-            + spec.input.heap_bytes()
-            + tags;
         self.memo
-            .insert(bytes.hash, &bytes.parts, Arc::clone(spec), cost);
+            .insert(bytes.hash, &bytes.parts, Arc::clone(spec), spec_cost(spec));
     }
 
     /// Entries, bytes and counters.

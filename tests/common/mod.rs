@@ -291,6 +291,19 @@ impl Client {
         self.read_response(false)
     }
 
+    /// `METHOD path` with extra `headers` (each ending in `\r\n`) and `body`; reads the
+    /// response.
+    pub fn request(&mut self, method: &str, path: &str, headers: &str, body: &str) -> Response {
+        self.send(
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        self.read_response(false)
+    }
+
     /// `POST path` with `body` as JSON; reads the response.
     pub fn post_json(&mut self, path: &str, body: &serde_json::Value) -> Response {
         let text = body.to_string();
@@ -412,4 +425,42 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// An HS256 token for `sub` (with the `admin` role when asked), valid for ten minutes.
+pub fn hs256(secret: &str, sub: &str, admin: bool) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let roles: Vec<&str> = if admin { vec!["admin"] } else { vec![] };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": sub, "exp": now + 600, "roles": roles}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Reads the rest of an HTTP/1.1 request after its request line: the headers, then a body of
+/// `Content-Length` bytes (what the fake endpoints of the tests need). `None` when the peer
+/// goes away.
+pub fn read_request_body(reader: &mut impl BufRead) -> Option<Vec<u8>> {
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            if n.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().ok()?;
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }

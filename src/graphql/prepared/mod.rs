@@ -191,7 +191,12 @@ pub(super) async fn answer(
         })
         .collect();
     if let (Some(specs), Some(hash)) = (specs, hash) {
-        let cost = std::mem::size_of::<Bound>() + specs.len() * std::mem::size_of::<usize>();
+        // The specs may outlive the REST memo's entries: each counts here too.
+        let cost = std::mem::size_of::<Bound>()
+            + specs
+                .iter()
+                .map(|s| crate::ai::memo::spec_cost(s))
+                .sum::<usize>();
         let bound = Rc::new(Bound {
             plan: Rc::clone(&plan),
             specs,
