@@ -16,19 +16,18 @@
 //! forms, status codes, limits); it must not touch caches, queues or the mesh directly.
 
 mod bridge;
+mod document;
 mod inputs;
 mod nulls;
 mod operation;
 mod outputs;
 mod prepared;
+mod request;
 pub mod schema;
 
 use std::cell::{OnceCell, RefCell};
 use std::rc::{Rc, Weak};
 
-use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, Selection, SelectionSet,
-};
 use serde_json::json;
 
 use crate::auth::{Caller, Identity};
@@ -36,6 +35,10 @@ use crate::config::Config;
 use crate::http::{Method, Request, Response, Status};
 use crate::runtime::shard::Shard;
 
+use document::chosen;
+use document::{has_mutation, keep_parsed, parse_cached, root_names, DOC_MAX_LEN};
+pub(crate) use request::path_encode;
+use request::{query_params, read_request};
 pub use schema::{sdl, AtlasSchema};
 
 thread_local! {
@@ -47,49 +50,6 @@ thread_local! {
     /// This thread's schema for documents that only introspect (built when first needed,
     /// only when introspection is on).
     static INTROSPECTION: OnceCell<AtlasSchema> = const { OnceCell::new() };
-    /// This thread's parsed documents by query text: parsing is the largest single cost of a
-    /// small request (validation still runs on every request). Bounded: see [`DOCS_MAX`].
-    static DOCS: RefCell<ahash::AHashMap<String, ExecutableDocument>> = RefCell::new(Default::default());
-}
-
-/// Most documents a shard keeps parsed (the set is emptied when full: clients send a handful
-/// of distinct documents, so it refills with the live ones).
-const DOCS_MAX: usize = 256;
-/// Longest query text whose parsed document is kept.
-const DOC_MAX_LEN: usize = 8 * 1024;
-/// Most query text, summed, whose parsed documents a shard keeps (a parsed document is a
-/// small multiple of its text; with [`DOCS_MAX`] this bounds the cache's memory).
-const DOCS_TEXT_MAX: usize = 128 * 1024;
-
-/// Gives `gql` its parsed document from this thread's cache; answers whether it was there.
-fn parse_cached(gql: &mut async_graphql::Request) -> bool {
-    if gql.query.len() > DOC_MAX_LEN {
-        return false;
-    }
-    let cached = DOCS.with(|d| d.borrow().get(&gql.query).cloned());
-    match cached {
-        Some(doc) => {
-            gql.set_parsed_query(doc);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Keeps a document that parsed and passed validation and Atlas's own checks (a refused
-/// document is never kept, so refusals cannot fill the cache).
-fn keep_parsed(query: String, doc: ExecutableDocument) {
-    if query.len() > DOC_MAX_LEN {
-        return;
-    }
-    DOCS.with(|d| {
-        let mut d = d.borrow_mut();
-        let text: usize = d.keys().map(String::len).sum();
-        if d.len() >= DOCS_MAX || text + query.len() > DOCS_TEXT_MAX {
-            d.clear();
-        }
-        d.insert(query, doc);
-    });
 }
 
 /// The shard a resolver on this thread runs its field on, if it is still alive.
@@ -446,231 +406,5 @@ fn respond_bytes(status: Status, bytes: Vec<u8>, graphql_response: bool) -> Resp
         Response::text(status, GRAPHQL_RESPONSE, bytes)
     } else {
         Response::json(status, bytes)
-    }
-}
-
-/// The GraphQL request of a POST body (`{"query", "variables", "operationName"}`) or a GET
-/// query string.
-fn read_request(request: &Request, is_get: bool) -> Result<async_graphql::Request, String> {
-    if is_get {
-        let (gql_query, variables, operation) = query_params(request)?;
-        let query = gql_query
-            .filter(|q| !q.is_empty())
-            .ok_or("missing or empty `query` parameter")?;
-        let mut gql = async_graphql::Request::new(query);
-        if let Some(v) = variables.filter(|v| !v.is_empty()) {
-            let variables: async_graphql::Variables = serde_json::from_str(&v)
-                .map_err(|e| format!("`variables` is not a JSON object: {e}"))?;
-            gql = gql.variables(variables);
-        }
-        if let Some(op) = operation.filter(|o| !o.is_empty()) {
-            gql = gql.operation_name(op);
-        }
-        Ok(gql)
-    } else {
-        // The media types REST reads as JSON (`application/json`, `*/*+json`, and what
-        // `curl -d` sends); anything else is not a GraphQL-over-HTTP request.
-        if let Some(ct) = request.header("content-type") {
-            let ct = String::from_utf8_lossy(ct);
-            if !crate::ai::request::json_compatible(&ct) {
-                return Err(format!(
-                    "the body must be application/json, not `{}`",
-                    crate::error::truncate(&ct, 64)
-                ));
-            }
-        }
-        if !crate::ai::request::starts_object(&request.body) {
-            return Err(
-                "the body is not a GraphQL request (a JSON object with a `query` string)".into(),
-            );
-        }
-        // Read straight into async-graphql's request (its variables into its own values).
-        let gql: async_graphql::Request = serde_json::from_slice(&request.body).map_err(|e| {
-            format!("the body is not a GraphQL request (JSON with a `query` string): {e}")
-        })?;
-        if gql.query.is_empty() {
-            return Err("the body has no `query` string".into());
-        }
-        Ok(gql)
-    }
-}
-
-/// `query`, `variables` and `operationName` of a GET request's query string, decoded.
-#[allow(clippy::type_complexity)]
-fn query_params(
-    request: &Request,
-) -> Result<(Option<String>, Option<String>, Option<String>), String> {
-    let query = request.query().unwrap_or_default();
-    let mut gql_query = None;
-    let mut variables = None;
-    let mut operation = None;
-    for pair in query.split(|b| *b == b'&') {
-        let (name, value) = match pair.iter().position(|b| *b == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &[][..]),
-        };
-        let value = form_decode(value).ok_or("the query string is not valid UTF-8")?;
-        match name {
-            b"query" => gql_query = Some(value),
-            b"variables" => variables = Some(value),
-            b"operationName" => operation = Some(value),
-            _ => {}
-        }
-    }
-    Ok((gql_query, variables, operation))
-}
-
-/// `application/x-www-form-urlencoded` decoding of one value (`+` is a space).
-fn form_decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < raw.len() => {
-                let hex = std::str::from_utf8(&raw[i + 1..i + 3]).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Percent-encodes a user id for a `/ai/context/{user_id}` path.
-pub(crate) fn path_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The operation the request runs (the named one, or the only one).
-pub(super) fn chosen<'d>(
-    doc: &'d ExecutableDocument,
-    name: Option<&str>,
-) -> Option<&'d async_graphql::parser::types::OperationDefinition> {
-    match (&doc.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(&op.node),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops
-            .iter()
-            .find(|(n, _)| n.as_str() == name)
-            .map(|(_, op)| &op.node),
-        // The spec's GetOperation: without a name, the document's only operation (a named
-        // one, like the standard `query IntrospectionQuery`, parses as `Multiple`).
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-            ops.values().next().map(|op| &op.node)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    }
-}
-
-fn has_mutation(doc: &ExecutableDocument, name: Option<&str>) -> bool {
-    chosen(doc, name)
-        .is_some_and(|op| op.ty == async_graphql::parser::types::OperationType::Mutation)
-}
-
-/// The names of the root fields the chosen operation selects, through fragments (each one
-/// pipeline request, counted against `ATLAS_GRAPHQL_MAX_FIELDS`). A document
-/// that asks for `__schema` or `__type` introspects (async-graphql answers them with null
-/// when introspection is off; Atlas refuses the request instead).
-fn root_names<'d>(doc: &'d ExecutableDocument, name: Option<&str>) -> Vec<&'d str> {
-    let mut names = Vec::new();
-    if let Some(op) = chosen(doc, name) {
-        collect(doc, &op.selection_set.node, 0, &mut names);
-    }
-    names
-}
-
-/// The names of the fields of `set`, through fragments (at most 8 fragments deep; deeper or
-/// cyclic fragments are left to validation).
-fn collect<'d>(
-    doc: &'d ExecutableDocument,
-    set: &'d SelectionSet,
-    depth: usize,
-    out: &mut Vec<&'d str>,
-) {
-    if depth > 8 {
-        return;
-    }
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => out.push(f.node.name.node.as_str()),
-            Selection::InlineFragment(f) => {
-                collect(doc, &f.node.selection_set.node, depth + 1, out)
-            }
-            Selection::FragmentSpread(s) => {
-                if let Some(f) = doc.fragments.get(&s.node.fragment_name.node) {
-                    collect(doc, &f.node.selection_set.node, depth + 1, out);
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn form_values_decode() {
-        assert_eq!(form_decode(b"a+b%7Bc%7D").as_deref(), Some("a b{c}"));
-        assert_eq!(form_decode(b"%zz"), None);
-        assert_eq!(path_encode("a/b c"), "a%2Fb%20c");
-    }
-
-    #[test]
-    fn counts_top_level_fields_through_fragments() {
-        let doc = async_graphql::parser::parse_query(
-            "query { a b ...F ... on Query { c } } fragment F on Query { d e }",
-        )
-        .unwrap();
-        assert_eq!(root_names(&doc, None).len(), 5);
-    }
-
-    #[test]
-    fn a_lone_named_operation_is_the_one_that_runs() {
-        // Named operations parse as `Multiple`: without an operation name the only one runs,
-        // so its fields are counted and its introspection seen (the limits apply to it).
-        let doc = async_graphql::parser::parse_query("query Q { a: __typename b { c } }").unwrap();
-        assert_eq!(root_names(&doc, None).len(), 2);
-        assert_eq!(root_names(&doc, None), ["__typename", "b"]);
-        let doc = async_graphql::parser::parse_query("query IntrospectionQuery { __schema { t } }")
-            .unwrap();
-        assert_eq!(root_names(&doc, None), ["__schema"]);
-        // Two operations and no name: none is chosen (execution reports it).
-        let doc = async_graphql::parser::parse_query("query A { a } query B { b }").unwrap();
-        assert_eq!(root_names(&doc, None).len(), 0);
-        assert_eq!(root_names(&doc, Some("B")).len(), 1);
-    }
-
-    #[test]
-    fn kept_documents_are_given_back_and_the_cache_is_bounded() {
-        let mut a = async_graphql::Request::new("{ a }");
-        assert!(!parse_cached(&mut a));
-        keep_parsed(a.query.clone(), a.parsed_query().unwrap().clone());
-        let mut b = async_graphql::Request::new("{ a }");
-        assert!(parse_cached(&mut b));
-        assert_eq!(root_names(b.parsed_query().unwrap(), None).len(), 1);
-        // Too long to keep.
-        let long = format!("{{ a {} }}", " ".repeat(DOC_MAX_LEN));
-        let mut l = async_graphql::Request::new(long.clone());
-        keep_parsed(long, l.parsed_query().unwrap().clone());
-        assert!(!parse_cached(&mut l));
-        // The text budget empties the set rather than exceed it.
-        for i in 0..40 {
-            let q = format!("{{ a{i} {} }}", " ".repeat(7 * 1024));
-            let doc = async_graphql::parser::parse_query(&q).unwrap();
-            keep_parsed(q, doc);
-            let text: usize = DOCS.with(|d| d.borrow().keys().map(String::len).sum());
-            assert!(text <= DOCS_TEXT_MAX);
-        }
     }
 }
