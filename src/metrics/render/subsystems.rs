@@ -1,192 +1,19 @@
-//! The text exposition format (0.0.4): one section per subsystem, rendered from the merge of
-//! every shard's snapshot.
+//! One section per subsystem of the exposition: rate limits, the monitor, the request memo,
+//! GraphQL, authentication, the Redis L2, invalidations and the model endpoints.
 
 use std::fmt::Write as _;
 
 use atlas_shard::Operation;
 
-use super::{
-    merge, Buckets, MetricsSnapshot, BATCH_BUCKETS, CACHE_LABELS, DURATION_BUCKETS,
-    QUEUE_BUCKETS_US,
-};
+use super::super::{GraphqlPath, MetricsSnapshot};
+use super::{counter, gauge, head};
 use crate::ai::invalidation::Kind;
 use crate::endpoint::EndpointError;
 use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
-/// Renders every shard's snapshot as one Prometheus text exposition.
-pub fn render(shards: &[MetricsSnapshot]) -> String {
-    let total = merge(shards);
-    let mut out = String::with_capacity(16 * 1024);
-    let w = &mut out;
-    head(w, "atlas_build_info", "gauge", "Build information.");
-    let _ = writeln!(
-        w,
-        "atlas_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-
-    head(
-        w,
-        "ai_optimized_request_duration_seconds",
-        "histogram",
-        "Time from a parsed AI request to its answer, by operation and cache outcome.",
-    );
-    for op in Operation::ALL {
-        for (ci, cache) in CACHE_LABELS.iter().enumerate() {
-            let labels = format!("operation=\"{}\",cache=\"{cache}\"", op.as_str());
-            histogram(
-                w,
-                "ai_optimized_request_duration_seconds",
-                &labels,
-                &total.requests.duration[op.index()][ci],
-            );
-        }
-    }
-    head(
-        w,
-        "ai_gateway_overhead_seconds",
-        "histogram",
-        "Time an AI request spends in Atlas outside the model call (total minus processing).",
-    );
-    for op in Operation::ALL {
-        let labels = format!("operation=\"{}\"", op.as_str());
-        histogram(
-            w,
-            "ai_gateway_overhead_seconds",
-            &labels,
-            &total.requests.overhead[op.index()],
-        );
-    }
-    head(
-        w,
-        "ai_optimized_requests_total",
-        "counter",
-        "AI requests answered, by operation and HTTP status.",
-    );
-    let mut status = total.requests.status.clone();
-    status.sort_by_key(|(op, s, _)| (op.index(), *s));
-    for (op, s, n) in status {
-        let _ = writeln!(
-            w,
-            "ai_optimized_requests_total{{operation=\"{}\",status=\"{s}\"}} {n}",
-            op.as_str()
-        );
-    }
-    head(
-        w,
-        "ai_cache_operations_total",
-        "counter",
-        "L1 cache outcomes (by operation for lookups; operation=\"all\" for stores, evictions and invalidations).",
-    );
-    for op in Operation::ALL {
-        for (ci, cache) in CACHE_LABELS.iter().enumerate() {
-            let n = total.requests.duration[op.index()][ci].count();
-            let _ = writeln!(
-                w,
-                "ai_cache_operations_total{{operation=\"{}\",result=\"{cache}\"}} {n}",
-                op.as_str()
-            );
-        }
-    }
-    for (result, n) in [
-        ("store", total.engine.cache.inserts),
-        ("evict", total.engine.cache.evictions),
-        ("invalidate", total.engine.cache.invalidations),
-        ("expire", total.engine.cache.expirations),
-    ] {
-        let _ = writeln!(
-            w,
-            "ai_cache_operations_total{{operation=\"all\",result=\"{result}\"}} {n}"
-        );
-    }
-    gauge(
-        w,
-        "ai_cache_entries",
-        "Results in the L1 caches.",
-        total.engine.cache_entries as f64,
-    );
-    gauge(
-        w,
-        "ai_cache_bytes",
-        "Bytes accounted in the L1 caches.",
-        total.engine.cache_bytes as f64,
-    );
-    gauge(
-        w,
-        "ai_concurrent_requests",
-        "AI requests in progress.",
-        total.in_flight as f64,
-    );
-    gauge(
-        w,
-        "ai_connections_open",
-        "Client connections open.",
-        total.connections_open as f64,
-    );
-    head(
-        w,
-        "ai_request_queue_size",
-        "gauge",
-        "Requests waiting in the batch queues, by operation.",
-    );
-    for op in Operation::ALL {
-        let _ = writeln!(
-            w,
-            "ai_request_queue_size{{operation=\"{}\"}} {}",
-            op.as_str(),
-            total.queued[op.index()]
-        );
-    }
-    counter(
-        w,
-        "ai_single_flight_joins_total",
-        "Requests that joined an identical computation in flight.",
-        total.engine.flights.joins,
-    );
-    counter(
-        w,
-        "ai_model_computations_total",
-        "Inputs computed by model endpoints.",
-        total.engine.computations,
-    );
-    counter(
-        w,
-        "ai_model_batches_total",
-        "Batches sent to model endpoints.",
-        total.engine.batches,
-    );
-    cumulative_histogram(
-        w,
-        "ai_batch_size",
-        "Requests per model batch.",
-        &BATCH_BUCKETS.map(|b| b as f64),
-        &total.batch_size,
-        1.0,
-    );
-    cumulative_histogram(
-        w,
-        "ai_queue_time_seconds",
-        "Time requests waited in the batch queues.",
-        &QUEUE_BUCKETS_US.map(|b| b as f64 / 1e6),
-        &total.queue_time,
-        1e-6,
-    );
-    invalidations(w, &total);
-    endpoints(w, shards);
-    l2(w, shards);
-    memo(w, &total.memo);
-    graphql(w, &total.requests.graphql);
-    auth(w, &total.auth, total.rate.as_ref());
-    rate_limits(w, total.rate.as_ref());
-    if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
-        monitor(w, m);
-    }
-    out
-}
-
 /// The rate-limit metrics: refusals always (zeros with every limit off), the rest only when a
 /// limit is on; Redis figures only with Redis.
-fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFigures>) {
+pub(super) fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFigures>) {
     let zero = crate::ratelimit::RateFigures::default();
     let r = rate.unwrap_or(&zero);
     head(
@@ -239,7 +66,7 @@ fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFigures>) {
     );
 }
 
-fn monitor(w: &mut String, m: &MonitorSummary) {
+pub(super) fn monitor(w: &mut String, m: &MonitorSummary) {
     head(
         w,
         "ai_cache_hit_rate",
@@ -300,7 +127,7 @@ fn monitor(w: &mut String, m: &MonitorSummary) {
 }
 
 /// The request memo's series (`ai::memo`).
-fn memo(w: &mut String, m: &crate::ai::memo::MemoFigures) {
+pub(super) fn memo(w: &mut String, m: &crate::ai::memo::MemoFigures) {
     head(
         w,
         "ai_request_memo_total",
@@ -328,14 +155,14 @@ fn memo(w: &mut String, m: &crate::ai::memo::MemoFigures) {
 }
 
 /// `/graphql` requests by how they were answered (`graphql::prepared`).
-fn graphql(w: &mut String, counts: &[u64]) {
+pub(super) fn graphql(w: &mut String, counts: &[u64]) {
     head(
         w,
         "ai_graphql_requests_total",
         "counter",
         "/graphql requests by path: memo (prepared, bytes seen before), prepared (planned document), general (async-graphql).",
     );
-    for (path, n) in super::GraphqlPath::ALL.iter().zip(counts) {
+    for (path, n) in GraphqlPath::ALL.iter().zip(counts) {
         let _ = writeln!(
             w,
             "ai_graphql_requests_total{{path=\"{}\"}} {n}",
@@ -345,7 +172,7 @@ fn graphql(w: &mut String, counts: &[u64]) {
 }
 
 /// Authentication and security-event series.
-fn auth(
+pub(super) fn auth(
     w: &mut String,
     a: &crate::auth::AuthFigures,
     rate: Option<&crate::ratelimit::RateFigures>,
@@ -393,7 +220,7 @@ fn auth(
 }
 
 /// The Redis L2 series (only when it is configured).
-fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
+pub(super) fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
     let mut total: Option<crate::l2::L2Figures> = None;
     for s in shards {
         if let Some(f) = &s.engine.l2 {
@@ -441,7 +268,7 @@ fn l2(w: &mut String, shards: &[MetricsSnapshot]) {
     );
 }
 
-fn invalidations(w: &mut String, total: &MetricsSnapshot) {
+pub(super) fn invalidations(w: &mut String, total: &MetricsSnapshot) {
     head(
         w,
         "ai_invalidations_total",
@@ -521,7 +348,7 @@ fn invalidations(w: &mut String, total: &MetricsSnapshot) {
     }
 }
 
-fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
+pub(super) fn endpoints(w: &mut String, shards: &[MetricsSnapshot]) {
     head(
         w,
         "ai_endpoint_state",
@@ -597,50 +424,4 @@ fn endpoint_sums(shards: &[MetricsSnapshot]) -> Vec<(String, u64, [u64; 4], f64)
     out.into_iter()
         .map(|(n, c, e, m, k)| (n, c, e, m / f64::from(k.max(1))))
         .collect()
-}
-
-fn head(w: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn gauge(w: &mut String, name: &str, help: &str, value: f64) {
-    head(w, name, "gauge", help);
-    let _ = writeln!(w, "{name} {value}");
-}
-
-fn counter(w: &mut String, name: &str, help: &str, value: u64) {
-    head(w, name, "counter", help);
-    let _ = writeln!(w, "{name} {value}");
-}
-
-fn histogram(w: &mut String, name: &str, labels: &str, b: &Buckets) {
-    let mut cumulative = 0;
-    for (i, bound) in DURATION_BUCKETS.iter().enumerate() {
-        cumulative += b.counts[i];
-        let _ = writeln!(w, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-    }
-    cumulative += b.counts[DURATION_BUCKETS.len()];
-    let _ = writeln!(w, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(w, "{name}_sum{{{labels}}} {}", b.sum);
-    let _ = writeln!(w, "{name}_count{{{labels}}} {cumulative}");
-}
-
-fn cumulative_histogram(
-    w: &mut String,
-    name: &str,
-    help: &str,
-    bounds: &[f64],
-    data: &(Vec<u64>, u64, f64),
-    sum_scale: f64,
-) {
-    head(w, name, "histogram", help);
-    let mut last = 0;
-    for (i, bound) in bounds.iter().enumerate() {
-        // Cumulative counts must never decrease.
-        last = data.0.get(i).copied().unwrap_or(last).max(last).min(data.1);
-        let _ = writeln!(w, "{name}_bucket{{le=\"{bound}\"}} {last}");
-    }
-    let _ = writeln!(w, "{name}_bucket{{le=\"+Inf\"}} {}", data.1);
-    let _ = writeln!(w, "{name}_sum {}", data.2 * sum_scale);
-    let _ = writeln!(w, "{name}_count {}", data.1);
 }
