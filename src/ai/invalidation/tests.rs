@@ -1,6 +1,7 @@
 //! Unit tests of the parent module.
 
 use super::*;
+use crate::http::Status;
 use atlas_shard::{CacheOptions, EntryMeta, Lookup, ManualClock};
 use bytes::Bytes;
 use std::time::Duration;
