@@ -3,7 +3,7 @@
 //! aliases, fragments and literal directives), over POST and GET, from the first request and
 //! from the memo; values that do not fit their types get async-graphql's answer; the user
 //! check applies per request; a result that does not fit its type is null where the spec puts
-//! it; and a kept projection never outlives the cache entry it was written from.
+//! it; and a kept projection is never served for another cache entry.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -256,6 +256,59 @@ fn values_that_do_not_fit_get_async_graphqls_answer() {
     }
 }
 
+/// Documents that async-graphql runs differently from a merge of their fields stay on it:
+/// their answers are the same whether or not the document was seen before.
+#[test]
+fn what_async_graphql_reads_its_own_way_stays_with_it() {
+    let server = Server::start(&["--cores", "1"], &[]);
+    let mut c = server.connect();
+    let input = |age: u32| {
+        format!("{{age: {age}, horizon_years: 10, income_stability: 3, loss_tolerance: 3, experience: 3}}")
+    };
+    let docs = [
+        // One response key, two fields with different arguments (async-graphql runs both and
+        // merges their objects); the same field twice (each charged).
+        format!(
+            "{{ r: riskAssessment(userId: \"u\", inputJson: {}) {{ result {{ riskScore }} }} ... on Query {{ r: riskAssessment(userId: \"u\", inputJson: {}) {{ confidence result {{ profile }} }} }} }}",
+            input(30),
+            input(70)
+        ),
+        format!(
+            "{{ r: riskAssessment(userId: \"u\", inputJson: {}) {{ confidence }} r: riskAssessment(userId: \"u\", inputJson: {}) {{ operation }} }}",
+            input(30),
+            input(30)
+        ),
+        // Selections that a directive empties.
+        "{ riskAssessment(userId: \"u\") @skip(if: true) { confidence } }".to_string(),
+        format!("{{ riskAssessment(userId: \"u\", inputJson: {}) {{ confidence @skip(if: true) }} }}", input(30)),
+    ];
+    for doc in &docs {
+        let first = gql(&mut c, doc, &Value::Null);
+        let again = gql(&mut c, doc, &Value::Null);
+        assert_eq!(without_time(first), without_time(again), "{doc}");
+    }
+    assert_eq!(served(&server, "prepared") + served(&server, "memo"), 0);
+    // An empty POST operationName names no operation, before and after the document is known.
+    let q = format!(
+        "{{ riskAssessment(userId: \"u\", inputJson: {}) {{ confidence }} }}",
+        input(30)
+    );
+    let named = |c: &mut Client| {
+        let body = json!({"query": q, "operationName": ""}).to_string();
+        c.request(
+            "POST",
+            "/graphql",
+            "Content-Type: application/json\r\n",
+            &body,
+        )
+        .json()
+    };
+    let before = named(&mut c);
+    assert!(gql(&mut c, &q, &Value::Null).get("errors").is_none());
+    assert_eq!(named(&mut c), before);
+    assert!(before.get("data").is_none(), "{before}");
+}
+
 #[test]
 fn the_user_check_and_admin_fields_apply_to_every_request_of_a_plan() {
     let server = Server::start(
@@ -413,7 +466,7 @@ fn a_result_that_does_not_fit_its_type_is_null_where_the_spec_puts_it() {
 }
 
 #[test]
-fn a_kept_projection_never_outlives_its_cache_entry() {
+fn a_kept_projection_is_never_served_for_a_new_entry() {
     let endpoint = Endpoint::start();
     let server = with_endpoint(&endpoint);
     let mut c = server.connect();

@@ -231,13 +231,16 @@ struct Body<'a> {
 /// The query text, operation name and variables of the request; `None` when it is not a
 /// well-formed GraphQL request (async-graphql's path words the error).
 fn read(request: &Request) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>, bind::Variables)> {
+    // As the general path reads them: an empty GET `operationName` is none, an empty POST one
+    // is a name (which no operation has); GET `variables=null` is none.
     let (query, operation, variables) = if request.method() == Method::Get {
         let (query, variables, operation) = super::query_params(request).ok()?;
-        let variables = match variables.filter(|v| !v.is_empty()) {
+        let variables: Option<bind::Variables> = match variables.filter(|v| !v.is_empty()) {
             Some(v) => serde_json::from_str(&v).ok()?,
-            None => Default::default(),
+            None => None,
         };
-        (Cow::Owned(query?), operation.map(Cow::Owned), variables)
+        let operation = operation.filter(|o| !o.is_empty()).map(Cow::Owned);
+        (Cow::Owned(query?), operation, variables.unwrap_or_default())
     } else {
         let body: Body<'_> = serde_json::from_slice(&request.body).ok()?;
         let variables = match body.variables {
@@ -246,7 +249,6 @@ fn read(request: &Request) -> Option<(Cow<'_, str>, Option<Cow<'_, str>>, bind::
         };
         (body.query, body.operation_name, variables)
     };
-    let operation = operation.filter(|o| !o.is_empty());
     (!query.is_empty()).then_some((query, operation, variables))
 }
 

@@ -145,6 +145,10 @@ pub(super) fn result_type(op: Operation) -> &'static str {
 /// Deepest fragment nesting followed (validation refuses cycles; this only bounds the walk).
 const MAX_FRAGMENT_DEPTH: usize = 32;
 
+/// Most selections a plan's walk visits (fragments spread several times multiply them): a
+/// document past it keeps running on async-graphql.
+const MAX_VISITS: usize = 10_000;
+
 /// The plan of `doc`'s operation `name` (the named one, or the only one), or `None` when the
 /// prepared path does not run it.
 pub(super) fn build(doc: &ExecutableDocument, name: Option<&str>) -> Option<Plan> {
@@ -167,8 +171,19 @@ pub(super) fn build(doc: &ExecutableDocument, name: Option<&str>) -> Option<Plan
             default,
         });
     }
+    let mut budget = MAX_VISITS;
     let mut groups = Vec::new();
-    flatten(doc, &op.selection_set.node, "Query", &mut groups, 0)?;
+    flatten(
+        doc,
+        &op.selection_set.node,
+        "Query",
+        &mut groups,
+        &mut budget,
+    )?;
+    // A selection that directives emptied answers null on async-graphql, not `{}`.
+    if groups.is_empty() {
+        return None;
+    }
     let mut roots = Vec::with_capacity(groups.len());
     for (key, fields) in groups {
         let first = &fields[0].node;
@@ -179,8 +194,13 @@ pub(super) fn build(doc: &ExecutableDocument, name: Option<&str>) -> Option<Plan
             });
             continue;
         }
+        // async-graphql runs each occurrence of a root field (validation does not compare
+        // fields in different fragments), each charged like a REST request: not merged here.
+        if fields.len() > 1 {
+            return None;
+        }
         let op = operation_of(name)?;
-        let select = nodes(doc, answer_type(op), &fields)?;
+        let select = nodes(doc, answer_type(op), &fields, &mut budget)?;
         roots.push(Root::Op(OpField {
             key: key.to_string(),
             pos: fields[0].pos,
@@ -212,12 +232,24 @@ fn flatten<'d>(
     set: &'d SelectionSet,
     ty: &str,
     out: &mut Groups<'d>,
+    budget: &mut usize,
+) -> Option<()> {
+    flatten_at(doc, set, ty, out, budget, 0)
+}
+
+fn flatten_at<'d>(
+    doc: &'d ExecutableDocument,
+    set: &'d SelectionSet,
+    ty: &str,
+    out: &mut Groups<'d>,
+    budget: &mut usize,
     depth: usize,
 ) -> Option<()> {
     if depth > MAX_FRAGMENT_DEPTH {
         return None;
     }
     for item in &set.items {
+        *budget = budget.checked_sub(1)?;
         match &item.node {
             Selection::Field(f) => {
                 if !included(&f.node.directives)? {
@@ -236,7 +268,7 @@ fn flatten<'d>(
                     .as_ref()
                     .is_none_or(|c| c.node.on.node.as_str() == ty);
                 if applies && included(&f.node.directives)? {
-                    flatten(doc, &f.node.selection_set.node, ty, out, depth + 1)?;
+                    flatten_at(doc, &f.node.selection_set.node, ty, out, budget, depth + 1)?;
                 }
             }
             Selection::FragmentSpread(s) => {
@@ -244,7 +276,7 @@ fn flatten<'d>(
                 if f.node.type_condition.node.on.node.as_str() == ty
                     && included(&s.node.directives)?
                 {
-                    flatten(doc, &f.node.selection_set.node, ty, out, depth + 1)?;
+                    flatten_at(doc, &f.node.selection_set.node, ty, out, budget, depth + 1)?;
                 }
             }
         }
@@ -271,15 +303,31 @@ fn included(directives: &[Positioned<Directive>]) -> Option<bool> {
 }
 
 /// The selection of `fields` (one response key, merged) on object type `ty`.
-fn nodes(doc: &ExecutableDocument, ty: &str, fields: &[&Positioned<Field>]) -> Option<Vec<Node>> {
+fn nodes(
+    doc: &ExecutableDocument,
+    ty: &str,
+    fields: &[&Positioned<Field>],
+    budget: &mut usize,
+) -> Option<Vec<Node>> {
     let mut groups = Vec::new();
     for f in fields {
-        flatten(doc, &f.node.selection_set.node, ty, &mut groups, 0)?;
+        flatten(doc, &f.node.selection_set.node, ty, &mut groups, budget)?;
+    }
+    if groups.is_empty() {
+        return None;
     }
     let types = Types::get();
     let mut out = Vec::with_capacity(groups.len());
     for (key, fields) in groups {
         let name = fields[0].node.name.node.as_str();
+        // One response key, one field: different fields under one key are left to
+        // async-graphql (it runs each).
+        if fields
+            .iter()
+            .any(|f| f.node.name.node.as_str() != name || !f.node.arguments.is_empty())
+        {
+            return None;
+        }
         let source = if name == "__typename" {
             Source::Typename(ty.to_string())
         } else if ty == "Meta" {
@@ -295,7 +343,7 @@ fn nodes(doc: &ExecutableDocument, ty: &str, fields: &[&Positioned<Field>]) -> O
         } else if operation_of_answer(ty) && name == "operation" {
             Source::Operation
         } else if operation_of_answer(ty) && name == "meta" {
-            Source::Meta(nodes(doc, "Meta", &fields)?)
+            Source::Meta(nodes(doc, "Meta", &fields, budget)?)
         } else if operation_of_answer(ty) && name == "resultJson" {
             Source::Json {
                 rest: "result".into(),
@@ -315,7 +363,7 @@ fn nodes(doc: &ExecutableDocument, ty: &str, fields: &[&Positioned<Field>]) -> O
                     Some(values) => Shape::Enum(values),
                     None => {
                         types.object(base)?;
-                        Shape::Object(nodes(doc, base, &fields)?)
+                        Shape::Object(nodes(doc, base, &fields, budget)?)
                     }
                 },
             };
@@ -401,6 +449,34 @@ mod tests {
             None
         )
         .is_none());
+        // One root key for two fields (async-graphql runs both), a selection emptied by a
+        // directive (async-graphql answers null).
+        assert!(plan(
+            "{ r: riskAssessment(userId: \"u\") { confidence } ... on Query { r: riskAssessment(userId: \"v\") { operation } } }",
+            None
+        )
+        .is_none());
+        assert!(plan(
+            "{ riskAssessment(userId: \"u\") { confidence @skip(if: true) } }",
+            None
+        )
+        .is_none());
+        assert!(plan(
+            "{ riskAssessment(userId: \"u\") @skip(if: true) { confidence } }",
+            None
+        )
+        .is_none());
+        // A fragment spread again and again: the walk is bounded.
+        let mut q = String::from("{ riskAssessment(userId: \"u\") { ...F0 } }");
+        for i in 0..20 {
+            q.push_str(&format!(
+                " fragment F{i} on RiskAssessment {{ ...F{} ...F{} }}",
+                i + 1,
+                i + 1
+            ));
+        }
+        q.push_str(" fragment F20 on RiskAssessment { confidence }");
+        assert!(plan(&q, None).is_none());
         // Two operations: the named one.
         let q = "query A { riskAssessment(userId: \"u\") { confidence } } query B { __typename }";
         assert!(plan(q, None).is_none());

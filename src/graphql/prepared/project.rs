@@ -342,11 +342,8 @@ impl Walk<'_> {
         let token = &b[at..end];
         match shape {
             Shape::Float if is_number(token) => out.extend_from_slice(token),
-            Shape::Int
-                if is_number(token) && !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) =>
-            {
-                out.extend_from_slice(token)
-            }
+            // Every `Int` of the results is a `u32` on the general path.
+            Shape::Int if is_u32(token) => out.extend_from_slice(token),
             Shape::String if token.first() == Some(&b'"') => out.extend_from_slice(token),
             Shape::Boolean if token == b"true" || token == b"false" => out.extend_from_slice(token),
             Shape::Json => out.extend_from_slice(token),
@@ -427,6 +424,11 @@ fn key(out: &mut Vec<u8>, k: &str) {
     out.push(b'"');
     out.extend_from_slice(k.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+fn is_u32(t: &[u8]) -> bool {
+    t.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(t).is_ok_and(|t| t.parse::<u32>().is_ok())
 }
 
 fn is_number(t: &[u8]) -> bool {
