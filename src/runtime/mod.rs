@@ -16,8 +16,14 @@ pub mod admission;
 pub mod control;
 pub mod listener;
 pub mod reload;
+mod resolve;
 pub mod sd_notify;
 pub mod shard;
+mod signals;
+
+pub use resolve::Resolved;
+use resolve::{auth_keys, load_snapshots, resolve_endpoints, resolve_webhook, start_redis};
+use signals::SignalWatcher;
 pub mod sys;
 pub mod trim;
 pub mod watchdog;
@@ -261,142 +267,6 @@ fn flush_l2_stores(redis: &crate::l2::pool::Pool, since: Instant, grace: Duratio
 /// grace period.
 const MIN_L2_FLUSH: Duration = Duration::from_secs(1);
 
-/// Resolves the remote endpoints' host names here, on the main thread, so no shard ever
-/// blocks on DNS.
-fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartError> {
-    resolve_changed(config, &[])
-}
-
-/// [`resolve_endpoints`], reusing the address of every endpoint `known` already lists with
-/// the same specification.
-fn resolve_changed(
-    config: &Config,
-    known: &[ResolvedEndpoint],
-) -> Result<Vec<ResolvedEndpoint>, StartError> {
-    use std::net::ToSocketAddrs;
-    config
-        .endpoints
-        .iter()
-        .map(|spec| {
-            if let Some(r) = known.iter().find(|r| r.spec == *spec) {
-                return Ok(r.clone());
-            }
-            let addr = (spec.host.as_str(), spec.port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    StartError::Config(format!(
-                        "ATLAS_ENDPOINTS: cannot resolve {}:{} for endpoint {}",
-                        spec.host, spec.port, spec.name
-                    ))
-                })?;
-            Ok(ResolvedEndpoint {
-                spec: spec.clone(),
-                addr,
-            })
-        })
-        .collect()
-}
-
-/// Loads the JWT keys and decides whether authentication is on (`ATLAS_AUTH`): required
-/// needs a key; unset means required when a key is configured, off on a loopback address,
-/// and a refusal to start on any other address. Logs the decision (never a secret).
-fn auth_keys(
-    config: &Config,
-    bound: SocketAddr,
-) -> Result<Option<Arc<crate::auth::verify::Verifier>>, StartError> {
-    use crate::config::AuthMode;
-    let verifier = crate::auth::verify::Verifier::load(config).map_err(StartError::Config)?;
-    let loopback = bound.ip().is_loopback();
-    let on = match (config.auth, &verifier) {
-        (AuthMode::Off, _) => {
-            if !loopback {
-                log::warn!(
-                    target: "atlas::security",
-                    "event=config auth=off listen={bound}: ATLAS_AUTH=off on a non-loopback address; every route is open"
-                );
-            }
-            false
-        }
-        (AuthMode::Required | AuthMode::Auto, Some(_)) => true,
-        (AuthMode::Required, None) => return Err(StartError::Config(
-            "ATLAS_AUTH=required needs ATLAS_JWT_SECRET, ATLAS_JWT_PUBLIC_KEY or ATLAS_JWKS_FILE"
-                .into(),
-        )),
-        (AuthMode::Auto, None) if loopback => false,
-        (AuthMode::Auto, None) => {
-            return Err(StartError::Config(format!(
-                "listening on {bound} (not loopback) without authentication: configure \
-                 ATLAS_JWT_SECRET, ATLAS_JWT_PUBLIC_KEY or ATLAS_JWKS_FILE, or set ATLAS_AUTH=off \
-                 explicitly"
-            )))
-        }
-    };
-    let verifier = verifier.filter(|_| on).map(Arc::new);
-    match &verifier {
-        Some(v) => log::info!(
-            target: "atlas::security",
-            "event=config auth=required keys=\"{}\" admin_token={}",
-            v.describe(),
-            if config.admin_token.is_some() { "set" } else { "unset" }
-        ),
-        None => log::info!(target: "atlas::security", "event=config auth=off listen={bound}"),
-    }
-    Ok(verifier)
-}
-
-/// Starts the Redis workers when `ATLAS_REDIS_URL` is set: min(`CONNECTION_POOL_SIZE`, 4)
-/// threads, each with one connection (made on the worker, so a Redis that is down does not
-/// delay the start), I/O deadline 20 × `ATLAS_REDIS_TIMEOUT_MS` (at least 100 ms).
-fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Pool>, StartError> {
-    use crate::l2::pool::{Pool, Target};
-    let target = match config.redis_urls.as_slice() {
-        [] => return Ok(None),
-        [one] if !config.redis_cluster => Target::Node(one.clone()),
-        seeds => Target::Cluster(seeds.to_vec()),
-    };
-    let workers = config.connection_pool_size.clamp(1, 4);
-    let io_timeout = (config.redis_timeout * 20).max(Duration::from_millis(100));
-    log::info!("redis L2: {target:?}, {workers} connections");
-    Pool::start(target, workers, io_timeout)
-        .map(Some)
-        .map_err(io_err("cannot start the Redis workers"))
-}
-
-/// Resolves `ATLAS_ALERT_WEBHOOK`; names this instance `hostname:port` in its payloads.
-fn resolve_webhook(
-    config: &Config,
-    bound: SocketAddr,
-) -> Result<Option<WebhookTarget>, StartError> {
-    use std::net::ToSocketAddrs;
-    let Some(url) = &config.alert_webhook else {
-        return Ok(None);
-    };
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            StartError::Config(format!(
-                "ATLAS_ALERT_WEBHOOK: cannot resolve {}",
-                url.authority()
-            ))
-        })?;
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "atlas".to_string());
-    Ok(Some(WebhookTarget {
-        addr,
-        host: url.authority(),
-        path: url.path.clone(),
-        instance: format!("{host}:{}", bound.port()),
-    }))
-}
-
-/// Prints the one line tests and tools wait for.
 fn announce(role: &Role, addr: SocketAddr, shards: usize) {
     let what = match role {
         Role::Gateway => "atlas",
@@ -405,134 +275,6 @@ fn announce(role: &Role, addr: SocketAddr, shards: usize) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{what} listening on http://{addr} shards={shards}");
     let _ = out.flush();
-}
-
-/// The signal thread: SIGHUP reloads, the first SIGTERM/SIGINT drains, the second exits.
-struct SignalWatcher {
-    shared: Arc<Shared>,
-    control: Control,
-    reloader: Reloader,
-    notifier: Option<Arc<Notifier>>,
-    /// The `STATUS=` line while serving.
-    status: String,
-    /// When the drain started and its grace period (the L2 flush gets what is left of it).
-    drain_started: Arc<OnceLock<(Instant, Duration)>>,
-    /// The global rate-limit bucket every shard shares: a reload changes its rate here, once.
-    global_limit: Option<Arc<atlas_shard::SharedBucket>>,
-    /// The shards' shared clock (the global bucket's time base).
-    clock: atlas_shard::MonotonicClock,
-    /// The remote endpoints in force, resolved. Every reload hands the whole list to every
-    /// shard (applying it again changes nothing), so a shard that missed a reload catches up
-    /// at the next.
-    endpoints: Vec<ResolvedEndpoint>,
-}
-
-impl SignalWatcher {
-    fn run(mut self, mut signals: signal_hook::iterator::Signals) {
-        for signal in signals.forever() {
-            if signal == signal_hook::consts::SIGHUP {
-                if self.drain_started.get().is_some() {
-                    log::info!("SIGHUP while draining: ignored");
-                } else {
-                    self.reload();
-                }
-                continue;
-            }
-            if self.drain_started.get().is_some() {
-                log::warn!("second signal {signal}: exiting without waiting");
-                std::process::exit(1);
-            }
-            let grace = self.reloader.current().shutdown_grace;
-            let _ = self.drain_started.set((Instant::now(), grace));
-            log::info!(
-                "signal {signal}: draining (stop accepting, finish in-flight requests, up to {}s)",
-                grace.as_secs()
-            );
-            self.notify(&format!(
-                "STOPPING=1\nSTATUS=draining: finishing in-flight requests (up to {}s)",
-                grace.as_secs()
-            ));
-            self.shared.draining.store(true, Ordering::Release);
-            self.control.drain();
-        }
-    }
-
-    /// Reads the configuration again and applies what can change without a restart.
-    fn reload(&mut self) {
-        self.notify(&format!(
-            "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC={}",
-            sd_notify::monotonic_usec()
-        ));
-        match self.reloader.plan(|name| std::env::var(name).ok()) {
-            Err(errors) => {
-                log::error!(
-                    "SIGHUP: the configuration is invalid; keeping the running one ({} problem(s)):",
-                    errors.len()
-                );
-                for e in &errors {
-                    log::error!("  {e}");
-                }
-            }
-            Ok(plan) if plan.changes.is_empty() => {
-                log::info!("SIGHUP: configuration read again; nothing changed");
-            }
-            Ok(mut plan) => {
-                let current = self.reloader.current();
-                // Resolved here, on the signal thread: a shard never waits for DNS. Only new or
-                // changed endpoints are looked up; an unchanged one keeps its address (and so
-                // its state on the shards, even behind round-robin DNS).
-                if plan.config.endpoints != current.endpoints {
-                    match resolve_changed(&plan.config, &self.endpoints) {
-                        Ok(list) => self.endpoints = list,
-                        Err(e) => {
-                            log::error!("SIGHUP: {e}");
-                            let current = current.clone();
-                            plan.hold_endpoints(&current, "cannot be resolved");
-                        }
-                    }
-                }
-                let endpoints = Some(self.endpoints.clone());
-                for change in &plan.changes {
-                    log::info!("SIGHUP: {}", reload::describe(change));
-                }
-                if plan.config.log != self.reloader.current().log {
-                    crate::logging::set_filter(&plan.config.log);
-                }
-                if plan.changes.iter().any(|c| c.applied) {
-                    use atlas_shard::Clock;
-                    if let (Some(bucket), Some(rate)) =
-                        (&self.global_limit, plan.config.rate_limits.global())
-                    {
-                        if bucket.rate() != rate {
-                            bucket.set_rate(rate, self.clock.now());
-                        }
-                    }
-                    let shards = self.shared.shards;
-                    let reload = control::Reload {
-                        config: Arc::new(plan.config.clone()),
-                        endpoints,
-                    };
-                    let applied = self.control.reload(reload, Duration::from_secs(2));
-                    if applied == shards {
-                        log::info!("SIGHUP: applied on all {shards} shards");
-                    } else {
-                        log::warn!(
-                            "SIGHUP: applied on {applied} of {shards} shards within 2 s; the \
-                             others apply it when they get to it"
-                        );
-                    }
-                }
-                self.reloader.commit(plan);
-            }
-        }
-        self.notify(&format!("READY=1\nSTATUS={}", self.status));
-    }
-
-    fn notify(&self, state: &str) {
-        if let Some(n) = &self.notifier {
-            n.send(state);
-        }
-    }
 }
 
 /// Everything a shard's executor is started with (cloned once per shard).
@@ -551,50 +293,6 @@ struct ShardStart {
     resolved: Arc<Resolved>,
     /// systemd's watchdog, when `WatchdogSec=` is set: shard 0 pings it (see `watchdog`).
     watchdog: Option<(Arc<Notifier>, Duration)>,
-}
-
-/// Addresses resolved and process-wide clients started on the main thread before the
-/// executors start (never DNS or a blocking connect on a shard).
-#[derive(Debug, Clone, Default)]
-pub struct Resolved {
-    /// The remote model endpoints.
-    pub endpoints: Vec<ResolvedEndpoint>,
-    /// Where alert changes go (`ATLAS_ALERT_WEBHOOK`).
-    pub webhook: Option<WebhookTarget>,
-    /// The Redis workers of the L2 (`ATLAS_REDIS_URL`).
-    pub redis: Option<crate::l2::pool::Pool>,
-    /// The JWT keys when authentication is required (`None`: auth off).
-    pub verifier: Option<Arc<crate::auth::verify::Verifier>>,
-    /// Snapshot entries for each shard to restore (taken once by the shard).
-    pub restore: Arc<Mutex<Vec<Vec<atlas_shard::SnapshotEntry>>>>,
-    /// The global rate-limit bucket every shard shares (`ATLAS_RATE_LIMIT_GLOBAL_RPS`).
-    pub global_limit: Option<Arc<atlas_shard::SharedBucket>>,
-}
-
-impl Resolved {
-    /// Shard `id`'s snapshot entries (empty after the first call).
-    pub fn take_restore(&self, id: usize) -> Vec<atlas_shard::SnapshotEntry> {
-        self.restore
-            .lock()
-            .ok()
-            .and_then(|mut all| all.get_mut(id).map(std::mem::take))
-            .unwrap_or_default()
-    }
-}
-
-/// Reads the snapshots in `ATLAS_STATE_DIR` (creating it if missing), grouped by owner shard.
-fn load_snapshots(config: &Config, shards: usize) -> Vec<Vec<atlas_shard::SnapshotEntry>> {
-    let Some(dir) = &config.state_dir else {
-        return Vec::new();
-    };
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        log::warn!(
-            "ATLAS_STATE_DIR {}: {e}; snapshots will fail, starting cold",
-            dir.display()
-        );
-        return Vec::new();
-    }
-    crate::snapshot::load_all(dir, shards, crate::monitor::unix_ms_now())
 }
 
 async fn run_shard(start: ShardStart) {
