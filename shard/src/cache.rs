@@ -355,58 +355,6 @@ impl<C: Clock> Cache<C> {
         (e.key() == key.bytes()).then_some(slot)
     }
 
-    /// Adds to the entry under `key` every tag of `tags` it does not declare yet, so that a
-    /// request served a result that was stored for another request keeps its own declared
-    /// dependencies: invalidating any of them later removes the entry.
-    ///
-    /// The entry keeps its body, age, hits and place in the eviction order; it is charged for
-    /// the new tags like an insert would be, and other entries may be evicted to keep the
-    /// budget. An entry that would grow past the per-entry limit is removed instead (counted
-    /// as too large), because serving it without the dependency would be wrong. Returns how
-    /// many tags were added (0 without an entry under `key`).
-    pub fn add_tags<S: AsRef<str>>(&mut self, key: &CacheKey, tags: &[S]) -> usize {
-        let Some(slot) = self.slot_of(key) else {
-            return 0;
-        };
-        let (mut added, mut extra) = (0, 0);
-        for tag in tags {
-            let tag = tag.as_ref();
-            if self.index.add_member(slot, DepKind::Tag, tag) {
-                added += 1;
-                extra += 2 * tag.len() + Index::BYTES_PER_DEP;
-            }
-        }
-        if added == 0 {
-            return 0;
-        }
-        let max = self
-            .opts
-            .max_entry_bytes
-            .min(self.opts.max_bytes)
-            .min(u32::MAX as usize);
-        let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return 0;
-        };
-        let charge = e.charge as usize + extra;
-        if charge > max {
-            // `remove_slot` releases the old charge and every index membership, new ones too.
-            self.remove_slot(slot);
-            self.counters.too_large += 1;
-            return 0;
-        }
-        e.charge = charge as u32;
-        self.used += extra;
-        // Make room for what was just charged (this entry may itself be the victim).
-        self.evict_for(0);
-        added
-    }
-
-    /// The dependency tags the entry under `key` declares (empty without one).
-    pub fn tags_of(&self, key: &CacheKey) -> Vec<String> {
-        self.slot_of(key)
-            .map_or_else(Vec::new, |slot| self.index.deps_of(slot, DepKind::Tag))
-    }
-
     /// Removes the entry in `slot` from the map, the policy, the indexes and the budget.
     fn remove_slot(&mut self, slot: u32) -> bool {
         let Some(e) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
@@ -418,74 +366,6 @@ impl<C: Clock> Cache<C> {
         self.used -= e.charge as usize;
         self.free.push(slot);
         true
-    }
-
-    /// Removes every slot in `self.scratch`; returns how many were live.
-    fn remove_scratch(&mut self) -> usize {
-        let slots = std::mem::take(&mut self.scratch);
-        let mut n = 0;
-        for &s in &slots {
-            if self.remove_slot(s) {
-                n += 1;
-            }
-        }
-        self.scratch = slots;
-        self.scratch.clear();
-        self.counters.invalidations += n as u64;
-        n
-    }
-
-    /// Removes the entry under `key`, if any.
-    pub fn invalidate_key(&mut self, key: &CacheKey) -> bool {
-        let Some(slot) = self.slot_of(key) else {
-            return false;
-        };
-        if self.remove_slot(slot) {
-            self.counters.invalidations += 1;
-            return true;
-        }
-        false
-    }
-
-    /// Removes every entry that declared dependency tag `tag`. Returns how many.
-    pub fn invalidate_tag(&mut self, tag: &str) -> usize {
-        self.index.slots_with(DepKind::Tag, tag, &mut self.scratch);
-        self.remove_scratch()
-    }
-
-    /// Removes every entry that declared any of `symbols` (a `market_data_update` event).
-    pub fn invalidate_symbols<S: AsRef<str>>(&mut self, symbols: &[S]) -> usize {
-        for s in symbols {
-            self.index
-                .slots_with(DepKind::Symbol, s.as_ref(), &mut self.scratch);
-        }
-        self.remove_scratch()
-    }
-
-    /// Removes every entry of `user`'s scope.
-    pub fn invalidate_user(&mut self, user: &str) -> usize {
-        self.index.slots_of_user(user, &mut self.scratch);
-        self.remove_scratch()
-    }
-
-    /// Removes every entry of `op`.
-    pub fn invalidate_operation(&mut self, op: Operation) -> usize {
-        self.index.slots_of_op(op, &mut self.scratch);
-        self.remove_scratch()
-    }
-
-    /// Removes everything.
-    pub fn clear(&mut self) -> usize {
-        let n = self.map.len();
-        self.map.clear();
-        self.slots.clear();
-        self.free.clear();
-        self.policy.clear();
-        self.index.clear();
-        self.used = 0;
-        self.sweep_cursor = 0;
-        self.counters.invalidations += n as u64;
-        n
     }
 
     /// Incremental maintenance, called by the shard on a timer: looks at up to `max_scan`
@@ -529,110 +409,10 @@ impl<C: Clock> Cache<C> {
         }
         removed
     }
-
-    /// Every live entry (not past its TTL plus stale windows) as plain data, for a snapshot.
-    pub fn snapshot(&self) -> impl Iterator<Item = SnapshotEntry> + '_ {
-        let now_ms = self.clock.now().as_millis();
-        (0..self.slots.len()).filter_map(move |slot| self.export_slot(slot as u32, now_ms))
-    }
-
-    /// The live entry under `key` as plain data (what [`Cache::snapshot`] gives for it), without
-    /// counting an access.
-    pub fn export(&self, key: &CacheKey) -> Option<SnapshotEntry> {
-        let slot = self.slot_of(key)?;
-        self.export_slot(slot, self.clock.now().as_millis())
-    }
-
-    /// The entry in `slot` as plain data, if live at `now_ms`.
-    fn export_slot(&self, slot: u32, now_ms: u64) -> Option<SnapshotEntry> {
-        let e = self.slots.get(slot as usize)?.as_ref()?;
-        let age_ms = now_ms.saturating_sub(e.created_ms);
-        if age_ms >= e.retention_ms() {
-            return None;
-        }
-        Some(SnapshotEntry {
-            key: e.key().to_vec(),
-            body: e.buf.slice(e.key_len as usize..),
-            age_ms,
-            ttl_ms: e.ttl_ms,
-            stale_while_revalidate_ms: e.swr_ms,
-            stale_if_error_ms: e.sie_ms,
-            confidence: f32::from(e.confidence) / 255.0,
-            volatility: f32::from(e.volatility) / 255.0,
-            hits: e.hits,
-            refresh_ahead: e.flags & WARM != 0,
-            tags: self.index.deps_of(slot, DepKind::Tag),
-            symbols: self.index.deps_of(slot, DepKind::Symbol),
-        })
-    }
-
-    /// Inserts snapshot entries (ages kept relative to this cache's clock), skipping those with
-    /// invalid keys, already past their windows, or too large. Returns how many were stored.
-    /// Entries past the budget evict earlier ones, as with any insert.
-    pub fn restore(&mut self, entries: impl IntoIterator<Item = SnapshotEntry>) -> usize {
-        let now_ms = self.clock.now().as_millis();
-        let mut stored = 0;
-        for s in entries {
-            let Ok(key) = CacheKey::from_bytes(s.key) else {
-                continue;
-            };
-            let retention = u64::from(s.ttl_ms)
-                + u64::from(s.stale_while_revalidate_ms.max(s.stale_if_error_ms));
-            if s.age_ms >= retention || parse(key.bytes()).is_err() {
-                continue;
-            }
-            let meta = EntryMeta {
-                ttl: Duration::from_millis(u64::from(s.ttl_ms)),
-                stale_while_revalidate: Duration::from_millis(u64::from(
-                    s.stale_while_revalidate_ms,
-                )),
-                stale_if_error: Duration::from_millis(u64::from(s.stale_if_error_ms)),
-                confidence: s.confidence,
-                volatility: s.volatility,
-                refresh_ahead: s.refresh_ahead,
-                tags: s.tags,
-                symbols: s.symbols,
-            };
-            let created = now_ms.saturating_sub(s.age_ms);
-            if self
-                .insert_at(&key, &s.body, &meta, created, s.hits, 0)
-                .is_ok()
-            {
-                stored += 1;
-            }
-        }
-        stored
-    }
-
-    /// Checks every internal invariant; for tests.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
-        let live: Vec<u32> = (0..self.slots.len() as u32)
-            .filter(|&s| self.slots[s as usize].is_some())
-            .collect();
-        assert_eq!(live.len(), self.map.len(), "map and slots disagree");
-        assert_eq!(self.policy.len(), live.len(), "policy and slots disagree");
-        let used: usize = live
-            .iter()
-            .filter_map(|&s| self.slots[s as usize].as_ref())
-            .map(|e| e.charge as usize)
-            .sum();
-        assert_eq!(used, self.used, "accounting drift");
-        assert!(self.used <= self.opts.max_bytes, "budget exceeded");
-        for (&h, &s) in &self.map {
-            let e = self.slots[s as usize]
-                .as_ref()
-                .expect("map points at a free slot");
-            assert_eq!(hash_key_bytes(e.key()), h);
-        }
-        for s in self.index.all_indexed_slots() {
-            assert!(
-                self.slots[s as usize].is_some(),
-                "index points at removed slot {s}"
-            );
-        }
-    }
 }
+
+mod dependencies;
+mod snapshot;
 
 #[cfg(test)]
 mod tests;
