@@ -24,7 +24,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::http::{parse_head, Head, Parse, MAX_BODY};
 use super::stats::{ErrorKind, ThreadStats};
 use super::sys::{Epoll, Event};
-use super::workload::{Operation, Workload};
+use super::workload::Workload;
+
+mod conn;
+use conn::{Conn, InFlight, ReadOutcome};
 
 /// How requests are issued.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -66,88 +69,6 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
 const READ_BUF: usize = 4096;
 /// Events taken per epoll_wait.
 const EVENTS: usize = 1024;
-
-/// A request on the wire.
-#[derive(Clone, Copy, Debug)]
-struct InFlight {
-    op: Operation,
-    /// Open loop: the scheduled send time. Closed loop: when it was issued.
-    scheduled: Instant,
-    sent: Instant,
-    deadline: Instant,
-}
-
-/// One connection slot; its socket comes and goes, its buffers stay.
-struct Conn {
-    sock: Option<Socket>,
-    /// Bumped whenever the socket changes, so events for a closed socket are ignored.
-    generation: u32,
-    connected: bool,
-    wbuf: Vec<u8>,
-    woff: usize,
-    rbuf: Vec<u8>,
-    rlen: usize,
-    /// The parsed head of the response being read.
-    head: Option<Head>,
-    req: Option<InFlight>,
-    /// Closed loop: the virtual user this slot plays, and its next request number.
-    vuser: u64,
-    next_seq: u64,
-    /// Closed loop: when to issue the next request after a connect failure.
-    retry_at: Option<Instant>,
-    /// Closed loop: this user has finished.
-    done: bool,
-}
-
-impl Conn {
-    fn new(vuser: u64) -> Conn {
-        Conn {
-            sock: None,
-            generation: 0,
-            connected: false,
-            wbuf: Vec::new(),
-            woff: 0,
-            rbuf: Vec::new(),
-            rlen: 0,
-            head: None,
-            req: None,
-            vuser,
-            next_seq: 0,
-            retry_at: None,
-            done: false,
-        }
-    }
-
-    fn token(&self, idx: usize) -> u64 {
-        (u64::from(self.generation) << 32) | idx as u64
-    }
-
-    /// Drops the socket (closing it removes it from epoll) and forgets any partial response.
-    fn close(&mut self) {
-        self.sock = None;
-        self.generation = self.generation.wrapping_add(1);
-        self.connected = false;
-        self.woff = 0;
-        self.wbuf.clear();
-        self.rlen = 0;
-        self.head = None;
-    }
-}
-
-/// What reading a connection produced.
-enum ReadOutcome {
-    /// Nothing complete yet.
-    Pending,
-    /// A full response; `close` when the connection cannot be reused (bytes followed that
-    /// no request asked for, or the peer shut down its side).
-    Response {
-        head: Head,
-        close: bool,
-    },
-    /// The peer closed a connection with no request on it.
-    IdleClosed,
-    Failed(ErrorKind),
-}
 
 /// The driver's state.
 struct Driver<'a> {
