@@ -50,3 +50,4 @@ pub mod runtime;
 pub mod snapshot;
 pub mod status;
 pub mod tune;
+pub mod wallclock;

@@ -191,7 +191,7 @@ fn l2_of(shard: &Shard) -> Option<Rc<crate::l2::L2>> {
 /// logged and treated as absent.
 async fn from_l2(l2: &crate::l2::L2, user: &str) -> Option<Context<SharedContext>> {
     let bytes = l2.get_bytes(l2.context_key(user)).await?;
-    let now = crate::monitor::unix_ms_now();
+    let now = crate::wallclock::unix_ms_now();
     let parsed: Option<(u64, u64, Map<String, Value>)> =
         serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
             let version = v.get("version")?.as_u64()?;
@@ -388,7 +388,7 @@ async fn store_in_l2(
         format!(
             "{{\"version\":{},\"expires_unix_ms\":{},\"context\":",
             written.version,
-            crate::monitor::unix_ms_now() + ttl_ms
+            crate::wallclock::unix_ms_now() + ttl_ms
         )
         .as_bytes(),
     );

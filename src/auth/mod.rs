@@ -338,7 +338,7 @@ impl Auth {
 
     /// The identity of a JWT: from the cache, or verified and cached.
     fn user(&self, verifier: &Verifier, token: &[u8]) -> Result<Identity, AuthError> {
-        let now = crate::monitor::unix_ms_now() / 1000;
+        let now = crate::wallclock::unix_ms_now() / 1000;
         if let Some(hit) = self.cache.borrow_mut().get(token, now) {
             bump(&self.counters.cache_hits);
             return Ok(hit);

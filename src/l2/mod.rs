@@ -212,7 +212,7 @@ impl L2 {
     /// breaker is open. Never fails the caller.
     pub async fn get(&self, key: &CacheKey) -> Option<SnapshotEntry> {
         let bytes = self.get_bytes(self.redis_key(key)).await?;
-        let now = crate::monitor::unix_ms_now();
+        let now = crate::wallclock::unix_ms_now();
         match Record::decode(&bytes, Some(key.bytes())) {
             Ok(r) if r.remaining_ms(now) > 0 => {
                 bump(&self.counters.hits);
@@ -326,7 +326,7 @@ impl L2 {
     /// slow Redis) must not empty the shared cache; with Redis down the workers fail them at
     /// once and the bounded queue absorbs the rest.
     pub fn store(&self, key: &CacheKey, entry: &SnapshotEntry) {
-        let now = crate::monitor::unix_ms_now();
+        let now = crate::wallclock::unix_ms_now();
         let record = Record::from_entry(entry, now);
         let ttl_ms = record.remaining_ms(now);
         if ttl_ms == 0 {

@@ -39,7 +39,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::wallclock::unix_ms_now;
 
 use atlas_shard::Operation;
 
@@ -498,13 +500,6 @@ impl Monitor {
             endpoints,
         }
     }
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_ms_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn severity_above(value: Option<f64>, bounds: [f64; 3]) -> Option<Severity> {

@@ -40,7 +40,7 @@ pub fn performance(m: &Monitor) -> Value {
     let (delivered, failed, dropped) = m.webhook_stats.counts();
     let target_ms = s.response_target * 1000.0;
     json!({
-        "generated_at_unix_ms": super::unix_ms_now(),
+        "generated_at_unix_ms": crate::wallclock::unix_ms_now(),
         "uptime_s": m.started.elapsed().as_secs_f64(),
         "interval_s": s.interval.as_secs_f64(),
         "windows": history.len(),

@@ -388,7 +388,7 @@ async fn write_snapshot(shard: &Rc<Shard>) {
     let (id, count, started) = (shard.id, entries.len(), Instant::now());
     let written = glommio::executor()
         .spawn_blocking(move || {
-            crate::snapshot::write(&dir, id, &entries, crate::monitor::unix_ms_now())
+            crate::snapshot::write(&dir, id, &entries, crate::wallclock::unix_ms_now())
         })
         .await;
     match written {

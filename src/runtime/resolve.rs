@@ -184,5 +184,5 @@ pub(super) fn load_snapshots(
         );
         return Vec::new();
     }
-    crate::snapshot::load_all(dir, shards, crate::monitor::unix_ms_now())
+    crate::snapshot::load_all(dir, shards, crate::wallclock::unix_ms_now())
 }

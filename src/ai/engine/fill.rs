@@ -24,7 +24,7 @@ impl Engine {
         if !fresh || job.spec.max_age.is_some_and(|max| age > max) {
             return None;
         }
-        let created = crate::monitor::unix_ms_now().saturating_sub(entry.age_ms);
+        let created = crate::wallclock::unix_ms_now().saturating_sub(entry.age_ms);
         if self
             .horizon
             .borrow()

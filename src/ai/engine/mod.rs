@@ -352,7 +352,7 @@ impl Engine {
         self.recent.borrow_mut().record(inv);
         self.horizon
             .borrow_mut()
-            .record(inv, crate::monitor::unix_ms_now());
+            .record(inv, crate::wallclock::unix_ms_now());
         let removed = invalidation::apply(&mut self.cache.borrow_mut(), inv);
         for (cell, n) in self.counters.invalidated.iter().zip(removed.0) {
             bump(cell, n);
