@@ -18,7 +18,8 @@ use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::endpoint::EndpointError;
+mod error;
+pub use error::EndpointError;
 
 mod response;
 pub use response::ResponseReader;

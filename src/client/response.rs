@@ -3,7 +3,7 @@
 //! chunked encoding or the end of the connection, limits on head and body size, and whether
 //! the connection may be reused. Pure (bytes in, a response out); property-tested.
 
-use crate::endpoint::EndpointError;
+use super::EndpointError;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::parse::parse_decimal;
 
