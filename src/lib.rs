@@ -29,7 +29,8 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod endpoint;
-pub mod error;
+/// `ApiError`, where every error becomes a response (it lives in the HTTP layer).
+pub use http::error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzz;
 pub mod graphql;

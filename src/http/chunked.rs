@@ -5,7 +5,7 @@
 //! I/O, so it is fuzzed and property-tested directly. Chunk extensions are skipped, trailer
 //! fields are read and discarded; every length is bounded.
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::status::Status;
 
 /// Longest accepted chunk-size line (size, extensions, CRLF).

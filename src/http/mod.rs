@@ -5,6 +5,7 @@
 //! read through glommio. That split lets the parsers be fuzzed and property-tested.
 
 pub mod chunked;
+pub mod error;
 pub mod parse;
 pub mod response;
 pub mod status;

@@ -8,8 +8,8 @@
 //! The property it exists to check: the outcome for a byte stream does not depend on how the
 //! stream was split into reads. Compiled for tests and fuzz builds only.
 
-use crate::error::ApiError;
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::error::ApiError;
 use crate::http::parse::{BodyKind, HeadScanner, Limits, Method, Parsed, Version};
 
 /// One request as read off the stream, with owned bytes (comparable across buffers).

@@ -10,7 +10,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::status::Status;
 
 /// Parsing limits, from the configuration.
