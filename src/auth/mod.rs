@@ -31,9 +31,21 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 use crate::http::{Request, Response, Status};
-use crate::router::{Access, Route};
 use cache::TokenCache;
 use verify::{AuthError, Verifier};
+
+/// Who may call a route (the router gives each route its access; `authenticate` enforces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: liveness, readiness, the API description; and, for now, the operator views
+    /// `/health/detailed` and `/metrics` and the model tier's protocol, which are kept off
+    /// public networks instead.
+    Public,
+    /// The user the request names (in its body or path), or an admin.
+    User,
+    /// Admins only: whole-cache operations and the performance document.
+    Admin,
+}
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,14 +292,13 @@ impl Auth {
         Ok(())
     }
 
-    /// Who `request` is, or the response refusing it.
+    /// Who `request` is, for a route of `access`, or the response refusing it.
     pub fn authenticate(
         &self,
-        route: Route,
+        access: Access,
         request: &Request,
         peer: Option<IpAddr>,
     ) -> Result<Identity, Response> {
-        let access = route.access();
         let Some(verifier) = self.verifier.as_deref() else {
             return Ok(Identity::Open);
         };

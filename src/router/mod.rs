@@ -10,6 +10,7 @@ use std::rc::Rc;
 use atlas_shard::Operation;
 
 pub use crate::ai::context::Method as ContextMethod;
+pub use crate::auth::Access;
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
 use crate::runtime::shard::{App, Shard};
@@ -48,20 +49,6 @@ pub enum Route {
     /// `POST /graphql`, `GET|HEAD /graphql?query=`: GraphQL over the same handlers (admin
     /// fields are checked per field).
     GraphQl,
-}
-
-/// Who may call a route once authentication lands (the security issue enforces it; until then
-/// every route is open, as README says).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone: liveness, readiness, the API description; and, for now, the operator views
-    /// `/health/detailed` and `/metrics` and the model tier's protocol, which are kept off
-    /// public networks instead.
-    Public,
-    /// The user the request names (in its body or path), or an admin.
-    User,
-    /// Admins only: whole-cache operations and the performance document.
-    Admin,
 }
 
 impl Route {
@@ -183,7 +170,7 @@ pub async fn handle(
     request: &Request,
     peer: Option<std::net::IpAddr>,
 ) -> Response {
-    let identity = match shard.auth.authenticate(route, request, peer) {
+    let identity = match shard.auth.authenticate(route.access(), request, peer) {
         Ok(identity) => identity,
         Err(refusal) => return refusal,
     };
