@@ -60,6 +60,17 @@ pub fn spec_cost(spec: &JobSpec) -> usize {
     std::mem::size_of::<JobSpec>() + spec.key.bytes().len() + spec.input.heap_bytes() + tags
 }
 
+/// The caller as memo key bytes: its kind (open, operator token, user, admin user) and its
+/// subject. Two callers the user check treats differently never share these bytes.
+pub fn identity_bytes(identity: &Identity) -> (&'static [u8], &[u8]) {
+    match identity {
+        Identity::Open => (b"o", b""),
+        Identity::AdminToken => (b"a", b""),
+        Identity::User { sub, admin: false } => (b"u", sub.as_bytes()),
+        Identity::User { sub, admin: true } => (b"U", sub.as_bytes()),
+    }
+}
+
 /// The bytes that identify one request, borrowed from it.
 pub struct RequestBytes<'a> {
     parts: [&'a [u8]; 7],
@@ -91,12 +102,7 @@ impl RequestMemo {
         if !self.memo.is_enabled() {
             return None;
         }
-        let (kind, subject): (&'static [u8], &[u8]) = match identity {
-            Identity::Open => (b"o", b""),
-            Identity::AdminToken => (b"a", b""),
-            Identity::User { sub, admin: false } => (b"u", sub.as_bytes()),
-            Identity::User { sub, admin: true } => (b"U", sub.as_bytes()),
-        };
+        let (kind, subject) = identity_bytes(identity);
         let header = |name| request.header(name).unwrap_or(b"\0");
         let parts = [
             op.as_str().as_bytes(),

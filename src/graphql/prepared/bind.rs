@@ -14,7 +14,7 @@ use async_graphql::parser::types::{BaseType, Type};
 use async_graphql_value::Value;
 use serde_json::{Map, Value as Json};
 
-use super::plan::{OpField, Plan, Root};
+use super::plan::{OpField, Plan};
 use super::types::{FieldDef, Types};
 use crate::error::json_string;
 
@@ -44,14 +44,7 @@ pub(super) fn bodies(plan: &Plan, vars: &Variables) -> Option<Vec<Vec<u8>>> {
                 .as_ref()
         })
     };
-    plan.roots
-        .iter()
-        .filter_map(|r| match r {
-            Root::Op(f) => Some(f),
-            Root::Typename { .. } => None,
-        })
-        .map(|f| body(types, f, &lookup))
-        .collect()
+    plan.ops().map(|f| body(types, f, &lookup)).collect()
 }
 
 /// One operation field's REST body.

@@ -34,7 +34,7 @@ use serde_json::value::RawValue;
 
 use crate::ai::engine::JobSpec;
 use crate::ai::Prepared;
-use crate::auth::{Caller, Identity};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
 use crate::metrics::GraphqlPath;
@@ -128,12 +128,7 @@ pub(super) async fn answer(
         }
         _ => return None,
     };
-    let (kind, subject): (&[u8], &[u8]) = match caller.identity {
-        Identity::Open => (b"o", b""),
-        Identity::AdminToken => (b"a", b""),
-        Identity::User { sub, admin: false } => (b"u", sub.as_bytes()),
-        Identity::User { sub, admin: true } => (b"U", sub.as_bytes()),
-    };
+    let (kind, subject) = crate::ai::memo::identity_bytes(caller.identity);
     let parts: [&[u8]; 4] = [tag, kind, subject, payload];
     let remembered = MEMO.with(|m| {
         let mut m = m.borrow_mut();
@@ -174,11 +169,7 @@ pub(super) async fn answer(
     })??;
     let bodies = bind::bodies(&plan, &variables)?;
     let mut calls = Vec::with_capacity(bodies.len());
-    let ops = plan.roots.iter().filter_map(|r| match r {
-        Root::Op(f) => Some(f.op),
-        Root::Typename { .. } => None,
-    });
-    for (op, body) in ops.zip(bodies) {
+    for (op, body) in plan.ops().map(|f| f.op).zip(bodies) {
         let call = super::bridge::rest_request("POST", super::operation::rest_path(op), body)
             .and_then(|r| crate::ai::prepare(shard, op, &r, caller.identity));
         calls.push(call);
@@ -261,14 +252,7 @@ async fn execute(
     caller: &Caller<'_>,
     graphql_response: bool,
 ) -> Response {
-    let fields: Vec<&plan::OpField> = plan
-        .roots
-        .iter()
-        .filter_map(|r| match r {
-            Root::Op(f) => Some(f),
-            Root::Typename { .. } => None,
-        })
-        .collect();
+    let fields: Vec<&plan::OpField> = plan.ops().collect();
     let run = |op, call| async move {
         let started = Instant::now();
         match call {

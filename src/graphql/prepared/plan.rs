@@ -29,6 +29,16 @@ pub(in crate::graphql) struct Plan {
     pub variables: Vec<Variable>,
 }
 
+impl Plan {
+    /// The operation fields, in root order (one REST call each).
+    pub fn ops(&self) -> impl Iterator<Item = &OpField> {
+        self.roots.iter().filter_map(|r| match r {
+            Root::Op(f) => Some(f),
+            Root::Typename { .. } => None,
+        })
+    }
+}
+
 /// A declared variable.
 pub(in crate::graphql) struct Variable {
     pub name: String,
