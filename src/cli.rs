@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
 
+use crate::app::Role;
 use crate::config::{self, Flags};
 use crate::modelserver::ModelOptions;
-use crate::runtime::shard::Role;
 use crate::runtime::{self, StartError};
 
 /// Atlas: a thread-per-core inference gateway for financial AI operations.
@@ -209,7 +209,7 @@ pub fn main() -> ExitCode {
         return tune(t.clone(), cli.common.clone());
     }
     if let Some(Command::GraphqlSchema) = &cli.command {
-        print!("{}", crate::graphql::sdl());
+        print!("{}", crate::app::graphql::sdl());
         return ExitCode::SUCCESS;
     }
     let mut role = Role::Gateway;
@@ -271,7 +271,10 @@ pub fn main() -> ExitCode {
         }
         None => {}
     }
-    match runtime::serve(config, role, flags, &raw) {
+    let serve = runtime::serve(config, flags, &raw, |config, bound| {
+        crate::app::launch::Launcher::new(config, role, bound)
+    });
+    match serve {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(msg)) => {
             eprintln!("atlas: invalid configuration:\n  {msg}");

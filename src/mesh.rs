@@ -25,9 +25,10 @@
 //! earliest deadline, every [`SWEEP`] at the least), fails the calls whose deadline passed
 //! with [`MeshError::Timeout`].
 //!
-//! Generic over the call and reply types, so the runtime owns the closed set of messages and
-//! tests use their own. Must not touch sockets or shard data directly: it hands calls to the
-//! handler it was given.
+//! Generic over the call and reply types: the app owns the closed set of messages and tests
+//! use their own. A service sees the mesh through a [`Link`]: typed by its own call and reply,
+//! so it never names the app's set. Must not touch sockets or shard data directly: it hands
+//! calls to the handler it was given.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::future::Future;
@@ -72,6 +73,69 @@ pub enum MeshError {
     /// This shard has not started serving calls yet.
     #[error("this shard is not serving yet")]
     NotServing,
+    /// The shard answered with a reply of another kind than the call's.
+    #[error("shard {0} answered with an unexpected reply")]
+    Unexpected(usize),
+}
+
+/// A service's view of the mesh: it sends its own calls `C` and reads its own replies `P`.
+/// The app's closed set of messages wraps them (`Q: From<C>`, `P: TryFrom<R>`), so a service
+/// is handed `Rc<Mesh<Q, R>>` as a `Link` and never names `Q` or `R`. Costs nothing over a
+/// direct call: the conversions are the app's enum wrapping and matching.
+pub trait Link<C, P>: Clone + 'static {
+    /// This shard's index.
+    fn this_shard(&self) -> usize;
+
+    /// Number of shards.
+    fn shard_count(&self) -> usize;
+
+    /// Runs `call` on shard `target` (see [`Mesh::call_until`]; no deadline when `None`).
+    fn ask(
+        &self,
+        target: usize,
+        call: C,
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<P, MeshError>>;
+
+    /// Runs each `(shard, call)` on its shard, concurrently (see [`Mesh::call_each`]).
+    fn ask_each(
+        &self,
+        calls: Vec<(usize, C)>,
+        limit: Duration,
+    ) -> impl Future<Output = Vec<Result<P, MeshError>>>;
+}
+
+impl<Q, R, C, P> Link<C, P> for Rc<Mesh<Q, R>>
+where
+    Q: Send + From<C> + 'static,
+    R: Send + 'static,
+    P: TryFrom<R>,
+{
+    fn this_shard(&self) -> usize {
+        self.id
+    }
+
+    fn shard_count(&self) -> usize {
+        self.shards
+    }
+
+    async fn ask(&self, target: usize, call: C, deadline: Option<Instant>) -> Result<P, MeshError> {
+        let reply = self.call_by(target, Q::from(call), deadline).await?;
+        P::try_from(reply).map_err(|_| MeshError::Unexpected(target))
+    }
+
+    async fn ask_each(&self, calls: Vec<(usize, C)>, limit: Duration) -> Vec<Result<P, MeshError>> {
+        let targets: Vec<usize> = calls.iter().map(|(k, _)| *k).collect();
+        let calls = calls.into_iter().map(|(k, c)| (k, Q::from(c))).collect();
+        self.call_each(calls, limit)
+            .await
+            .into_iter()
+            .zip(targets)
+            .map(|(reply, k)| {
+                reply.and_then(|r| P::try_from(r).map_err(|_| MeshError::Unexpected(k)))
+            })
+            .collect()
+    }
 }
 
 /// One message on the wire between two shards.

@@ -26,7 +26,6 @@ use crate::endpoint::{Embedded, ModelEndpoint};
 use crate::error::ApiError;
 use crate::http::{Request, Response, Status};
 use crate::models::{self, ModelInput, Operation, MODEL_VERSION};
-use crate::runtime::shard::Shard;
 
 /// Default and largest `--max-batch`.
 pub const MAX_BATCH: usize = 256;
@@ -157,8 +156,13 @@ impl ModelServer {
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// `POST /v1/batch`.
-    pub async fn batch(&self, shard: &Shard, request: &Request) -> Response {
+    /// `POST /v1/batch`. `shutdown` resolves when the shard starts shutting down (an
+    /// emulated hang waits for it).
+    pub async fn batch(
+        &self,
+        request: &Request,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Response {
         let parsed: BatchRequest = match serde_json::from_slice(&request.body) {
             Ok(b) => b,
             Err(e) => {
@@ -191,7 +195,7 @@ impl ModelServer {
         }
         if self.opts.hang_rate > 0.0 && self.uniform() < self.opts.hang_rate {
             // Emulated hang: no answer until shutdown (the caller's timeout decides).
-            shard.shutdown_started().await;
+            shutdown.await;
             return ApiError::new(Status::ServiceUnavailable, "shutting_down", "shutting down")
                 .to_response();
         }

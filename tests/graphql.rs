@@ -526,18 +526,21 @@ fn the_printed_schema_is_the_one_in_the_repository() {
     let printed = String::from_utf8(out.stdout).unwrap();
     let kept = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/src/graphql/schema.graphql"
+        "/src/app/graphql/schema.graphql"
     ))
     .unwrap();
     assert_eq!(
         printed, kept,
-        "run `atlas graphql-schema > src/graphql/schema.graphql`"
+        "run `atlas graphql-schema > src/app/graphql/schema.graphql`"
     );
 }
 
 #[test]
 fn the_schema_validates_with_graphql_core() {
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/src/graphql/schema.graphql");
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/app/graphql/schema.graphql"
+    );
     python("graphql_schema.py", &[schema]);
 }
 

@@ -53,7 +53,7 @@ fn served(server: &Server, path: &str) -> u64 {
 fn object_types() -> Vec<(String, Vec<(String, Type)>)> {
     let sdl = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/src/graphql/schema.graphql"
+        "/src/app/graphql/schema.graphql"
     ))
     .unwrap();
     let doc = async_graphql::parser::parse_schema(&sdl).unwrap();

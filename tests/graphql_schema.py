@@ -1,4 +1,4 @@
-"""Checks src/graphql/schema.graphql with graphql-core (the reference implementation's Python
+"""Checks src/app/graphql/schema.graphql with graphql-core (the reference implementation's Python
 port): the SDL builds into a valid schema, the documents Atlas's tests and README use
 validate against it, and documents with an unknown field or a wrong argument type do not.
 
@@ -9,7 +9,7 @@ import sys
 
 from graphql import build_schema, parse, validate, validate_schema
 
-path = sys.argv[1] if len(sys.argv) > 1 else "src/graphql/schema.graphql"
+path = sys.argv[1] if len(sys.argv) > 1 else "src/app/graphql/schema.graphql"
 schema = build_schema(open(path, encoding="utf-8").read())
 errors = validate_schema(schema)
 assert not errors, errors

@@ -3,19 +3,15 @@
 //! `market_data_update` names `symbols` (results computed from them go), `user_profile_update`
 //! names a `user_id` (that user's results go), and every type configured in
 //! `ATLAS_EVENT_TAGS` invalidates its dependency tags. The invalidation then goes the same
-//! way as `POST /ai/cache/invalidate` ([`invalidation::everywhere`]).
-
-use std::rc::Rc;
+//! way as `POST /ai/cache/invalidate` (the handler is the app's, `app::invalidate`).
 
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::invalidation::{self, Invalidation};
 use super::request::{check_user, parse_body};
 use crate::config::events::{EventTags, BUILT_IN};
 use crate::error::ApiError;
-use crate::http::{Request, Response, Status};
-use crate::runtime::shard::Shard;
+use crate::http::{Request, Status};
 
 /// The body of `POST /ai/events`.
 #[derive(Debug, Deserialize)]
@@ -101,29 +97,20 @@ fn to_invalidation(body: Body, configured: &[EventTags]) -> Result<Invalidation,
     }
 }
 
-/// Handles `POST /ai/events`.
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
-    let body = match parse_body::<Body>(request) {
-        Ok(b) => b,
-        Err(e) => return e.to_response(),
-    };
+/// Reads the body of `POST /ai/events`: the event's type and the invalidation it means.
+pub fn read(
+    request: &Request,
+    configured: &[EventTags],
+) -> Result<(String, Invalidation), ApiError> {
+    let body = parse_body::<Body>(request)?;
     let event = body.kind.clone();
-    let inv = match to_invalidation(body, &shard.config.event_tags) {
-        Ok(inv) => inv,
-        Err(e) => return e.to_response(),
-    };
-    if shard.config.enable_prometheus {
-        shard.metrics.borrow_mut().record_event(&event);
-    }
-    let report = invalidation::everywhere(shard, inv).await;
-    let mut body = report.fields();
-    body.insert("event".into(), json!(event));
-    Response::json(Status::Ok, Value::Object(body).to_string())
+    Ok((event, to_invalidation(body, configured)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     fn event(v: Value) -> Result<Invalidation, ApiError> {
         let configured = crate::config::events::parse("interest_rate_change=market:rates|macro")

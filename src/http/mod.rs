@@ -1,7 +1,7 @@
 //! The HTTP/1.1 layer: pure parsing ([`parse`], [`chunked`]), response serialisation
 //! ([`response`]) and the request type handed to routes ([`Request`]).
 //!
-//! Nothing here does I/O; the connection loop (`crate::conn`) drives these functions with bytes
+//! Nothing here does I/O; the connection loop (`runtime::conn`) drives these functions with bytes
 //! read through glommio. That split lets the parsers be fuzzed and property-tested.
 
 pub mod chunked;

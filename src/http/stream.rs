@@ -1,6 +1,6 @@
 //! A sans-I/O model of the connection's read side, for property tests and fuzzing: bytes in,
 //! in any pieces, requests (head and de-chunked body) or the error that ends the connection
-//! out. It composes the same pure pieces the connection loop (`crate::conn`) drives over its
+//! out. It composes the same pure pieces the connection loop (`runtime::conn`) drives over its
 //! socket — [`HeadScanner`] for heads, `Content-Length` framing, [`ChunkedDecoder`] for
 //! chunked bodies — in the same order, and stops where the connection would stop reading
 //! (after a request without keep-alive, or at the first error).

@@ -11,7 +11,6 @@ use atlas_shard::{BatchStats, Operation};
 use crate::ai::engine::CacheStatus;
 use crate::ai::engine::EngineFigures;
 use crate::ai::invalidation::{Invalidation, Kind};
-use crate::monitor::MonitorSummary;
 
 /// Upper bounds (seconds) of the request-duration buckets: sub-millisecond hits to
 /// multi-second misses.
@@ -272,8 +271,6 @@ pub struct MetricsSnapshot {
     pub batch_size: (Vec<u64>, u64, f64),
     /// Queue times (µs): cumulative counts at each of `QUEUE_BUCKETS_US`, total count, sum.
     pub queue_time: (Vec<u64>, u64, f64),
-    /// The monitor's summary (shard 0 only).
-    pub monitor: Option<MonitorSummary>,
     /// Authentication counters.
     pub auth: crate::auth::AuthFigures,
     /// The rate limits' figures (`None` when every limit is off).
@@ -347,8 +344,8 @@ fn merge_cumulative(a: &mut (Vec<u64>, u64, f64), b: &(Vec<u64>, u64, f64)) {
     a.2 += b.2;
 }
 
-/// All shards' snapshots merged into one (endpoint views and the monitor summary are not
-/// merged: they are read per shard).
+/// All shards' snapshots merged into one (endpoint views are not merged: they are read per
+/// shard).
 pub fn merge(shards: &[MetricsSnapshot]) -> MetricsSnapshot {
     let mut total = MetricsSnapshot::default();
     for s in shards {
@@ -357,7 +354,7 @@ pub fn merge(shards: &[MetricsSnapshot]) -> MetricsSnapshot {
     total
 }
 
-mod render;
+pub mod render;
 
 pub use render::render;
 

@@ -30,6 +30,7 @@
 //! rate / (5·`ALERT_ERROR_RATE`), cache = (0.7 − hit rate) / 0.7, saturation = (in flight /
 //! max − 0.5) / 0.5, endpoints = share of endpoints whose breaker is open on any shard.
 
+pub mod render;
 pub mod report;
 pub mod trend;
 pub mod webhook;
@@ -47,7 +48,6 @@ use atlas_shard::Operation;
 
 use crate::config::Config;
 use crate::metrics::{self, MetricsSnapshot};
-use crate::runtime::shard::Shard;
 use trend::Baseline;
 use webhook::{Webhook, WebhookStats};
 use window::Window;
@@ -300,18 +300,21 @@ impl Monitor {
         self.events.borrow().iter().cloned().collect()
     }
 
-    /// Collects every interval until the shard shuts down.
-    pub async fn run(self: Rc<Self>, shard: Rc<Shard>) {
+    /// Collects every interval, through `collect` (every shard's metrics; `None` once the
+    /// shard shuts down, which ends the loop).
+    pub async fn run<F>(self: Rc<Self>, collect: impl Fn() -> F)
+    where
+        F: std::future::Future<Output = Option<Vec<MetricsSnapshot>>>,
+    {
         if let Some(delivery) = self.delivery.borrow_mut().take() {
             glommio::spawn_local(delivery.run()).detach();
         }
         loop {
             let interval = self.settings.borrow().interval;
             glommio::timer::sleep(interval).await;
-            if shard.is_draining() {
+            let Some(shards) = collect().await else {
                 return;
-            }
-            let shards = shard.collect_metrics().await;
+            };
             self.observe(&shards, self.started.elapsed().as_secs_f64(), unix_ms_now());
         }
     }

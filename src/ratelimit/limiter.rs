@@ -189,6 +189,14 @@ impl Limiter {
         self.failure.set(config.redis_failure);
     }
 
+    /// The rate this shard enforces for `scope` (what a refusal names).
+    pub fn rate(&self, scope: Scope) -> Option<Rate> {
+        match scope {
+            Scope::User => self.users.as_ref().map(|u| *u.borrow().rate()),
+            Scope::Global => self.global.as_ref().map(|g| g.local.rate()),
+        }
+    }
+
     /// Counts a refusal this shard answers: by `scope`, or (`None`) a 503 because Redis was
     /// down with `closed`.
     pub fn count_refused(&self, scope: Option<Scope>) {

@@ -13,7 +13,8 @@
 //! Layout: `limiter` (the owner side: one shard's buckets and Redis batches), [`store`] (the
 //! Redis script and its breaker), this file (the request path: [`subject`], [`check`], the
 //! mesh messages, [`Allowance`] and [`Refused`]). The bucket arithmetic lives in
-//! `atlas_shard::ratelimit`. Nothing here touches the cache or the queues.
+//! `atlas_shard::ratelimit`. Nothing here touches the cache or the queues. A shard checks the
+//! limits with [`Rates`]: its own limiter and a `mesh::Link` that carries only [`RateCall`]s.
 
 mod limiter;
 pub mod store;
@@ -26,8 +27,21 @@ use atlas_shard::{Decision, Rate};
 use crate::ai::engine::CacheStatus;
 use crate::error::ApiError;
 use crate::http::{Response, Status};
-use crate::runtime::shard::{Shard, ShardCall, ShardReply, BROADCAST_LIMIT};
+use crate::mesh::Link;
 pub use limiter::{Limiter, RateFigures};
+
+/// Longest the accepting shard waits for the user's owner to answer a take.
+pub const OWNER_LIMIT: Duration = Duration::from_secs(1);
+
+/// What a shard checks the rate limits with.
+pub struct Rates<'a, L> {
+    /// This shard's limiter (`None` when every limit is off).
+    pub limiter: Option<&'a Rc<Limiter>>,
+    /// The mesh, as far as rate-limit calls go.
+    pub link: &'a L,
+    /// Whether refusals are counted (`ENABLE_PROMETHEUS`).
+    pub count: bool,
+}
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,9 +155,9 @@ impl Allowance {
     /// from the cache and hits do not count, and adds `X-RateLimit-Limit`, `-Remaining` and
     /// `-Reset` when a user limit applied. `cache` is how the cache answered (`None` when
     /// the route has no cache, like the context routes: always charged).
-    pub fn finish(
+    pub fn finish<L: Link<RateCall, RateReply>>(
         self,
-        shard: &Rc<Shard>,
+        rates: &Rates<'_, L>,
         response: Response,
         cache: Option<CacheStatus>,
     ) -> Response {
@@ -151,7 +165,7 @@ impl Allowance {
         let mut returned = false;
         if let (true, Some(refund)) = (hit, self.refund) {
             returned = refund.charges.user != Charge::Free;
-            refund.send(shard);
+            refund.send(rates);
         }
         match self.decision {
             Some(d) => {
@@ -170,25 +184,23 @@ impl Allowance {
 impl Refund {
     /// Gives the tokens back on the shard that took them (a detached mesh call when it is
     /// another: the answer does not wait for it).
-    fn send(self, shard: &Rc<Shard>) {
+    fn send<L: Link<RateCall, RateReply>>(self, rates: &Rates<'_, L>) {
         let user = match self.user {
-            Some(user) if self.owner != shard.id => user,
+            Some(user) if self.owner != rates.link.this_shard() => user,
             user => {
-                if let Some(limiter) = &shard.rate_limits {
+                if let Some(limiter) = rates.limiter {
                     limiter.give_back(user.as_deref(), self.charges);
                 }
                 return;
             }
         };
-        let mesh = Rc::clone(&shard.mesh);
+        let link = rates.link.clone();
         glommio::spawn_local(async move {
             let call = RateCall::GiveBack {
                 user,
                 charges: self.charges,
             };
-            let _ = mesh
-                .call(self.owner, ShardCall::RateLimit(Box::new(call)))
-                .await;
+            let _ = link.ask(self.owner, call, None).await;
         })
         .detach();
     }
@@ -308,19 +320,23 @@ pub fn subject<'a>(identity: &'a crate::auth::Identity, named: &'a str) -> Optio
 /// Applies the rate limits to a request charged to `user` (see [`subject`]; `None`: the
 /// global limit only). `Ok` with what to finish the answer with, or `Err` with the refusal
 /// to send. Free when every limit is off.
-pub async fn check(shard: &Rc<Shard>, user: Option<&str>) -> Result<Allowance, Refused> {
-    let Some(limiter) = &shard.rate_limits else {
+pub async fn check<L: Link<RateCall, RateReply>>(
+    rates: &Rates<'_, L>,
+    user: Option<&str>,
+) -> Result<Allowance, Refused> {
+    let Some(limiter) = rates.limiter else {
         return Ok(Allowance::default());
     };
+    let here = rates.link.this_shard();
     let (owner, user) = match user {
-        Some(user) if limiter.limits_users() => (owner(user, shard.mesh.shards()), Some(user)),
-        _ => (shard.id, None),
+        Some(user) if limiter.limits_users() => (owner(user, rates.link.shard_count()), Some(user)),
+        _ => (here, None),
     };
     let verdict = match user {
-        Some(user) if owner != shard.id => ask_owner(shard, owner, user).await?,
+        Some(user) if owner != here => ask_owner(rates.link, owner, user).await?,
         _ => limiter.take(user).await,
     };
-    let metrics_on = shard.config.enable_prometheus;
+    let metrics_on = rates.count;
     match verdict {
         Verdict::Allowed {
             user: decision,
@@ -340,12 +356,7 @@ pub async fn check(shard: &Rc<Shard>, user: Option<&str>) -> Result<Allowance, R
             if metrics_on {
                 limiter.count_refused(Some(scope));
             }
-            let live = shard.live_config();
-            let rate = match scope {
-                Scope::User => live.rate_limits.user(),
-                Scope::Global => live.rate_limits.global(),
-            };
-            Err(Refused::limited(scope, decision, rate))
+            Err(Refused::limited(scope, decision, limiter.rate(scope)))
         }
         Verdict::Unavailable => {
             if metrics_on {
@@ -361,28 +372,23 @@ pub async fn check(shard: &Rc<Shard>, user: Option<&str>) -> Result<Allowance, R
     }
 }
 
-/// Runs the take on `owner`, waiting at most the broadcast limit.
-async fn ask_owner(shard: &Rc<Shard>, owner: usize, user: &str) -> Result<Verdict, Refused> {
+/// Runs the take on `owner`, waiting at most [`OWNER_LIMIT`].
+async fn ask_owner(
+    link: &impl Link<RateCall, RateReply>,
+    owner: usize,
+    user: &str,
+) -> Result<Verdict, Refused> {
     let call = RateCall::Take {
         user: user.to_string(),
     };
-    let reply = futures_lite::future::or(
-        async {
-            Some(
-                shard
-                    .mesh
-                    .call(owner, ShardCall::RateLimit(Box::new(call)))
-                    .await,
-            )
-        },
-        async {
-            glommio::timer::sleep(BROADCAST_LIMIT).await;
+    let reply =
+        futures_lite::future::or(async { Some(link.ask(owner, call, None).await) }, async {
+            glommio::timer::sleep(OWNER_LIMIT).await;
             None
-        },
-    )
-    .await;
+        })
+        .await;
     match reply {
-        Some(Ok(ShardReply::RateLimit(RateReply::Taken(verdict)))) => Ok(verdict),
+        Some(Ok(RateReply::Taken(verdict))) => Ok(verdict),
         Some(Ok(_)) => Err(shard_unavailable("unexpected reply")),
         Some(Err(e)) => Err(shard_unavailable(e)),
         None => Err(shard_unavailable("timed out")),

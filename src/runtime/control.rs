@@ -2,8 +2,8 @@
 //! executors start. The main thread writes one byte per order; each shard's control task reads
 //! them on its executor:
 //!
-//! - `r`: apply the reload waiting in the shared slot (the configuration, and the remote
-//!   endpoints resolved on the signal thread when they changed), then acknowledge;
+//! - `r`: apply the reload waiting in the shared slot (the configuration, and what the app's
+//!   supervisor prepared for it on the signal thread), then acknowledge;
 //! - `x` (or the socket closing): start draining (close the shard's shutdown semaphore).
 //!
 //! The slot is a mutex touched once per reload by each shard, never on the request path.
@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use futures_lite::AsyncReadExt;
 use glommio::net::UnixStream;
 
-use super::shard::Shard;
-use crate::ai::pool::ResolvedEndpoint;
+use super::app::App;
 use crate::config::Config;
 
 const RELOAD: u8 = b'r';
@@ -27,28 +26,27 @@ const DRAIN: u8 = b'x';
 
 /// What a reload hands every shard.
 #[derive(Debug)]
-pub struct Reload {
+pub struct Reload<U> {
     /// The configuration in force from now on (start values for what needs a restart).
     pub config: Arc<Config>,
-    /// The remote endpoints in force, resolved on the signal thread (the whole list each
-    /// time, so that a shard that missed a reload catches up; `None`: leave them).
-    pub endpoints: Option<Vec<ResolvedEndpoint>>,
+    /// The app's part, prepared by its supervisor on the signal thread.
+    pub update: U,
 }
 
 /// The reload waiting for the shards, and where they acknowledge it.
 #[derive(Debug)]
-struct Slot {
+struct Slot<U> {
     /// The latest reload and its number.
-    config: Mutex<Option<(u64, Arc<Reload>)>>,
+    config: Mutex<Option<(u64, Arc<Reload<U>>)>>,
     /// Where shards acknowledge, with the number of the reload they applied.
     acks: Mutex<mpsc::Sender<u64>>,
 }
 
 /// The main thread's end.
 #[derive(Debug)]
-pub struct Control {
+pub struct Control<U> {
     peers: Vec<StdUnixStream>,
-    slot: Arc<Slot>,
+    slot: Arc<Slot<U>>,
     acks: mpsc::Receiver<u64>,
     /// Reloads handed out so far.
     generation: u64,
@@ -56,14 +54,14 @@ pub struct Control {
 
 /// One shard's end, handed to its executor.
 #[derive(Debug)]
-pub struct ShardEnd {
+pub struct ShardEnd<U> {
     fd: RawFd,
-    slot: Arc<Slot>,
+    slot: Arc<Slot<U>>,
 }
 
-impl Control {
+impl<U> Control<U> {
     /// The channels for `shards` shards: the main end and one end per shard.
-    pub fn new(shards: usize) -> std::io::Result<(Control, Vec<ShardEnd>)> {
+    pub fn new(shards: usize) -> std::io::Result<(Control<U>, Vec<ShardEnd<U>>)> {
         let (ack_tx, ack_rx) = mpsc::channel();
         let slot = Arc::new(Slot {
             config: Mutex::new(None),
@@ -99,7 +97,7 @@ impl Control {
 
     /// Hands `config` to every shard and waits up to `limit` for them to apply it; returns
     /// how many did.
-    pub fn reload(&mut self, config: Reload, limit: Duration) -> usize {
+    pub fn reload(&mut self, config: Reload<U>, limit: Duration) -> usize {
         let config = Arc::new(config);
         self.generation += 1;
         let generation = self.generation;
@@ -124,10 +122,10 @@ impl Control {
     }
 }
 
-impl ShardEnd {
+impl<U> ShardEnd<U> {
     /// Runs on the shard's executor until told to drain: applies reloads, then closes the
     /// shard's shutdown semaphore.
-    pub async fn serve(self, shard: Rc<Shard>) {
+    pub async fn serve<A: App<Update = U>>(self, shard: Rc<A>) {
         // SAFETY: the descriptor was created for this shard by `Control::new` and is owned by
         // nothing else.
         let mut stream = unsafe { <UnixStream as std::os::fd::FromRawFd>::from_raw_fd(self.fd) };
@@ -138,13 +136,14 @@ impl ShardEnd {
                 _ => break,
             }
         }
-        shard.shutdown.close();
+        shard.core().shutdown.close();
     }
 
-    fn apply(&self, shard: &Rc<Shard>) {
+    fn apply<A: App<Update = U>>(&self, shard: &Rc<A>) {
         let config = self.slot.config.lock().ok().and_then(|c| c.clone());
         if let Some((generation, reload)) = config {
-            shard.reconfigure(&reload);
+            shard.reconfigure(&reload.config, &reload.update);
+            shard.core().set_live(Arc::clone(&reload.config));
             if let Ok(acks) = self.slot.acks.lock() {
                 let _ = acks.send(generation);
             }

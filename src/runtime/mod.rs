@@ -1,32 +1,35 @@
 //! The runtime: checks the host, binds the listening sockets, starts one pinned glommio
 //! executor per core (each a shard), announces readiness, and drains on SIGTERM/SIGINT.
 //!
-//! Lifecycle: `serve` → prerequisites (`sys`) → sockets (`listener`) → executors → each shard
-//! joins the mesh, starts accepting and reports ready → the main thread prints
-//! `atlas listening on http://IP:PORT shards=N` and tells systemd `READY=1` (`sd_notify`) →
-//! SIGHUP re-reads the configuration and hands the reloadable part to every shard (`reload`,
-//! `control`) → SIGTERM/SIGINT tells systemd `STOPPING=1` and closes every shard's shutdown
-//! semaphore → shards stop accepting, finish in-flight requests (up to the grace period),
-//! write their snapshots, wait for each other, and exit → the main thread flushes the Redis
-//! write-behind queue (bounded by the rest of the grace) → the process exits 0. A second
+//! Lifecycle: `serve` → prerequisites (`sys`) → sockets (`listener`) → the app's supervisor
+//! (`app::Supervisor`: what the shards are built from) → executors → each shard joins the
+//! mesh, builds its app (`app::App`), starts accepting and reports ready → the main thread
+//! prints `NAME listening on http://IP:PORT shards=N` and tells systemd `READY=1`
+//! (`sd_notify`) → SIGHUP re-reads the configuration and hands the reloadable part to every
+//! shard (`reload`, `control`) → SIGTERM/SIGINT tells systemd `STOPPING=1` and closes every
+//! shard's shutdown semaphore → shards stop accepting, finish in-flight requests (up to the
+//! grace period), let the app write what must survive, wait for each other, and exit → the
+//! supervisor finishes (bounded by the rest of the grace) → the process exits 0. A second
 //! SIGTERM/SIGINT exits at once with status 1. With `WatchdogSec=`, shard 0 pings systemd
 //! while every shard answers (`watchdog`).
+//!
+//! Generic over the app: this module and everything under it name no type of the layers
+//! above (no AI, no route, no service). See `ARCHITECTURE.md`.
 
 pub mod admission;
+pub mod app;
+pub mod conn;
 pub mod control;
+pub mod core;
 pub mod listener;
 pub mod reload;
-mod resolve;
 pub mod sd_notify;
-pub mod shard;
 mod signals;
-
-pub use resolve::Resolved;
-use resolve::{auth_keys, load_snapshots, resolve_endpoints, resolve_webhook, start_redis};
-use signals::SignalWatcher;
 pub mod sys;
 pub mod trim;
 pub mod watchdog;
+
+use signals::SignalWatcher;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -39,14 +42,13 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::ai::pool::ResolvedEndpoint;
 use crate::config::{Config, Flags, Raw};
 use crate::mesh::{Handler, MeshBuilders};
-use crate::monitor::WebhookTarget;
+pub use app::{App, Supervisor};
 use control::{Control, ShardEnd};
+pub use core::{Core, Shared};
 use reload::Reloader;
 use sd_notify::Notifier;
-use shard::{App, Role, Shard, ShardCall, ShardReply, Shared};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,14 +78,37 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartErr
 }
 
 /// What each shard is handed when its executor starts.
-struct ShardSeed {
+struct ShardSeed<U> {
     listener: RawFd,
-    control: ShardEnd,
+    control: ShardEnd<U>,
+}
+
+/// The update type of supervisor `S`'s app.
+type UpdateOf<S> = <<S as Supervisor>::App as App>::Update;
+/// The call and reply types of supervisor `S`'s app.
+type CallOf<S> = <<S as Supervisor>::App as App>::Call;
+type ReplyOf<S> = <<S as Supervisor>::App as App>::Reply;
+
+/// What the app's supervisor is made with: known once the sockets are bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    /// Number of shards.
+    pub shards: usize,
+    /// Origin of the shards' shared monotonic clock.
+    pub origin: Instant,
 }
 
 /// Runs the server until a shutdown signal, then drains and returns. `flags` and `raw` are
-/// where `config` came from: a SIGHUP reads them again.
-pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), StartError> {
+/// where `config` came from: a SIGHUP reads them again. `supervise` makes the app's
+/// supervisor once the sockets are bound.
+pub fn serve<S: Supervisor>(
+    config: Config,
+    flags: Flags,
+    raw: &Raw,
+    supervise: impl FnOnce(&Config, Bound) -> Result<S, StartError>,
+) -> Result<(), StartError> {
     let reloader = Reloader::new(flags, raw, config.clone());
     let facts = sys::probe();
     sys::check(&facts)?;
@@ -117,17 +142,17 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         );
     }
 
-    let resolved = Arc::new(Resolved {
-        endpoints: resolve_endpoints(&config)?,
-        webhook: resolve_webhook(&config, addr)?,
-        redis: start_redis(&config)?,
-        verifier: auth_keys(&config, addr)?,
-        restore: Arc::new(Mutex::new(load_snapshots(&config, shards))),
-        global_limit: config
-            .rate_limits
-            .global()
-            .map(|rate| Arc::new(atlas_shard::SharedBucket::new(rate))),
-    });
+    let origin = Instant::now();
+    let supervisor = supervise(
+        &config,
+        Bound {
+            addr,
+            shards,
+            origin,
+        },
+    )?;
+    let seed = supervisor.seed();
+    let name = supervisor.name();
 
     let signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -138,7 +163,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
 
     let (control, ends) =
         Control::new(shards).map_err(io_err("cannot create the shard control channel"))?;
-    let seeds: Vec<ShardSeed> = fds
+    let seeds: Vec<ShardSeed<UpdateOf<S>>> = fds
         .into_iter()
         .zip(ends)
         .map(|(listener, control)| ShardSeed { listener, control })
@@ -152,9 +177,8 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
     let shared = Arc::new(Shared::new(shards, config.max_concurrent_requests));
     let seeds = Arc::new(Mutex::new(seeds));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, String>>();
-    let mesh = MeshBuilders::<ShardCall, ShardReply>::new(shards, config.mesh_capacity);
+    let mesh = MeshBuilders::<CallOf<S>, ReplyOf<S>>::new(shards, config.mesh_capacity);
 
-    let origin = Instant::now();
     let allowed = facts.cpus.clone();
     let cpus = CpuSet::online()
         .map_err(|e| StartError::Shard(format!("cannot list CPUs: {e}")))?
@@ -167,8 +191,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
             mesh,
             ready: ready_tx,
             origin,
-            role: role.clone(),
-            resolved: Arc::clone(&resolved),
+            seed: Arc::clone(&seed),
             watchdog: notifier.clone().zip(watchdog),
         };
         // Pinned: one CPU per shard, spread over cores and packages. Unpinned: every shard
@@ -181,7 +204,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         LocalExecutorPoolBuilder::new(placement)
             .name("atlas-shard")
             .io_memory(config.io_memory_bytes)
-            .on_all_shards(move || run_shard(start))
+            .on_all_shards(move || run_shard::<S::App>(start))
             .map_err(|e| StartError::Shard(e.to_string()))?
     };
 
@@ -193,7 +216,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
         }
     }
     shared.ready.store(true, Ordering::Release);
-    announce(&role, addr, shards);
+    announce(name, addr, shards);
     log::info!("ready: {shards} shards listening on {addr}");
     let status = format!("serving on {addr}, {shards} shards");
     if let Some(n) = &notifier {
@@ -205,9 +228,7 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
 
     let drain_started = Arc::new(OnceLock::new());
     let watcher = SignalWatcher {
-        endpoints: resolved.endpoints.clone(),
-        global_limit: resolved.global_limit.clone(),
-        clock: atlas_shard::MonotonicClock::with_origin(origin),
+        supervisor,
         shared: Arc::clone(&shared),
         control,
         reloader,
@@ -228,13 +249,11 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
             failed += 1;
         }
     }
-    if let Some(redis) = &resolved.redis {
-        let (since, grace) = drain_started
-            .get()
-            .copied()
-            .unwrap_or((Instant::now(), config.shutdown_grace));
-        flush_l2_stores(redis, since, grace);
-    }
+    let (since, grace) = drain_started
+        .get()
+        .copied()
+        .unwrap_or((Instant::now(), config.shutdown_grace));
+    S::finish(&seed, since, grace);
     if failed > 0 {
         return Err(StartError::Shard(format!("{failed} shard(s) failed")));
     }
@@ -242,60 +261,45 @@ pub fn serve(config: Config, role: Role, flags: Flags, raw: &Raw) -> Result<(), 
     Ok(())
 }
 
-/// Gives the Redis workers the rest of the grace period (at least [`MIN_L2_FLUSH`]) to send
-/// the write-behind stores still queued when the shards stopped, so results computed just
-/// before shutdown reach the shared cache; what is left after that is dropped and logged.
-fn flush_l2_stores(redis: &crate::l2::pool::Pool, since: Instant, grace: Duration) {
-    let queued = redis.pending();
-    if queued == 0 {
-        return;
-    }
-    let limit = grace.saturating_sub(since.elapsed()).max(MIN_L2_FLUSH);
-    let started = Instant::now();
-    let left = redis.flush(limit);
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if left == 0 {
-        log::info!("redis: flushed {queued} queued command(s) in {ms:.1} ms");
-    } else {
-        log::warn!(
-            "redis: {left} of {queued} queued command(s) not sent within {ms:.0} ms; dropped"
-        );
-    }
-}
-
-/// Least time the Redis write-behind queue gets at shutdown, even when the drain used up the
-/// grace period.
-const MIN_L2_FLUSH: Duration = Duration::from_secs(1);
-
-fn announce(role: &Role, addr: SocketAddr, shards: usize) {
-    let what = match role {
-        Role::Gateway => "atlas",
-        Role::ModelEndpoint(_) => "atlas model-endpoint",
-    };
+fn announce(name: &str, addr: SocketAddr, shards: usize) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{what} listening on http://{addr} shards={shards}");
+    let _ = writeln!(out, "{name} listening on http://{addr} shards={shards}");
     let _ = out.flush();
 }
 
 /// Everything a shard's executor is started with (cloned once per shard).
-#[derive(Clone)]
-struct ShardStart {
+struct ShardStart<A: App> {
     config: Arc<Config>,
     shared: Arc<Shared>,
-    /// Listening and notify sockets; each shard takes one pair.
-    seeds: Arc<Mutex<Vec<ShardSeed>>>,
-    mesh: MeshBuilders<ShardCall, ShardReply>,
+    /// Listening and control sockets; each shard takes one pair.
+    seeds: Arc<Mutex<Vec<ShardSeed<A::Update>>>>,
+    mesh: MeshBuilders<A::Call, A::Reply>,
     /// Reports the shard ready (or failed) to the main thread.
     ready: mpsc::Sender<Result<usize, String>>,
     /// Origin of the shards' shared monotonic clock.
     origin: Instant,
-    role: Role,
-    resolved: Arc<Resolved>,
+    /// What the app builds each shard from.
+    seed: Arc<A::Seed>,
     /// systemd's watchdog, when `WatchdogSec=` is set: shard 0 pings it (see `watchdog`).
     watchdog: Option<(Arc<Notifier>, Duration)>,
 }
 
-async fn run_shard(start: ShardStart) {
+impl<A: App> Clone for ShardStart<A> {
+    fn clone(&self) -> Self {
+        ShardStart {
+            config: Arc::clone(&self.config),
+            shared: Arc::clone(&self.shared),
+            seeds: Arc::clone(&self.seeds),
+            mesh: self.mesh.clone(),
+            ready: self.ready.clone(),
+            origin: self.origin,
+            seed: Arc::clone(&self.seed),
+            watchdog: self.watchdog.clone(),
+        }
+    }
+}
+
+async fn run_shard<A: App>(start: ShardStart<A>) {
     let ShardStart {
         config,
         shared,
@@ -303,8 +307,7 @@ async fn run_shard(start: ShardStart) {
         mesh,
         ready,
         origin,
-        role,
-        resolved,
+        seed: app_seed,
         watchdog,
     } = start;
     let seed = match seeds.lock().map(|mut s| s.pop()) {
@@ -324,30 +327,26 @@ async fn run_shard(start: ShardStart) {
             return;
         }
     };
-    let shard = Rc::new(Shard::new(
+    let core = Rc::new(Core::new(
         config,
         Arc::clone(&shared),
         Rc::clone(&mesh),
         origin,
-        &role,
-        &resolved,
     ));
-    let handler: Handler<ShardCall, ShardReply> = {
+    let shard = A::start(Rc::clone(&core), &app_seed);
+    let handler: Handler<A::Call, A::Reply> = {
         let shard = Rc::clone(&shard);
         Rc::new(move |call| shard.answer(call))
     };
     mesh.serve(handler);
 
     glommio::spawn_local(seed.control.serve(Rc::clone(&shard))).detach();
-    if let (0, Some((notifier, interval))) = (shard.id, watchdog) {
+    if let (0, Some((notifier, interval))) = (core.id, watchdog) {
         glommio::spawn_local(watchdog::run(Rc::clone(&shard), notifier, interval)).detach();
     }
-    if let Some(monitor) = &shard.monitor {
-        glommio::spawn_local(Rc::clone(monitor).run(Rc::clone(&shard))).detach();
-    }
-    follow_peers(&shard);
-    log::debug!("shard {} on cpu {:?} accepting", shard.id, shard.cpu);
-    let _ = ready.send(Ok(shard.id));
+    shard.run();
+    log::debug!("shard {} on cpu {:?} accepting", core.id, core.cpu);
+    let _ = ready.send(Ok(core.id));
     drop(ready);
 
     accept_loop(&shard, &listener).await;
@@ -355,57 +354,13 @@ async fn run_shard(start: ShardStart) {
     drain(&shard).await;
 }
 
-/// On shard 0 with Redis: subscribes to the invalidations other instances publish.
-fn follow_peers(shard: &Rc<Shard>) {
-    let App::Gateway(engine) = &shard.app else {
-        return;
-    };
-    let Some(l2) = engine.l2.as_ref().filter(|_| shard.id == 0) else {
-        return;
-    };
-    let (tx, rx) = futures_channel::mpsc::unbounded();
-    match l2.pool().subscribe(l2.channel(), tx) {
-        Ok(()) => {
-            let me = l2.pool().instance();
-            glommio::spawn_local(crate::ai::invalidation::follow_other_instances(
-                Rc::clone(shard),
-                rx,
-                me,
-            ))
-            .detach();
-        }
-        Err(e) => log::warn!("redis: cannot start the subscriber: {e}"),
-    }
-}
-
-/// Writes this shard's live L1 entries to `ATLAS_STATE_DIR` on the executor's blocking
-/// thread; a failure (read-only or full disk) is logged and shutdown goes on.
-async fn write_snapshot(shard: &Rc<Shard>) {
-    let (Some(dir), App::Gateway(engine)) = (shard.config.state_dir.clone(), &shard.app) else {
-        return;
-    };
-    let entries: Vec<atlas_shard::SnapshotEntry> = engine.cache.borrow().snapshot().collect();
-    let (id, count, started) = (shard.id, entries.len(), Instant::now());
-    let written = glommio::executor()
-        .spawn_blocking(move || {
-            crate::snapshot::write(&dir, id, &entries, crate::wallclock::unix_ms_now())
-        })
-        .await;
-    match written {
-        Ok(bytes) => log::info!(
-            "snapshot: shard {id} wrote {count} entries ({bytes} bytes) in {:.1} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        ),
-        Err(e) => log::warn!("snapshot: shard {id} could not write its snapshot: {e}"),
-    }
-}
-
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
-    let max = shard.config.max_connections;
+async fn accept_loop<A: App>(shard: &Rc<A>, listener: &TcpListener) {
+    let core = shard.core();
+    let max = core.config.max_connections;
     let mut last_error_log: Option<Instant> = None;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.shutdown_started().await;
+            core.shutdown_started().await;
             None
         })
         .await;
@@ -423,19 +378,18 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
                 continue;
             }
         };
-        let open = shard.shared.connections.fetch_add(1, Ordering::Relaxed);
-        shard
-            .shared
+        let open = core.shared.connections.fetch_add(1, Ordering::Relaxed);
+        core.shared
             .connections_peak
             .fetch_max(open + 1, Ordering::Relaxed);
         if open >= max {
-            shard.shared.connections.fetch_sub(1, Ordering::Relaxed);
-            let c = &shard.counters.connections_rejected;
+            core.shared.connections.fetch_sub(1, Ordering::Relaxed);
+            let c = &core.counters.connections_rejected;
             c.set(c.get() + 1);
-            glommio::spawn_local(reject(shard.id, stream)).detach();
+            glommio::spawn_local(reject(core.id, stream)).detach();
             continue;
         }
-        glommio::spawn_local(crate::conn::serve(Rc::clone(shard), stream)).detach();
+        glommio::spawn_local(conn::serve(Rc::clone(shard), stream)).detach();
     }
 }
 
@@ -459,23 +413,25 @@ async fn reject(shard: usize, mut stream: glommio::net::TcpStream) {
     let _ = stream.close().await;
 }
 
-/// Waits for this shard's connections to finish, then for every other shard to finish too (so
-/// no shard leaves while a peer may still call it), both bounded by the grace period.
-async fn drain(shard: &Rc<Shard>) {
-    let deadline = Instant::now() + shard.live_config().shutdown_grace;
-    while shard.counters.connections_open.get() > 0 && Instant::now() < deadline {
+/// Waits for this shard's connections to finish, lets the app write what must survive, then
+/// waits for every other shard to finish too (so no shard leaves while a peer may still call
+/// it), both bounded by the grace period.
+async fn drain<A: App>(shard: &Rc<A>) {
+    let core = shard.core();
+    let deadline = Instant::now() + core.live_config().shutdown_grace;
+    while core.counters.connections_open.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    write_snapshot(shard).await;
-    let left = shard.counters.connections_open.get();
+    shard.drained().await;
+    let left = core.counters.connections_open.get();
     if left > 0 {
         log::warn!(
             "shard {}: grace period over, dropping {left} connection(s)",
-            shard.id
+            core.id
         );
     }
-    shard.shared.drained.fetch_add(1, Ordering::AcqRel);
-    while shard.shared.drained.load(Ordering::Acquire) < shard.shared.shards
+    core.shared.drained.fetch_add(1, Ordering::AcqRel);
+    while core.shared.drained.load(Ordering::Acquire) < core.shared.shards
         && Instant::now() < deadline
     {
         glommio::timer::sleep(Duration::from_millis(10)).await;

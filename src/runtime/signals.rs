@@ -1,30 +1,24 @@
-//! The signal thread: SIGHUP reloads the configuration (and re-resolves what changed), the
-//! first SIGTERM or SIGINT drains the shards, the second exits at once.
+//! The signal thread: SIGHUP reloads the configuration (the app's supervisor prepares its
+//! part: what must be resolved again), the first SIGTERM or SIGINT drains the shards, the
+//! second exits at once.
 
-use super::resolve::resolve_changed;
 use super::*;
 
 /// The signal thread: SIGHUP reloads, the first SIGTERM/SIGINT drains, the second exits.
-pub(super) struct SignalWatcher {
+pub(super) struct SignalWatcher<S: Supervisor> {
+    /// The app's side of a reload.
+    pub(super) supervisor: S,
     pub(super) shared: Arc<Shared>,
-    pub(super) control: Control,
+    pub(super) control: Control<UpdateOf<S>>,
     pub(super) reloader: Reloader,
     pub(super) notifier: Option<Arc<Notifier>>,
     /// The `STATUS=` line while serving.
     pub(super) status: String,
     /// When the drain started and its grace period (the L2 flush gets what is left of it).
     pub(super) drain_started: Arc<OnceLock<(Instant, Duration)>>,
-    /// The global rate-limit bucket every shard shares: a reload changes its rate here, once.
-    pub(super) global_limit: Option<Arc<atlas_shard::SharedBucket>>,
-    /// The shards' shared clock (the global bucket's time base).
-    pub(super) clock: atlas_shard::MonotonicClock,
-    /// The remote endpoints in force, resolved. Every reload hands the whole list to every
-    /// shard (applying it again changes nothing), so a shard that missed a reload catches up
-    /// at the next.
-    pub(super) endpoints: Vec<ResolvedEndpoint>,
 }
 
-impl SignalWatcher {
+impl<S: Supervisor> SignalWatcher<S> {
     pub(super) fn run(mut self, mut signals: signal_hook::iterator::Signals) {
         for signal in signals.forever() {
             if signal == signal_hook::consts::SIGHUP {
@@ -74,21 +68,7 @@ impl SignalWatcher {
                 log::info!("SIGHUP: configuration read again; nothing changed");
             }
             Ok(mut plan) => {
-                let current = self.reloader.current();
-                // Resolved here, on the signal thread: a shard never waits for DNS. Only new or
-                // changed endpoints are looked up; an unchanged one keeps its address (and so
-                // its state on the shards, even behind round-robin DNS).
-                if plan.config.endpoints != current.endpoints {
-                    match resolve_changed(&plan.config, &self.endpoints) {
-                        Ok(list) => self.endpoints = list,
-                        Err(e) => {
-                            log::error!("SIGHUP: {e}");
-                            let current = current.clone();
-                            plan.hold_endpoints(&current, "cannot be resolved");
-                        }
-                    }
-                }
-                let endpoints = Some(self.endpoints.clone());
+                let update = self.supervisor.reload(&mut plan, self.reloader.current());
                 for change in &plan.changes {
                     log::info!("SIGHUP: {}", reload::describe(change));
                 }
@@ -96,18 +76,10 @@ impl SignalWatcher {
                     crate::logging::set_filter(&plan.config.log);
                 }
                 if plan.changes.iter().any(|c| c.applied) {
-                    use atlas_shard::Clock;
-                    if let (Some(bucket), Some(rate)) =
-                        (&self.global_limit, plan.config.rate_limits.global())
-                    {
-                        if bucket.rate() != rate {
-                            bucket.set_rate(rate, self.clock.now());
-                        }
-                    }
                     let shards = self.shared.shards;
                     let reload = control::Reload {
                         config: Arc::new(plan.config.clone()),
-                        endpoints,
+                        update,
                     };
                     let applied = self.control.reload(reload, Duration::from_secs(2));
                     if applied == shards {

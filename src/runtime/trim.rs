@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shard::Shared;
+use super::core::Shared;
 
 /// Closed connections (below the peak) that make a trim worth it.
 const DROP: usize = 256;

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::app::App;
 use super::sd_notify::Notifier;
-use super::shard::{Shard, ShardCall, ShardReply};
 
 /// How long one round of pings may wait for the shards: at most half the period, at most 2 s.
 pub fn ping_limit(period: Duration) -> Duration {
@@ -16,7 +16,8 @@ pub fn ping_limit(period: Duration) -> Duration {
 }
 
 /// Runs on shard 0 until shutdown starts.
-pub async fn run(shard: Rc<Shard>, notifier: Arc<Notifier>, interval: Duration) {
+pub async fn run<A: App>(shard: Rc<A>, notifier: Arc<Notifier>, interval: Duration) {
+    let core = shard.core();
     let period = interval / 2;
     let limit = ping_limit(period);
     log::info!(
@@ -25,14 +26,14 @@ pub async fn run(shard: Rc<Shard>, notifier: Arc<Notifier>, interval: Duration) 
         period.as_secs_f64()
     );
     loop {
-        let answers = shard.mesh.broadcast(|| ShardCall::Ping, limit).await;
-        if shard.is_draining() {
+        let answers = core.mesh.broadcast(A::ping, limit).await;
+        if core.is_draining() {
             return;
         }
         let silent: Vec<usize> = answers
             .iter()
             .enumerate()
-            .filter(|(_, a)| !matches!(a, Ok(ShardReply::Pong(_))))
+            .filter(|(_, a)| !a.as_ref().is_ok_and(A::is_pong))
             .map(|(k, _)| k)
             .collect();
         if silent.is_empty() {

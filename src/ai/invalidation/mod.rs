@@ -1,6 +1,7 @@
 //! Cache invalidation: the [`Invalidation`] value (what to remove), applying one to a shard's
 //! L1 cache ([`apply`]), sending one to every shard of this process ([`on_every_shard`], keys
-//! only to their owners) and the route `POST /ai/cache/invalidate` ([`handle`]).
+//! only to their owners, over the service's `mesh::Link`) and the body of
+//! `POST /ai/cache/invalidate` ([`read`]; the handler is the app's, `app::invalidate`).
 //!
 //! `POST /ai/events` and context updates build an `Invalidation` too, and all three go
 //! through [`everywhere`]:
@@ -11,9 +12,9 @@
 //! - **Per instance**, [`everywhere`]: an invalidation that starts here. The L1 broadcast;
 //!   with Redis, the deletion from Redis (once per invalidation, not per shard: Redis is
 //!   shared, through the index sets every stored result is listed in), then the publication
-//!   of the `Invalidation` as JSON on `{prefix}invalidate`. Other instances receive it in
-//!   [`follow_other_instances`] and apply it with [`on_every_shard`] only (their Redis work
-//!   was done by the sender; re-applying it would echo).
+//!   of the `Invalidation` as JSON on `{prefix}invalidate`. Other instances receive it
+//!   (`app::invalidate::follow_other_instances`) and apply it with [`on_every_shard`] only
+//!   (their Redis work was done by the sender; re-applying it would echo).
 //! - A subscription that was lost and made again may have missed messages: the instance
 //!   then clears its L1 everywhere (entries refill from L2, which the senders cleaned).
 //!
@@ -21,17 +22,17 @@
 //! crosses the mesh and the pub/sub channel.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use atlas_shard::{Cache, CacheKey, Clock, KeyError, Operation};
 
-use crate::runtime::shard::{Shard, ShardCall, ShardReply, BROADCAST_LIMIT};
+use crate::l2::L2;
+use crate::mesh::Link;
 
 mod route;
-pub use route::{check_names, handle, operation};
+pub use route::{check_names, operation, read};
 #[cfg(test)]
 use {
     crate::error::ApiError,
@@ -320,19 +321,16 @@ impl Report {
 }
 
 /// Applies an invalidation that starts on this instance (an API call, an event, a context
-/// change) everywhere it must go, and counts it in the metrics of the shard that accepted it.
-///
-/// The L1 caches of this process, then with Redis the results stored there (waiting at most
-/// [`L2_LIMIT`]) and a message to the other instances.
-pub async fn everywhere(shard: &Rc<Shard>, inv: Invalidation) -> Report {
-    if shard.config.enable_prometheus {
-        shard.metrics.borrow_mut().record_invalidation(&inv);
-    }
-    let l2 = match &shard.app {
-        crate::runtime::shard::App::Gateway(engine) => engine.l2.clone(),
-        crate::runtime::shard::App::Model(_) => None,
-    };
-    let mut report = on_every_shard(shard, inv.clone()).await;
+/// change) everywhere it must go: the L1 caches of this process, waiting at most `limit` for
+/// each shard, then with Redis (`l2`) the results stored there (waiting at most [`L2_LIMIT`])
+/// and a message to the other instances.
+pub async fn everywhere(
+    link: &impl Link<Box<Invalidation>, Dropped>,
+    l2: Option<&L2>,
+    inv: Invalidation,
+    limit: std::time::Duration,
+) -> Report {
+    let mut report = on_every_shard(link, inv.clone(), limit).await;
     if let Some(l2) = l2 {
         let keys = inv
             .keys
@@ -355,67 +353,19 @@ pub async fn everywhere(shard: &Rc<Shard>, inv: Invalidation) -> Report {
 /// Longest an invalidation waits for Redis to delete what it names.
 pub const L2_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Applies the invalidations other instances publish, on shard 0, until the process ends.
-pub async fn follow_other_instances(
-    shard: Rc<Shard>,
-    mut messages: futures_channel::mpsc::UnboundedReceiver<Vec<u8>>,
-    me: u64,
-) {
-    use futures_lite::StreamExt;
-    while let Some(bytes) = messages.next().await {
-        if bytes == crate::l2::pool::RESYNC {
-            log::warn!("redis: resubscribed after a gap; clearing L1 (it refills from L2)");
-            let all = Invalidation {
-                all: true,
-                ..Invalidation::default()
-            };
-            on_every_shard(&shard, all).await;
-            continue;
-        }
-        #[derive(Deserialize)]
-        struct Message {
-            origin: u64,
-            invalidation: Invalidation,
-        }
-        match serde_json::from_slice::<Message>(&bytes) {
-            Ok(m) if m.origin == me => {}
-            Ok(m) => {
-                // A peer changed these users' contexts: drop the local copies (the new one is
-                // in Redis).
-                let users: Vec<String> = m
-                    .invalidation
-                    .tags
-                    .iter()
-                    .filter_map(|t| t.strip_prefix("context:"))
-                    .map(str::to_string)
-                    .collect();
-                for user in users {
-                    super::context::forget(&shard, &user).await;
-                }
-                let report = on_every_shard(&shard, m.invalidation.clone()).await;
-                // Counted once applied: a test (or an operator) that sees the count knows
-                // this instance acts on it.
-                if shard.config.enable_prometheus {
-                    shard
-                        .metrics
-                        .borrow_mut()
-                        .record_peer_invalidation(&m.invalidation);
-                }
-                log::debug!(
-                    "redis: applied a peer's invalidation: {} removed",
-                    report.removed
-                );
-            }
-            Err(e) => log::warn!("redis: ignoring a malformed invalidation message: {e}"),
-        }
-    }
-}
+/// How many entries one shard dropped for an invalidation (the answer to the mesh call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped(pub u64);
 
 /// Applies `inv` to the L1 cache of every shard of this process: each key goes to its owner
 /// only, every other selector to every shard; a shard left with nothing to do is not called.
-/// Shards that do not answer within [`BROADCAST_LIMIT`] are reported, not waited for.
-pub async fn on_every_shard(shard: &Rc<Shard>, mut inv: Invalidation) -> Report {
-    let n = shard.mesh.shards();
+/// Shards that do not answer within `limit` are reported, not waited for.
+pub async fn on_every_shard(
+    link: &impl Link<Box<Invalidation>, Dropped>,
+    mut inv: Invalidation,
+    limit: std::time::Duration,
+) -> Report {
+    let n = link.shard_count();
     let mut keys: Vec<Vec<KeyRef>> = vec![Vec::new(); n];
     for key in std::mem::take(&mut inv.keys) {
         if let Ok(k) = key.cache_key() {
@@ -423,7 +373,7 @@ pub async fn on_every_shard(shard: &Rc<Shard>, mut inv: Invalidation) -> Report 
         }
     }
     let broad = !inv.is_empty();
-    let calls: Vec<(usize, ShardCall)> = keys
+    let calls: Vec<(usize, Box<Invalidation>)> = keys
         .into_iter()
         .enumerate()
         .filter(|(_, keys)| broad || !keys.is_empty())
@@ -432,22 +382,22 @@ pub async fn on_every_shard(shard: &Rc<Shard>, mut inv: Invalidation) -> Report 
                 keys,
                 ..inv.clone()
             };
-            (k, ShardCall::Invalidate(Box::new(call)))
+            (k, Box::new(call))
         })
         .collect();
     let called: Vec<usize> = calls.iter().map(|(k, _)| *k).collect();
-    let replies = shard.mesh.call_each(calls, BROADCAST_LIMIT).await;
+    let replies = link.ask_each(calls, limit).await;
     let mut report = Report {
         shards: vec![Some(0); n],
         ..Report::default()
     };
     for (k, reply) in called.into_iter().zip(replies) {
         match reply {
-            Ok(ShardReply::Invalidated(removed)) => {
+            Ok(Dropped(removed)) => {
                 report.removed += removed;
                 report.shards[k] = Some(removed);
             }
-            Ok(_) | Err(_) => {
+            Err(_) => {
                 report.shards[k] = None;
                 report.unreachable.push(k);
             }

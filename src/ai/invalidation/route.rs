@@ -1,19 +1,16 @@
-//! The route `POST /ai/cache/invalidate`: its body (selectors, each list bounded, each name
-//! checked as requests' names are), turned into an [`Invalidation`] and applied
-//! [`everywhere`].
-
-use std::rc::Rc;
+//! The body of `POST /ai/cache/invalidate` (selectors, each list bounded, each name checked as
+//! requests' names are), turned into an [`Invalidation`] ([`read`]); the app's handler applies
+//! it everywhere.
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use atlas_shard::Operation;
 
-use super::{everywhere, Invalidation, KeyRef, MAX_LIST, MAX_NAME_LEN};
+use super::{Invalidation, KeyRef, MAX_LIST, MAX_NAME_LEN};
 use crate::ai::request::{check_name, check_user, parse_body};
 use crate::error::ApiError;
-use crate::http::{Request, Response, Status};
-use crate::runtime::shard::Shard;
+use crate::http::{Request, Status};
 
 /// The body of `POST /ai/cache/invalidate`.
 #[derive(Debug, Deserialize)]
@@ -120,12 +117,7 @@ pub(super) fn from_body(body: Body) -> Result<Invalidation, ApiError> {
     Ok(inv)
 }
 
-/// Handles `POST /ai/cache/invalidate`.
-pub async fn handle(shard: &Rc<Shard>, request: &Request) -> Response {
-    let inv = match parse_body::<Body>(request).and_then(from_body) {
-        Ok(inv) => inv,
-        Err(e) => return e.to_response(),
-    };
-    let report = everywhere(shard, inv).await;
-    Response::json(Status::Ok, Value::Object(report.fields()).to_string())
+/// Reads the body of `POST /ai/cache/invalidate` into the invalidation it asks for.
+pub fn read(request: &Request) -> Result<Invalidation, ApiError> {
+    parse_body::<Body>(request).and_then(from_body)
 }

@@ -11,7 +11,7 @@ use super::{
 };
 
 mod subsystems;
-use subsystems::{auth, endpoints, graphql, invalidations, l2, memo, monitor, rate_limits};
+use subsystems::{auth, endpoints, graphql, invalidations, l2, memo, rate_limits};
 
 /// Renders every shard's snapshot as one Prometheus text exposition.
 pub fn render(shards: &[MetricsSnapshot]) -> String {
@@ -178,22 +178,22 @@ pub fn render(shards: &[MetricsSnapshot]) -> String {
     graphql(w, &total.requests.graphql);
     auth(w, &total.auth, total.rate.as_ref());
     rate_limits(w, total.rate.as_ref());
-    if let Some(m) = shards.iter().find_map(|s| s.monitor.as_ref()) {
-        monitor(w, m);
-    }
     out
 }
 
-fn head(w: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes a family's `# HELP` and `# TYPE` lines.
+pub fn head(w: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(w, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn gauge(w: &mut String, name: &str, help: &str, value: f64) {
+/// Writes a gauge without labels.
+pub fn gauge(w: &mut String, name: &str, help: &str, value: f64) {
     head(w, name, "gauge", help);
     let _ = writeln!(w, "{name} {value}");
 }
 
-fn counter(w: &mut String, name: &str, help: &str, value: u64) {
+/// Writes a counter without labels.
+pub fn counter(w: &mut String, name: &str, help: &str, value: u64) {
     head(w, name, "counter", help);
     let _ = writeln!(w, "{name} {value}");
 }

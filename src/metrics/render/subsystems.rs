@@ -1,15 +1,12 @@
-//! One section per subsystem of the exposition: rate limits, the monitor, the request memo,
+//! One section per subsystem of the exposition: rate limits, the request memo,
 //! GraphQL, authentication, the Redis L2, invalidations and the model endpoints.
 
 use std::fmt::Write as _;
-
-use atlas_shard::Operation;
 
 use super::super::{GraphqlPath, MetricsSnapshot};
 use super::{counter, gauge, head};
 use crate::ai::invalidation::Kind;
 use crate::endpoint::EndpointError;
-use crate::monitor::{MonitorSummary, Severity, ALERTS};
 
 /// The rate-limit metrics: refusals always (zeros with every limit off), the rest only when a
 /// limit is on; Redis figures only with Redis.
@@ -64,66 +61,6 @@ pub(super) fn rate_limits(w: &mut String, rate: Option<&crate::ratelimit::RateFi
         "Requests refused with 503 because Redis was unreachable and ATLAS_RATE_LIMIT_REDIS_FAILURE=closed.",
         r.unavailable,
     );
-}
-
-pub(super) fn monitor(w: &mut String, m: &MonitorSummary) {
-    head(
-        w,
-        "ai_cache_hit_rate",
-        "gauge",
-        "L1 hit rate over the last monitor window, by operation (absent without lookups).",
-    );
-    for op in Operation::ALL {
-        if let Some(rate) = m.hit_rate[op.index()] {
-            let _ = writeln!(
-                w,
-                "ai_cache_hit_rate{{operation=\"{}\"}} {rate}",
-                op.as_str()
-            );
-        }
-    }
-    gauge(
-        w,
-        "ai_health_score",
-        "Health score 0-100 from latency, errors, cache, saturation and endpoints.",
-        m.health_score,
-    );
-    head(
-        w,
-        "ai_alerts_active",
-        "gauge",
-        "1 for each alert firing at a severity.",
-    );
-    for alert in ALERTS {
-        for sev in [Severity::Warning, Severity::Critical, Severity::Emergency] {
-            let on = u8::from(m.active.contains(&(alert, sev)));
-            let _ = writeln!(
-                w,
-                "ai_alerts_active{{alert=\"{alert}\",severity=\"{}\"}} {on}",
-                sev.as_str()
-            );
-        }
-    }
-    counter(
-        w,
-        "ai_alert_events_total",
-        "Alert state changes since start.",
-        m.events,
-    );
-    head(
-        w,
-        "ai_alert_notifications_total",
-        "counter",
-        "Alert changes sent to ATLAS_ALERT_WEBHOOK: delivered, failed after retries, dropped (queue full).",
-    );
-    let (delivered, failed, dropped) = m.notifications;
-    for (result, n) in [
-        ("delivered", delivered),
-        ("failed", failed),
-        ("dropped", dropped),
-    ] {
-        let _ = writeln!(w, "ai_alert_notifications_total{{result=\"{result}\"}} {n}");
-    }
 }
 
 /// The request memo's series (`ai::memo`).

@@ -1,5 +1,5 @@
 //! `POST /graphql` and `GET /graphql?query=`: GraphQL over the same pipeline as the REST
-//! routes. Every field is answered by the REST handler of its route (`crate::ai::handle` for
+//! routes. Every field is answered by the REST handler of its route (`crate::app::ai::handle` for
 //! the four operations, `ai::context`, `ai::invalidation`, `ai::events`, the performance
 //! document), called with a request built from the field's arguments: same validation, same
 //! cache key, same owner shard, same batches and the same exact body bytes, so a REST call and
@@ -30,10 +30,10 @@ use std::rc::{Rc, Weak};
 
 use serde_json::json;
 
+use crate::app::Shard;
 use crate::auth::{Caller, Identity};
 use crate::config::Config;
 use crate::http::{Method, Request, Response, Status};
-use crate::runtime::shard::Shard;
 
 use document::chosen;
 use document::{has_mutation, keep_parsed, parse_cached, root_names, DOC_MAX_LEN};
@@ -128,7 +128,7 @@ pub async fn handle(shard: &Rc<Shard>, request: &Request, caller: &Caller<'_>) -
     match general(shard, request, caller, graphql_response).await {
         Served::Prepared(response) => response,
         Served::General(response) => {
-            if shard.config.enable_prometheus {
+            if shard.core.config.enable_prometheus {
                 shard
                     .metrics
                     .borrow_mut()
@@ -185,14 +185,14 @@ async fn general(
         let roots = root_names(doc, operation.as_deref());
         let introspects = roots.iter().any(|n| *n == "__schema" || *n == "__type");
         only_introspects = introspects && roots.iter().all(|n| n.starts_with("__"));
-        if !shard.config.graphql_introspection && introspects {
+        if !shard.core.config.graphql_introspection && introspects {
             return Served::General(request_error(
                 "introspection is disabled (ATLAS_GRAPHQL_INTROSPECTION); `atlas graphql-schema` prints the schema",
                 graphql_response,
             ));
         }
         let fields = roots.len();
-        let max = shard.config.graphql_max_fields;
+        let max = shard.core.config.graphql_max_fields;
         if fields > max {
             let message =
                 format!("the operation selects {fields} top-level fields; at most {max} (ATLAS_GRAPHQL_MAX_FIELDS)");
@@ -215,10 +215,10 @@ async fn general(
     // A document that only introspects (what GraphQL clients send to load the schema) gets
     // limits that fit the standard introspection queries; every other document the
     // configured ones.
-    let schema = if only_introspects && shard.config.graphql_introspection {
+    let schema = if only_introspects && shard.core.config.graphql_introspection {
         INTROSPECTION.with(|s| s.get_or_init(schema::build_introspection).clone())
     } else {
-        SCHEMA.with(|s| s.get_or_init(|| build(&shard.config)).clone())
+        SCHEMA.with(|s| s.get_or_init(|| build(&shard.core.config)).clone())
     };
     if let Some((query, doc)) = &unseen {
         if let Some(plan) = prepared::plan(doc, operation.as_deref()) {

@@ -1,8 +1,8 @@
 //! The prepared path: a document that async-graphql has parsed and validated once, and that
 //! only asks for operation fields ([`plan`]), is answered from then on without async-graphql.
 //! Per request: the arguments and variables become each field's REST body ([`bind`]), each
-//! body the REST pipeline's parsed request (`ai::prepare`, with the REST memo), each field runs
-//! through `ai::serve` directly on this shard (no task, no oneshot; several fields
+//! body the REST pipeline's parsed request (`app::ai::prepare`, with the REST memo), each field runs
+//! through `app::ai::serve` directly on this shard (no task, no oneshot; several fields
 //! concurrently, so their misses can share batches), and the answer is written from the REST
 //! responses' bytes ([`project`]). A request whose exact bytes this shard has bound before
 //! skips the binding too: the GraphQL memo maps them to the fields' parsed requests.
@@ -33,12 +33,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::ai::engine::JobSpec;
-use crate::ai::Prepared;
+use crate::app::ai::Prepared;
+use crate::app::Shard;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
 use crate::metrics::GraphqlPath;
-use crate::runtime::shard::Shard;
 use atlas_shard::Memo;
 pub(super) use plan::Plan;
 use plan::Root;
@@ -133,7 +133,7 @@ pub(super) async fn answer(
     let remembered = MEMO.with(|m| {
         let mut m = m.borrow_mut();
         let memo = m.get_or_insert_with(|| {
-            let max = shard.config.request_memo_bytes;
+            let max = shard.core.config.request_memo_bytes;
             Memo::new(max, max / 16)
         });
         if !memo.is_enabled() || !memo.could_hold(&parts) {
@@ -171,7 +171,7 @@ pub(super) async fn answer(
     let mut calls = Vec::with_capacity(bodies.len());
     for (op, body) in plan.ops().map(|f| f.op).zip(bodies) {
         let call = super::bridge::rest_request("POST", super::operation::rest_path(op), body)
-            .and_then(|r| crate::ai::prepare(shard, op, &r, caller.identity));
+            .and_then(|r| crate::app::ai::prepare(shard, op, &r, caller.identity));
         calls.push(call);
     }
     let specs: Option<Vec<Arc<JobSpec>>> = calls
@@ -203,7 +203,7 @@ pub(super) async fn answer(
 }
 
 fn record(shard: &Shard, path: GraphqlPath) {
-    if shard.config.enable_prometheus {
+    if shard.core.config.enable_prometheus {
         shard.metrics.borrow_mut().record_graphql(path);
     }
 }
@@ -256,8 +256,8 @@ async fn execute(
     let run = |op, call| async move {
         let started = Instant::now();
         match call {
-            Ok(prepared) => crate::ai::serve(shard, op, prepared, caller, started).await,
-            Err(e) => crate::ai::refuse(shard, op, started, &e),
+            Ok(prepared) => crate::app::ai::serve(shard, op, prepared, caller, started).await,
+            Err(e) => crate::app::ai::refuse(shard, op, started, &e),
         }
     };
     // One field (the common case) is awaited in place; several run concurrently.
@@ -304,7 +304,7 @@ async fn execute(
                 };
                 if response.status.code() < 300 {
                     limited = None;
-                    let budget = shard.config.request_memo_bytes;
+                    let budget = shard.core.config.request_memo_bytes;
                     project::operation(&mut out, f, (plan.id, i), &response, &mut errors, budget);
                     continue;
                 }

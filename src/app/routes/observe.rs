@@ -6,12 +6,12 @@ use std::rc::Rc;
 
 use serde_json::json;
 
+use crate::app::{Shard, ShardCall, ShardReply};
 use crate::error::ApiError;
 use crate::http::{Response, Status};
-use crate::runtime::shard::{Shard, ShardCall, ShardReply};
 
 pub(super) async fn metrics(shard: &Rc<Shard>) -> Response {
-    if !shard.config.enable_prometheus {
+    if !shard.core.config.enable_prometheus {
         return ApiError::new(
             Status::NotFound,
             "not_found",
@@ -19,12 +19,12 @@ pub(super) async fn metrics(shard: &Rc<Shard>) -> Response {
         )
         .to_response();
     }
-    let snapshots = shard.collect_metrics().await;
-    Response::text(
-        Status::Ok,
-        "text/plain; version=0.0.4; charset=utf-8",
-        crate::metrics::render(&snapshots),
-    )
+    let (snapshots, monitor) = shard.collect_metrics().await;
+    let mut text = crate::metrics::render(&snapshots);
+    if let Some(summary) = &monitor {
+        crate::monitor::render::prometheus(&mut text, summary);
+    }
+    Response::text(Status::Ok, "text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 /// The `redis` section of `/health/detailed`: totals and each shard's breaker.
@@ -121,8 +121,9 @@ fn rate_json(
 }
 
 pub(super) async fn performance(shard: &Rc<Shard>) -> Response {
-    let until = std::time::Instant::now() + crate::runtime::shard::BROADCAST_LIMIT;
+    let until = std::time::Instant::now() + crate::app::BROADCAST_LIMIT;
     let reply = shard
+        .core
         .mesh
         .call_until(0, ShardCall::Performance, until)
         .await;
@@ -145,14 +146,14 @@ pub(super) async fn performance(shard: &Rc<Shard>) -> Response {
 }
 
 pub(super) fn ready(shard: &Shard) -> Response {
-    let shards = shard.shared.shards;
-    if shard.shared.is_ready() {
+    let shards = shard.core.shared.shards;
+    if shard.core.shared.is_ready() {
         Response::json(
             Status::Ok,
             format!("{{\"status\":\"ready\",\"shards\":{shards}}}"),
         )
     } else {
-        let status = if shard.is_draining() {
+        let status = if shard.core.is_draining() {
             "draining"
         } else {
             "starting"
@@ -167,8 +168,9 @@ pub(super) fn ready(shard: &Shard) -> Response {
 pub(super) async fn detailed(shard: &Rc<Shard>) -> Response {
     // A shard that does not answer in time is reported unreachable, not waited for.
     let replies = shard
+        .core
         .mesh
-        .broadcast(|| ShardCall::Info, crate::runtime::shard::BROADCAST_LIMIT)
+        .broadcast(|| ShardCall::Info, crate::app::BROADCAST_LIMIT)
         .await;
     let mut shards = Vec::with_capacity(replies.len());
     let mut healthy = true;
@@ -267,13 +269,13 @@ pub(super) async fn detailed(shard: &Rc<Shard>) -> Response {
     let live = shard.live_config();
     let c = &*live;
     let body = json!({
-        "status": if healthy && shard.shared.is_ready() { "ok" } else { "degraded" },
+        "status": if healthy && shard.core.shared.is_ready() { "ok" } else { "degraded" },
         "monitor": monitor,
         "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": shard.origin.elapsed().as_secs_f64(),
-        "answered_by": shard.id,
+        "uptime_s": shard.core.origin.elapsed().as_secs_f64(),
+        "answered_by": shard.core.id,
         "limits": {
-            "shards": shard.shared.shards,
+            "shards": shard.core.shared.shards,
             "max_connections": c.max_connections,
             "max_concurrent_requests": c.max_concurrent_requests,
             "max_body_bytes": c.max_body_bytes,

@@ -1,18 +1,155 @@
-//! What the main thread resolves and starts before the executors: the endpoints' addresses,
-//! the JWT keys, the Redis workers, the alert webhook and the snapshots to restore (no DNS and
-//! no blocking connect ever happens on a shard).
+//! The app's supervisor (`runtime::Supervisor`): what the main thread resolves and starts
+//! before the executors (the endpoints' addresses, the JWT keys, the Redis workers, the alert
+//! webhook, the snapshots to restore, the global rate-limit bucket), what the signal thread
+//! resolves again on SIGHUP, and the Redis flush after the shards stopped. No DNS and no
+//! blocking connect ever happens on a shard.
 
-use super::*;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Role, Shard};
+use crate::ai::pool::ResolvedEndpoint;
+use crate::config::Config;
+use crate::monitor::WebhookTarget;
+use crate::runtime::reload::Plan;
+use crate::runtime::{Bound, StartError, Supervisor};
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// The main thread's side of `atlas serve` and `atlas model-endpoint`.
+pub struct Launcher {
+    /// What every shard is built from.
+    seed: Arc<Seed>,
+    /// The shards' shared clock (the global bucket's time base).
+    clock: atlas_shard::MonotonicClock,
+    /// The remote endpoints in force, resolved. Every reload hands the whole list to every
+    /// shard (applying it again changes nothing), so a shard that missed a reload catches up
+    /// at the next.
+    endpoints: Vec<ResolvedEndpoint>,
+}
+
+impl Launcher {
+    /// Resolves and starts what the shards of `role` need, for a server bound as `bound`
+    /// says.
+    pub fn new(config: &Config, role: Role, bound: Bound) -> Result<Launcher, StartError> {
+        let Bound {
+            addr: bound,
+            shards,
+            origin,
+        } = bound;
+        let resolved = Resolved {
+            endpoints: resolve_endpoints(config)?,
+            webhook: resolve_webhook(config, bound)?,
+            redis: start_redis(config)?,
+            verifier: auth_keys(config, bound)?,
+            restore: Arc::new(Mutex::new(load_snapshots(config, shards))),
+            global_limit: config
+                .rate_limits
+                .global()
+                .map(|rate| Arc::new(atlas_shard::SharedBucket::new(rate))),
+        };
+        Ok(Launcher {
+            endpoints: resolved.endpoints.clone(),
+            clock: atlas_shard::MonotonicClock::with_origin(origin),
+            seed: Arc::new(Seed { role, resolved }),
+        })
+    }
+}
+
+/// What every shard is built from.
+pub struct Seed {
+    /// Which server this process runs.
+    pub role: Role,
+    /// What the main thread resolved and started.
+    pub resolved: Resolved,
+}
+
+impl Supervisor for Launcher {
+    type App = Shard;
+
+    fn name(&self) -> &'static str {
+        match self.seed.role {
+            Role::Gateway => "atlas",
+            Role::ModelEndpoint(_) => "atlas model-endpoint",
+        }
+    }
+
+    fn seed(&self) -> Arc<Seed> {
+        Arc::clone(&self.seed)
+    }
+
+    fn reload(&mut self, plan: &mut Plan, current: &Config) -> Option<Vec<ResolvedEndpoint>> {
+        // Resolved here, on the signal thread: a shard never waits for DNS. Only new or
+        // changed endpoints are looked up; an unchanged one keeps its address (and so its
+        // state on the shards, even behind round-robin DNS).
+        if plan.config.endpoints != current.endpoints {
+            match resolve_changed(&plan.config, &self.endpoints) {
+                Ok(list) => self.endpoints = list,
+                Err(e) => {
+                    log::error!("SIGHUP: {e}");
+                    plan.hold_endpoints(current, "cannot be resolved");
+                }
+            }
+        }
+        if plan.changes.iter().any(|c| c.applied) {
+            use atlas_shard::Clock;
+            if let (Some(bucket), Some(rate)) = (
+                &self.seed.resolved.global_limit,
+                plan.config.rate_limits.global(),
+            ) {
+                if bucket.rate() != rate {
+                    bucket.set_rate(rate, self.clock.now());
+                }
+            }
+        }
+        Some(self.endpoints.clone())
+    }
+
+    fn finish(seed: &Seed, since: Instant, grace: Duration) {
+        if let Some(redis) = &seed.resolved.redis {
+            flush_l2_stores(redis, since, grace);
+        }
+    }
+}
+
+/// Gives the Redis workers the rest of the grace period (at least [`MIN_L2_FLUSH`]) to send
+/// the write-behind stores still queued when the shards stopped, so results computed just
+/// before shutdown reach the shared cache; what is left after that is dropped and logged.
+fn flush_l2_stores(redis: &crate::l2::pool::Pool, since: Instant, grace: Duration) {
+    let queued = redis.pending();
+    if queued == 0 {
+        return;
+    }
+    let limit = grace.saturating_sub(since.elapsed()).max(MIN_L2_FLUSH);
+    let started = Instant::now();
+    let left = redis.flush(limit);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if left == 0 {
+        log::info!("redis: flushed {queued} queued command(s) in {ms:.1} ms");
+    } else {
+        log::warn!(
+            "redis: {left} of {queued} queued command(s) not sent within {ms:.0} ms; dropped"
+        );
+    }
+}
+
+/// Least time the Redis write-behind queue gets at shutdown, even when the drain used up the
+/// grace period.
+const MIN_L2_FLUSH: Duration = Duration::from_secs(1);
 
 /// Resolves the remote endpoints' host names here, on the main thread, so no shard ever
 /// blocks on DNS.
-pub(super) fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartError> {
+fn resolve_endpoints(config: &Config) -> Result<Vec<ResolvedEndpoint>, StartError> {
     resolve_changed(config, &[])
 }
 
 /// [`resolve_endpoints`], reusing the address of every endpoint `known` already lists with
 /// the same specification.
-pub(super) fn resolve_changed(
+fn resolve_changed(
     config: &Config,
     known: &[ResolvedEndpoint],
 ) -> Result<Vec<ResolvedEndpoint>, StartError> {
@@ -45,7 +182,7 @@ pub(super) fn resolve_changed(
 /// Loads the JWT keys and decides whether authentication is on (`ATLAS_AUTH`): required
 /// needs a key; unset means required when a key is configured, off on a loopback address,
 /// and a refusal to start on any other address. Logs the decision (never a secret).
-pub(super) fn auth_keys(
+fn auth_keys(
     config: &Config,
     bound: SocketAddr,
 ) -> Result<Option<Arc<crate::auth::verify::Verifier>>, StartError> {
@@ -92,7 +229,7 @@ pub(super) fn auth_keys(
 /// Starts the Redis workers when `ATLAS_REDIS_URL` is set: min(`CONNECTION_POOL_SIZE`, 4)
 /// threads, each with one connection (made on the worker, so a Redis that is down does not
 /// delay the start), I/O deadline 20 × `ATLAS_REDIS_TIMEOUT_MS` (at least 100 ms).
-pub(super) fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Pool>, StartError> {
+fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Pool>, StartError> {
     use crate::l2::pool::{Pool, Target};
     let target = match config.redis_urls.as_slice() {
         [] => return Ok(None),
@@ -108,7 +245,7 @@ pub(super) fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Poo
 }
 
 /// Resolves `ATLAS_ALERT_WEBHOOK`; names this instance `hostname:port` in its payloads.
-pub(super) fn resolve_webhook(
+fn resolve_webhook(
     config: &Config,
     bound: SocketAddr,
 ) -> Result<Option<WebhookTarget>, StartError> {
@@ -170,10 +307,7 @@ impl Resolved {
 }
 
 /// Reads the snapshots in `ATLAS_STATE_DIR` (creating it if missing), grouped by owner shard.
-pub(super) fn load_snapshots(
-    config: &Config,
-    shards: usize,
-) -> Vec<Vec<atlas_shard::SnapshotEntry>> {
+fn load_snapshots(config: &Config, shards: usize) -> Vec<Vec<atlas_shard::SnapshotEntry>> {
     let Some(dir) = &config.state_dir else {
         return Vec::new();
     };

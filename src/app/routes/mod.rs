@@ -9,11 +9,11 @@ use std::rc::Rc;
 
 use atlas_shard::Operation;
 
-pub use crate::ai::context::Method as ContextMethod;
+pub use crate::app::context::Method as ContextMethod;
+use crate::app::{Shard, Tier};
 pub use crate::auth::Access;
 use crate::error::ApiError;
 use crate::http::{Method, Request, Response, Status};
-use crate::runtime::shard::{App, Shard};
 
 mod observe;
 use observe::{detailed, metrics, performance, ready};
@@ -93,7 +93,12 @@ impl Route {
 
 /// Maps a method and path to a route of the shard's app: 404 for an unknown path, 405 (with
 /// `Allow`) for a known path with the wrong method.
-pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Result<Route, ApiError> {
+pub fn resolve(
+    app: &Tier,
+    method: Method,
+    path: &str,
+    method_str: &str,
+) -> Result<Route, ApiError> {
     let read_only = |route| match method {
         Method::Get | Method::Head => Ok(route),
         _ => Err(ApiError::method_not_allowed(method_str, "GET, HEAD")),
@@ -110,7 +115,7 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
         _ => {}
     }
     match app {
-        App::Gateway(_) => match path {
+        Tier::Gateway(_) => match path {
             "/openapi.json" => read_only(Route::OpenApi),
             "/ai/admin/performance" => read_only(Route::Performance),
             "/ai/cache/invalidate" => post_only(Route::Invalidate),
@@ -142,7 +147,7 @@ pub fn resolve(app: &App, method: Method, path: &str, method_str: &str) -> Resul
                 None => Err(ApiError::not_found(path)),
             },
         },
-        App::Model(_) => match path {
+        Tier::Model(_) => match path {
             "/v1/batch" => post_only(Route::Batch),
             "/v1/info" => read_only(Route::Info),
             _ => Err(ApiError::not_found(path)),
@@ -190,23 +195,26 @@ pub async fn run_route(
     caller: &crate::auth::Caller<'_>,
 ) -> Response {
     match route {
-        Route::Health => Response::json(Status::Ok, shard.health_body.clone()),
+        Route::Health => Response::json(Status::Ok, shard.core.health_body.clone()),
         Route::Ready => ready(shard),
         Route::Detailed => detailed(shard).await,
-        Route::Ai(op) => crate::ai::handle(shard, op, request, caller).await,
-        Route::OpenApi => {
-            Response::json(Status::Ok, crate::openapi::served(&shard.config.event_tags))
-        }
+        Route::Ai(op) => crate::app::ai::handle(shard, op, request, caller).await,
+        Route::OpenApi => Response::json(
+            Status::Ok,
+            crate::openapi::served(&shard.core.config.event_tags),
+        ),
         Route::Metrics => metrics(shard).await,
         Route::Performance => performance(shard).await,
-        Route::Invalidate => crate::ai::invalidation::handle(shard, request).await,
-        Route::Events => crate::ai::events::handle(shard, request).await,
-        Route::Context(method) => crate::ai::context::handle(shard, method, request, caller).await,
-        Route::GraphQl => crate::graphql::handle(shard, request, caller).await,
-        Route::Batch | Route::Info => match &shard.app {
-            App::Model(server) if route == Route::Batch => server.batch(shard, request).await,
-            App::Model(server) => server.info(),
-            App::Gateway(_) => ApiError::not_found(request.path()).to_response(),
+        Route::Invalidate => crate::app::invalidate::handle(shard, request).await,
+        Route::Events => crate::app::invalidate::events(shard, request).await,
+        Route::Context(method) => crate::app::context::handle(shard, method, request, caller).await,
+        Route::GraphQl => crate::app::graphql::handle(shard, request, caller).await,
+        Route::Batch | Route::Info => match &shard.tier {
+            Tier::Model(server) if route == Route::Batch => {
+                server.batch(request, shard.core.shutdown_started()).await
+            }
+            Tier::Model(server) => server.info(),
+            Tier::Gateway(_) => ApiError::not_found(request.path()).to_response(),
         },
     }
 }
@@ -243,7 +251,7 @@ mod tests {
                 },
                 1,
             );
-            let gw = App::Gateway(engine);
+            let gw = Tier::Gateway(engine);
             assert_eq!(
                 resolve(&gw, Method::Get, "/health", "GET"),
                 Ok(Route::Health)
@@ -301,7 +309,7 @@ mod tests {
                 Status::NotFound
             );
 
-            let model = App::Model(crate::modelserver::ModelServer::new(
+            let model = Tier::Model(crate::modelserver::ModelServer::new(
                 Default::default(),
                 0,
                 None,

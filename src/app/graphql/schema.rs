@@ -58,7 +58,7 @@ pub fn build_introspection() -> AtlasSchema {
         .finish()
 }
 
-/// The schema in SDL (what `atlas graphql-schema` prints; kept in `src/graphql/schema.graphql`).
+/// The schema in SDL (what `atlas graphql-schema` prints; kept in `src/app/graphql/schema.graphql`).
 pub fn sdl() -> String {
     Schema::build(Query, Mutation, EmptySubscription)
         .finish()

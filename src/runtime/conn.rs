@@ -2,7 +2,8 @@
 //! write responses. Keep-alive, pipelining (answers in order, written together), `HEAD`,
 //! `Expect: 100-continue`, bodies by length or chunked, timeouts, and drain on shutdown.
 //!
-//! Hot path. The connection code never touches cache or queues: it only calls `router`.
+//! Hot path. The connection code never touches cache or queues: it asks the shard's app for a
+//! route and hands it the request (`runtime::App`). Part of the runtime: names no app type.
 
 use std::io;
 use std::rc::Rc;
@@ -17,8 +18,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::parse::{BodyKind, Head, HeadScanner, Parsed, Version};
 use crate::http::response::{write_response, Framing, CONTINUE};
 use crate::http::{Request, Response, Status};
-use crate::router;
-use crate::runtime::shard::Shard;
+use crate::runtime::{App, Core};
 
 /// Initial read buffer size; grows up to the head limit as needed.
 const READ_CHUNK: usize = 8 * 1024;
@@ -27,13 +27,15 @@ const READ_CHUNK: usize = 8 * 1024;
 const FLUSH_AT: usize = 256 * 1024;
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let _open = shard.open_connection();
+pub async fn serve<A: App>(shard: Rc<A>, stream: TcpStream) {
+    let shard_core = Rc::clone(shard.core());
+    let _open = shard_core.open_connection();
     let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shard.config.keepalive_timeout));
+    let _ = stream.set_write_timeout(Some(shard_core.config.keepalive_timeout));
     let peer = stream.peer_addr().ok().map(|a| a.ip());
     let mut conn = Conn {
         peer,
+        core: shard_core,
         shard,
         stream,
         rbuf: ReadBuf::new(),
@@ -66,8 +68,11 @@ enum ReadOutcome {
     Shutdown,
 }
 
-struct Conn {
-    shard: Rc<Shard>,
+struct Conn<A: App> {
+    /// The app that answers requests.
+    shard: Rc<A>,
+    /// The runtime's part of the shard (counters, limits, configuration, shutdown).
+    core: Rc<Core<A::Call, A::Reply>>,
     /// The client's address (security events, per-address failure counts).
     peer: Option<std::net::IpAddr>,
     stream: TcpStream,
@@ -75,7 +80,7 @@ struct Conn {
     wbuf: Vec<u8>,
 }
 
-impl Conn {
+impl<A: App> Conn<A> {
     async fn run(&mut self) -> io::Result<()> {
         match self.request_loop().await {
             Ok(()) => self.flush().await,
@@ -86,7 +91,7 @@ impl Conn {
                     close: true,
                     http10_keep_alive: false,
                 };
-                write_response(&mut self.wbuf, &err.to_response(), framing, self.shard.id);
+                write_response(&mut self.wbuf, &err.to_response(), framing, self.core.id);
                 self.flush().await?;
                 self.linger().await;
                 Ok(())
@@ -128,22 +133,22 @@ impl Conn {
         let mut scanner = HeadScanner::new();
         loop {
             let data = self.rbuf.data();
-            let head = match scanner.poll(data, &self.shard.limits) {
+            let head = match scanner.poll(data, &self.core.limits) {
                 Err(e) => return Err(Stop::Respond(e)),
                 Ok(Parsed::Done(head)) => head,
                 Ok(Parsed::Incomplete) => {
                     let idle = data.is_empty() && !first;
-                    if data.is_empty() && self.shard.is_draining() {
+                    if data.is_empty() && self.core.is_draining() {
                         return Ok(());
                     }
                     self.flush().await?;
                     let timeout = if idle {
                         head_started = None;
-                        self.shard.config.keepalive_timeout
+                        self.core.config.keepalive_timeout
                     } else {
                         let started = *head_started.get_or_insert_with(Instant::now);
                         let spent = started.elapsed();
-                        match self.shard.config.header_timeout.checked_sub(spent) {
+                        match self.core.config.header_timeout.checked_sub(spent) {
                             Some(left) if !left.is_zero() => left,
                             _ => return Err(Stop::Respond(header_timeout())),
                         }
@@ -177,12 +182,10 @@ impl Conn {
     /// Reads the body, routes the request and queues the response. Returns whether the
     /// connection must close after it.
     async fn handle(&mut self, head: Head, raw: Bytes) -> Result<bool, Stop> {
-        let route = match router::resolve(
-            &self.shard.app,
-            head.method,
-            head.path(&raw),
-            head.method_str(&raw),
-        ) {
+        let route = match self
+            .shard
+            .route(head.method, head.path(&raw), head.method_str(&raw))
+        {
             Ok(route) => route,
             // With `Expect: 100-continue` the body has not been sent: refuse it unread.
             Err(e) if head.expect_continue && head.body != BodyKind::Empty => {
@@ -193,28 +196,28 @@ impl Conn {
                 return Ok(self.queue(&head, &e.to_response()));
             }
         };
-        if !self.wbuf.is_empty() && (route.is_slow() || !self.body_buffered(&head)) {
+        if !self.wbuf.is_empty() && (A::is_slow(route) || !self.body_buffered(&head)) {
             // Answers to earlier pipelined requests must not wait for this one's body or
             // computation.
             self.flush().await?;
         }
         let body = self.read_body(&head).await?;
         let request = Request { head, raw, body };
-        let response = router::handle(&self.shard, route, &request, self.peer).await;
+        let response = self.shard.handle(route, &request, self.peer).await;
         Ok(self.queue(&request.head, &response))
     }
 
     /// Serialises `response` into the write buffer; returns whether the connection closes
     /// after it (the client asked, the response demands it, or the shard is draining).
     fn queue(&mut self, head: &Head, response: &Response) -> bool {
-        let close = response.close || !head.keep_alive || self.shard.is_draining();
+        let close = response.close || !head.keep_alive || self.core.is_draining();
         let framing = Framing {
             head_only: head.method == crate::http::Method::Head,
             close,
             http10_keep_alive: head.version == Version::Http10 && !close,
         };
-        write_response(&mut self.wbuf, response, framing, self.shard.id);
-        self.shard.count_request();
+        write_response(&mut self.wbuf, response, framing, self.core.id);
+        self.core.count_request();
         close
     }
 
@@ -231,7 +234,7 @@ impl Conn {
     /// start (an overall deadline, not a per-read one: a client trickling a byte at a time
     /// cannot hold the connection).
     async fn read_body(&mut self, head: &Head) -> Result<Bytes, Stop> {
-        let deadline = Instant::now() + self.shard.config.header_timeout;
+        let deadline = Instant::now() + self.core.config.header_timeout;
         let left = || {
             let d = deadline.saturating_duration_since(Instant::now());
             if d.is_zero() {
@@ -271,7 +274,7 @@ impl Conn {
                 if head.expect_continue && self.rbuf.data().is_empty() {
                     self.send_continue().await?;
                 }
-                let mut decoder = ChunkedDecoder::new(self.shard.config.max_body_bytes);
+                let mut decoder = ChunkedDecoder::new(self.core.config.max_body_bytes);
                 let mut body = Vec::new();
                 loop {
                     let progress = decoder
@@ -306,9 +309,9 @@ impl Conn {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let spare = self.rbuf.spare();
         let read = if idle {
-            let shard = Rc::clone(&self.shard);
+            let core = Rc::clone(&self.core);
             futures_lite::future::or(async { Some(self.stream.read(spare).await) }, async move {
-                shard.shutdown_started().await;
+                core.shutdown_started().await;
                 None
             })
             .await

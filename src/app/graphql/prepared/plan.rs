@@ -19,7 +19,7 @@ use atlas_shard::Operation;
 use super::types::{base_name, Types};
 
 /// What one document runs.
-pub(in crate::graphql) struct Plan {
+pub(in crate::app::graphql) struct Plan {
     /// Unique per plan built in this process (keys what is kept per field, see
     /// `project::Kept`).
     pub id: u64,
@@ -40,7 +40,7 @@ impl Plan {
 }
 
 /// A declared variable.
-pub(in crate::graphql) struct Variable {
+pub(in crate::app::graphql) struct Variable {
     pub name: String,
     pub ty: Type,
     /// Its default, as JSON.
@@ -48,7 +48,7 @@ pub(in crate::graphql) struct Variable {
 }
 
 /// A root field.
-pub(in crate::graphql) enum Root {
+pub(in crate::app::graphql) enum Root {
     /// `__typename` (`"Query"`).
     Typename { key: String },
     /// An operation field.
@@ -56,7 +56,7 @@ pub(in crate::graphql) enum Root {
 }
 
 /// An operation field: its REST operation, arguments and selection.
-pub(in crate::graphql) struct OpField {
+pub(in crate::app::graphql) struct OpField {
     /// Response key.
     pub key: String,
     /// Where it is in the document (for its errors).
@@ -69,7 +69,7 @@ pub(in crate::graphql) struct OpField {
 }
 
 /// A selected field below the root.
-pub(in crate::graphql) struct Node {
+pub(in crate::app::graphql) struct Node {
     /// Response key.
     pub key: String,
     pub pos: Pos,
@@ -77,7 +77,7 @@ pub(in crate::graphql) struct Node {
 }
 
 /// Where a selected field's value comes from.
-pub(in crate::graphql) enum Source {
+pub(in crate::app::graphql) enum Source {
     /// `__typename`: the type's name.
     Typename(String),
     /// The answer's `operation`: the REST operation name.
@@ -96,7 +96,7 @@ pub(in crate::graphql) enum Source {
 }
 
 /// The named type at the bottom of a JSON-sourced field.
-pub(in crate::graphql) enum Shape {
+pub(in crate::app::graphql) enum Shape {
     Float,
     Int,
     String,
@@ -111,7 +111,7 @@ pub(in crate::graphql) enum Shape {
 
 /// A field of `Meta`.
 #[derive(Clone, Copy)]
-pub(in crate::graphql) enum MetaField {
+pub(in crate::app::graphql) enum MetaField {
     Cache,
     Shard,
     TotalMs,

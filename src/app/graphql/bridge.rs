@@ -1,6 +1,6 @@
 //! The `Send` bridge between async-graphql's resolvers and the shard: a field's REST call
 //! ([`Call`]) runs as a local task on this shard's executor, with the request REST would have
-//! received, through the route's own handler ([`crate::router::run_route`]); the resolver
+//! received, through the route's own handler ([`crate::app::routes::run_route`]); the resolver
 //! awaits its [`Response`] on a `Send` oneshot. Also the mapping of a refused call to a
 //! GraphQL error ([`refusal`]). Must not touch caches, queues or the mesh.
 
@@ -12,10 +12,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{current_shard, GqlCaller};
+use crate::app::Shard;
 use crate::auth::Caller;
 use crate::http::parse::{parse_head, Limits, Parsed};
 use crate::http::{Request, Response};
-use crate::runtime::shard::Shard;
 
 /// A call to a REST route's handler, run on this shard.
 pub(super) struct Call {
@@ -70,12 +70,16 @@ async fn run(shard: &Rc<Shard>, call: Call, caller: &GqlCaller) -> Response {
         Ok(request) => request,
         Err(e) => return e.to_response(),
     };
-    let route =
-        match crate::router::resolve(&shard.app, request.method(), request.path(), call.method) {
-            Ok(route) => route,
-            Err(e) => return e.to_response(),
-        };
-    crate::router::run_route(shard, route, &request, &caller).await
+    let route = match crate::app::routes::resolve(
+        &shard.tier,
+        request.method(),
+        request.path(),
+        call.method,
+    ) {
+        Ok(route) => route,
+        Err(e) => return e.to_response(),
+    };
+    crate::app::routes::run_route(shard, route, &request, &caller).await
 }
 
 /// The request REST would have received: `method path` with a JSON `body`.

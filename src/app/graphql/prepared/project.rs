@@ -20,8 +20,8 @@ use async_graphql::{PathSegment, Pos, ServerError};
 use bytes::Bytes;
 
 use super::plan::{MetaField, Node, OpField, Shape, Source};
+use crate::app::graphql::bridge::header;
 use crate::error::json_string;
-use crate::graphql::bridge::header;
 use crate::http::Response;
 
 /// A value that could not be written: where, and why.

@@ -11,7 +11,7 @@ use ahash::AHashMap;
 use async_graphql::parser::types::{BaseType, Type, TypeKind, TypeSystemDefinition};
 
 /// One field of an object or input object type.
-pub(in crate::graphql) struct FieldDef {
+pub(in crate::app::graphql) struct FieldDef {
     /// The GraphQL name (`sharpeRatio`).
     pub name: String,
     /// Its key in the REST JSON (`sharpe_ratio`).
@@ -25,7 +25,7 @@ pub(in crate::graphql) struct FieldDef {
 }
 
 /// The types of the schema, by name.
-pub(in crate::graphql) struct Types {
+pub(in crate::app::graphql) struct Types {
     objects: AHashMap<String, Vec<FieldDef>>,
     inputs: AHashMap<String, Vec<FieldDef>>,
     enums: AHashMap<String, Vec<String>>,
@@ -131,7 +131,7 @@ fn field(owner: &str, name: &str, ty: Type) -> FieldDef {
 }
 
 /// The named type at the bottom of `ty` (`[[Float!]!]!` → `Float`).
-pub(in crate::graphql) fn base_name(ty: &Type) -> &str {
+pub(in crate::app::graphql) fn base_name(ty: &Type) -> &str {
     match &ty.base {
         BaseType::Named(n) => n.as_str(),
         BaseType::List(inner) => base_name(inner),
@@ -201,7 +201,7 @@ mod tests {
 
     /// An input of `op` whose result has every optional part (beta, the portfolio fit,
     /// Holt–Winters' seasonal parameters, debts and goals).
-    pub(in crate::graphql) fn sample(op: atlas_shard::Operation) -> serde_json::Value {
+    pub(in crate::app::graphql) fn sample(op: atlas_shard::Operation) -> serde_json::Value {
         use atlas_shard::Operation::*;
         let holdings = serde_json::json!([
             {"symbol": "AAPL", "weight": 0.6, "prices": [100, 102, 101, 105, 107, 106, 108, 110]},
@@ -264,12 +264,12 @@ mod tests {
             let mut obj = async_graphql::indexmap::IndexMap::new();
             obj.insert(Name::new(&f.name), int(256));
             let parsed =
-                crate::graphql::inputs::Risk::parse(Some(async_graphql::Value::Object(obj)));
+                crate::app::graphql::inputs::Risk::parse(Some(async_graphql::Value::Object(obj)));
             assert_eq!(parsed.is_err(), f.int_max == 255, "{}", f.name);
             let mut obj = async_graphql::indexmap::IndexMap::new();
             obj.insert(Name::new(&f.name), int(f.int_max));
             let parsed =
-                crate::graphql::inputs::Risk::parse(Some(async_graphql::Value::Object(obj)));
+                crate::app::graphql::inputs::Risk::parse(Some(async_graphql::Value::Object(obj)));
             assert!(parsed.is_ok(), "{}", f.name);
         }
     }
