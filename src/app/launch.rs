@@ -48,7 +48,7 @@ impl Launcher {
             verifier: auth_keys(config, bound)?,
             restore: Arc::new(Mutex::new(load_snapshots(config, shards))),
             global_limit: config
-                .rate_limits
+                .rate_limits()
                 .global()
                 .map(|rate| Arc::new(atlas_shard::SharedBucket::new(rate))),
         };
@@ -99,7 +99,7 @@ impl Supervisor for Launcher {
             use atlas_shard::Clock;
             if let (Some(bucket), Some(rate)) = (
                 &self.seed.resolved.global_limit,
-                plan.config.rate_limits.global(),
+                plan.config.rate_limits().global(),
             ) {
                 if bucket.rate() != rate {
                     bucket.set_rate(rate, self.clock.now());

@@ -126,7 +126,7 @@ impl Shard {
         };
         let rate_limits = match &tier {
             Tier::Gateway(engine) => Limiter::start(
-                &config.rate_limits,
+                &config.rate_limits(),
                 shards,
                 origin,
                 resolved.global_limit.clone(),
@@ -362,7 +362,7 @@ impl App for Shard {
             );
         }
         if let Some(limiter) = &self.rate_limits {
-            limiter.reconfigure(&config.rate_limits);
+            limiter.reconfigure(&config.rate_limits());
         }
         if let Some(monitor) = &self.monitor {
             monitor.reconfigure(config);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use atlas_shard::{CacheConfig, CacheConfigs, Operation, Strategy};
 
-use super::{boolean, secs, settings, Parser, Raw};
+use super::{boolean, secs, settings, Parser};
 
 /// Longest TTL or stale window a setting may give: one year.
 const MAX_SECONDS: u64 = 31_536_000;
@@ -88,17 +88,6 @@ pub(super) fn parse(p: &mut Parser<'_>, result_ttl: Duration) -> CacheConfigs {
     })
 }
 
-/// The configurations the settings table's defaults give, with `RESULT_CACHE_TTL` at
-/// `result_ttl`.
-pub fn defaults(result_ttl: Duration) -> CacheConfigs {
-    let raw = Raw::default();
-    let mut p = Parser {
-        raw: &raw,
-        errors: Vec::new(),
-    };
-    parse(&mut p, result_ttl)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,7 +143,7 @@ mod tests {
             (300, Strategy::Adaptive, true)
         );
         assert!(Operation::ALL.iter().all(|op| c.get(*op).batch_compatible));
-        assert_eq!(c, defaults(Duration::from_secs(300)));
+        assert_eq!(c, crate::config::Config::default().cache);
 
         let c = config(&[("RESULT_CACHE_TTL", "120")]).unwrap();
         assert_eq!(c.get(Operation::RiskAssessment).ttl.as_secs(), 120);

@@ -1,10 +1,10 @@
-//! The rate-limit settings (`ATLAS_RATE_LIMIT_*`), parsed and validated as one group. The
-//! limits themselves live in `crate::ratelimit`; this only turns text into a
-//! [`RateLimitConfig`]. Must not depend on the runtime.
+//! The rate-limit settings (`ATLAS_RATE_LIMIT_*`): their parsers (the rows are in the
+//! settings table) and the [`RateLimitConfig`] they make together (`Config::rate_limits`).
+//! The limits themselves live in `crate::ratelimit`. Must not depend on the runtime.
 
 use atlas_shard::Rate;
 
-use super::{boolean, int_in, Parser};
+use super::int_in;
 
 /// What the limits do while the shared store (Redis) cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,20 +47,6 @@ pub struct RateLimitConfig {
     pub redis_failure: RedisFailure,
 }
 
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            user_rps: 0.0,
-            user_burst: 0,
-            global_rps: 0.0,
-            global_burst: 0,
-            count_hits: true,
-            max_users: 100_000,
-            redis_failure: RedisFailure::Local,
-        }
-    }
-}
-
 impl RateLimitConfig {
     /// The per-user limit, if on.
     pub fn user(&self) -> Option<Rate> {
@@ -90,7 +76,7 @@ fn limit(per_second: f64, burst: u32) -> Option<Rate> {
     Rate::new(per_second, burst)
 }
 
-fn per_second(v: &str) -> Result<f64, String> {
+pub(super) fn per_second(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(f) if f == 0.0 || (f > 0.0 && f <= atlas_shard::ratelimit::MAX_RATE) => Ok(f),
         _ => Err(format!(
@@ -100,32 +86,21 @@ fn per_second(v: &str) -> Result<f64, String> {
     }
 }
 
-fn burst(v: &str) -> Result<u32, String> {
+pub(super) fn burst(v: &str) -> Result<u32, String> {
     int_in(v, 0, u64::from(atlas_shard::ratelimit::MAX_BURST))
         .map(|n| n as u32)
         .map_err(|e| format!("{e} (0: the rate rounded up)"))
 }
 
 /// Parses every `ATLAS_RATE_LIMIT_*` setting into `c`.
-pub(super) fn parse(p: &mut Parser<'_>, c: &mut RateLimitConfig) {
-    p.set(&mut c.user_rps, "ATLAS_RATE_LIMIT_USER_RPS", per_second);
-    p.set(&mut c.user_burst, "ATLAS_RATE_LIMIT_USER_BURST", burst);
-    p.set(&mut c.global_rps, "ATLAS_RATE_LIMIT_GLOBAL_RPS", per_second);
-    p.set(&mut c.global_burst, "ATLAS_RATE_LIMIT_GLOBAL_BURST", burst);
-    p.set(&mut c.count_hits, "ATLAS_RATE_LIMIT_HITS", boolean);
-    p.set(&mut c.max_users, "ATLAS_RATE_LIMIT_MAX_USERS", |v| {
-        int_in(v, 1, 100_000_000).map(|n| n as usize)
-    });
-    p.set(
-        &mut c.redis_failure,
-        "ATLAS_RATE_LIMIT_REDIS_FAILURE",
-        |v| match v {
-            "local" => Ok(RedisFailure::Local),
-            "open" => Ok(RedisFailure::Open),
-            "closed" => Ok(RedisFailure::Closed),
-            _ => Err("expected local, open or closed".to_string()),
-        },
-    );
+/// `ATLAS_RATE_LIMIT_REDIS_FAILURE`.
+pub(super) fn redis_failure(v: &str) -> Result<RedisFailure, String> {
+    match v {
+        "local" => Ok(RedisFailure::Local),
+        "open" => Ok(RedisFailure::Open),
+        "closed" => Ok(RedisFailure::Closed),
+        _ => Err("expected local, open or closed".to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -142,7 +117,7 @@ mod tests {
             pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         });
         build(&raw)
-            .map(|c| c.rate_limits)
+            .map(|c| c.rate_limits())
             .map_err(|e| e.into_iter().map(|e| e.name).collect())
     }
 

@@ -44,7 +44,7 @@ pub fn render_env(raw: &Raw) -> String {
             .unwrap_or_default();
         out.push_str(&format!(
             "# default: {default}; file key: {}{flag}\n",
-            setting.key
+            setting.key()
         ));
         let shown = if setting.secret && !value.is_empty() {
             "<redacted>".to_string()

@@ -2,7 +2,7 @@
 //! flags; the environment of a running process does not change), validate all of it, and
 //! apply the settings that can change without a restart.
 //!
-//! Reloadable ([`RELOADABLE`]): the log filter, the drain grace, batch size and window, cache
+//! Reloadable (the `reload` rows of the settings table, [`reloadable`]): the log filter, the drain grace, batch size and window, cache
 //! warming, the per-operation cache settings and `RESULT_CACHE_TTL` (for results stored from
 //! then on), the monitor's alert thresholds, hold windows, interval, history and adaptive
 //! baselines, the rate limits' rates, bursts and options, and the remote endpoints (each shard
@@ -20,60 +20,16 @@
 
 use std::collections::HashMap;
 
-use crate::config::ratelimit::RateLimitConfig;
 use crate::config::{self, Config, ConfigError, Flags, Raw, SETTINGS};
-
-/// Settings a SIGHUP reload applies (environment names).
-pub const RELOADABLE: &[&str] = &[
-    "ATLAS_LOG",
-    "ATLAS_SHUTDOWN_GRACE_S",
-    "BATCH_SIZE",
-    "BATCH_TIMEOUT_MS",
-    "ENABLE_CACHE_WARMING",
-    "RESULT_CACHE_TTL",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_TTL_S",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STRATEGY",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STALE_WHILE_REVALIDATE_S",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_STALE_IF_ERROR_S",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_BATCH_COMPATIBLE",
-    "ATLAS_CACHE_BUDGET_OPTIMIZATION_WARMUP",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_TTL_S",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STRATEGY",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STALE_WHILE_REVALIDATE_S",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_STALE_IF_ERROR_S",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_BATCH_COMPATIBLE",
-    "ATLAS_CACHE_PORTFOLIO_ANALYSIS_WARMUP",
-    "ATLAS_CACHE_RISK_ASSESSMENT_TTL_S",
-    "ATLAS_CACHE_RISK_ASSESSMENT_STRATEGY",
-    "ATLAS_CACHE_RISK_ASSESSMENT_STALE_WHILE_REVALIDATE_S",
-    "ATLAS_CACHE_RISK_ASSESSMENT_STALE_IF_ERROR_S",
-    "ATLAS_CACHE_RISK_ASSESSMENT_BATCH_COMPATIBLE",
-    "ATLAS_CACHE_RISK_ASSESSMENT_WARMUP",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_TTL_S",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_STRATEGY",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_STALE_WHILE_REVALIDATE_S",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_STALE_IF_ERROR_S",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_BATCH_COMPATIBLE",
-    "ATLAS_CACHE_CASHFLOW_FORECAST_WARMUP",
-    "ATLAS_MONITOR_INTERVAL_S",
-    "ATLAS_MONITOR_HISTORY",
-    "ATLAS_ALERT_FOR_WINDOWS",
-    "ATLAS_ADAPTIVE_THRESHOLDS",
-    "ALERT_RESPONSE_TIME_MS",
-    "ALERT_ERROR_RATE",
-    "ATLAS_RATE_LIMIT_USER_RPS",
-    "ATLAS_RATE_LIMIT_USER_BURST",
-    "ATLAS_RATE_LIMIT_GLOBAL_RPS",
-    "ATLAS_RATE_LIMIT_GLOBAL_BURST",
-    "ATLAS_RATE_LIMIT_HITS",
-    "ATLAS_RATE_LIMIT_MAX_USERS",
-    "ATLAS_RATE_LIMIT_REDIS_FAILURE",
-    "ATLAS_ENDPOINTS",
-];
 
 /// Whether a SIGHUP reload applies this setting.
 pub fn is_reloadable(env: &str) -> bool {
-    RELOADABLE.contains(&env)
+    config::settings::by_env(env).is_some_and(|s| s.reload)
+}
+
+/// The settings a SIGHUP reload applies (the table's `reload` rows), by environment name.
+pub fn reloadable() -> impl Iterator<Item = &'static str> {
+    SETTINGS.iter().filter(|s| s.reload).map(|s| s.env)
 }
 
 /// The running configuration and where it came from.
@@ -218,7 +174,7 @@ impl Plan {
 /// the shards, the Redis batches) is built at start only for limits that are on, so such a
 /// change waits for a restart; a change of rate or burst of a limit that stays on applies.
 fn switches_a_limit(current: &Config, fresh: &Config, env: &str) -> bool {
-    let (c, f) = (&current.rate_limits, &fresh.rate_limits);
+    let (c, f) = (current.rate_limits(), fresh.rate_limits());
     match env {
         "ATLAS_RATE_LIMIT_USER_RPS" | "ATLAS_RATE_LIMIT_USER_BURST" => {
             c.user().is_some() != f.user().is_some()
@@ -230,41 +186,26 @@ fn switches_a_limit(current: &Config, fresh: &Config, env: &str) -> bool {
     }
 }
 
-/// The rate limits of `fresh`, except that a limit switched on or off keeps its current
-/// rate and burst (see [`switches_a_limit`]).
-fn merge_rate_limits(current: &RateLimitConfig, fresh: &RateLimitConfig) -> RateLimitConfig {
-    let mut merged = fresh.clone();
-    if current.user().is_some() != fresh.user().is_some() {
-        merged.user_rps = current.user_rps;
-        merged.user_burst = current.user_burst;
+/// `current` with every reloadable setting taken from `fresh` (each row's own field, and the
+/// cache group as a whole), except that a rate limit switched on or off keeps its current rate
+/// and burst (see [`switches_a_limit`]).
+pub fn merge(current: &Config, fresh: &Config) -> Config {
+    let mut merged = current.clone();
+    for take in SETTINGS.iter().filter(|s| s.reload).filter_map(|s| s.take) {
+        take(&mut merged, fresh);
     }
-    if current.global().is_some() != fresh.global().is_some() {
-        merged.global_rps = current.global_rps;
-        merged.global_burst = current.global_burst;
+    // The cache rows are one group (`settings` checks that all of them reload).
+    merged.cache = fresh.cache.clone();
+    let (c, f) = (current.rate_limits(), fresh.rate_limits());
+    if c.user().is_some() != f.user().is_some() {
+        merged.rate_limit_user_rps = current.rate_limit_user_rps;
+        merged.rate_limit_user_burst = current.rate_limit_user_burst;
+    }
+    if c.global().is_some() != f.global().is_some() {
+        merged.rate_limit_global_rps = current.rate_limit_global_rps;
+        merged.rate_limit_global_burst = current.rate_limit_global_burst;
     }
     merged
-}
-
-/// `current` with every reloadable setting taken from `fresh`.
-pub fn merge(current: &Config, fresh: &Config) -> Config {
-    Config {
-        rate_limits: merge_rate_limits(&current.rate_limits, &fresh.rate_limits),
-        endpoints: fresh.endpoints.clone(),
-        log: fresh.log.clone(),
-        shutdown_grace: fresh.shutdown_grace,
-        batch_size: fresh.batch_size,
-        batch_timeout: fresh.batch_timeout,
-        enable_cache_warming: fresh.enable_cache_warming,
-        result_cache_ttl: fresh.result_cache_ttl,
-        cache: fresh.cache.clone(),
-        monitor_interval: fresh.monitor_interval,
-        monitor_history: fresh.monitor_history,
-        alert_for_windows: fresh.alert_for_windows,
-        adaptive_thresholds: fresh.adaptive_thresholds,
-        alert_response_time: fresh.alert_response_time,
-        alert_error_rate: fresh.alert_error_rate,
-        ..current.clone()
-    }
 }
 
 /// One log line per change, e.g. `ALERT_ERROR_RATE: 0.05 -> 0.2 (applied)`.
@@ -333,16 +274,9 @@ mod tests {
             .filter(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_') && !w.is_empty())
             .collect();
         listed.sort_unstable();
-        let mut expected = RELOADABLE.to_vec();
+        let mut expected: Vec<&str> = reloadable().collect();
         expected.sort_unstable();
         assert_eq!(listed, expected);
-    }
-
-    #[test]
-    fn every_reloadable_name_is_a_setting() {
-        for name in RELOADABLE {
-            assert!(config::settings::by_env(name).is_some(), "{name}");
-        }
     }
 
     /// Each reloadable setting gets through `merge`, each fixed one does not.
@@ -392,7 +326,7 @@ mod tests {
         assert!(c.adaptive_thresholds);
         assert_eq!(c.alert_response_time, Duration::from_millis(900));
         assert_eq!(c.alert_error_rate, 0.2);
-        let rl = &c.rate_limits;
+        let rl = &c.rate_limits();
         assert_eq!((rl.user_rps, rl.user_burst), (2.0, 4));
         assert_eq!((rl.global_rps, rl.global_burst), (50.0, 60));
         assert!(!rl.count_hits);
@@ -424,7 +358,7 @@ mod tests {
             .filter(|c| c.applied)
             .map(|c| c.name)
             .collect();
-        assert_eq!(applied.len(), RELOADABLE.len(), "{applied:?}");
+        assert_eq!(applied.len(), reloadable().count(), "{applied:?}");
         let restart: Vec<&str> = plan
             .changes
             .iter()
@@ -462,7 +396,7 @@ mod tests {
         )
         .unwrap();
         let plan = r.plan(|_| None).unwrap();
-        let rl = &plan.config.rate_limits;
+        let rl = &plan.config.rate_limits();
         assert_eq!(rl.user_rps, 10.0, "the per-user limit stays on");
         assert!(rl.global().is_none(), "the global limit stays off");
         assert_eq!(plan.config.batch_size, 4);

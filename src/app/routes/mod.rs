@@ -239,7 +239,7 @@ mod tests {
                             max_bytes: 1 << 20,
                         },
                     },
-                    cache: crate::config::cache::defaults(std::time::Duration::from_secs(300)),
+                    cache: crate::config::Config::default().cache,
                     pool: crate::ai::pool::PoolOptions {
                         embedded: true,
                         remote: Vec::new(),

@@ -71,7 +71,7 @@ fn rate_json(
     c: &crate::config::Config,
     shards: &[(usize, crate::ratelimit::RateFigures)],
 ) -> serde_json::Value {
-    let rl = &c.rate_limits;
+    let rl = &c.rate_limits();
     if !rl.is_on() {
         return json!({"enabled": false});
     }
