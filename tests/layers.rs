@@ -72,8 +72,9 @@ fn source_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source without comments (line, doc and block comments; string literals are kept
-/// whole, so a `//` inside one does not end the line's code).
+/// The source without comments (line, doc and block comments) and with every string literal
+/// emptied (plain, byte and raw strings), so that neither a `//` nor a `crate::` inside a
+/// string counts.
 fn strip_comments(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
@@ -102,18 +103,42 @@ fn strip_comments(text: &str) -> String {
                     }
                 }
             }
+            (b'r', Some(b'"' | b'#'))
+                if i == 0
+                    || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_')
+                    || (bytes[i - 1] == b'b'
+                        && (i < 2
+                            || !(bytes[i - 2].is_ascii_alphanumeric()
+                                || bytes[i - 2] == b'_'))) =>
+            {
+                // A raw string, r"..." or r#"..."#: its end is a quote and as many hashes.
+                let hashes = bytes[i + 1..].iter().take_while(|&&b| b == b'#').count();
+                let open = i + 1 + hashes;
+                if bytes.get(open) != Some(&b'"') {
+                    out.push('r');
+                    i += 1;
+                    continue;
+                }
+                let close: String = std::iter::once('"')
+                    .chain(std::iter::repeat_n('#', hashes))
+                    .collect();
+                let end = text[open + 1..]
+                    .find(&close)
+                    .map_or(bytes.len(), |k| open + 1 + k + close.len());
+                out.push_str("\"\"");
+                i = end;
+            }
             (b'"', _) => {
-                let start = i;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
                 i += 1;
-                out.push_str(&text[start..i.min(bytes.len())]);
+                out.push_str("\"\"");
             }
             (b'\'', _) => {
-                // A char literal ('x', '\n', '"') or a lifetime ('a): copy a char literal
-                // whole so that a quote inside it does not start a string.
+                // A char literal ('x', '\n', '"', '{') or a lifetime ('a): a char literal
+                // becomes 'c', so that neither a quote nor a brace inside it counts.
                 let rest = &text[i..];
                 let len = if let Some(escaped) = rest.strip_prefix("'\\") {
                     escaped.find('\'').map(|k| k + 3)
@@ -123,9 +148,16 @@ fn strip_comments(text: &str) -> String {
                         .filter(|&(_, c)| c == '\'')
                         .map(|(k, _)| k + 1)
                 };
-                let len = len.unwrap_or(1);
-                out.push_str(&rest[..len]);
-                i += len;
+                match len {
+                    Some(len) => {
+                        out.push_str("'c'");
+                        i += len;
+                    }
+                    None => {
+                        out.push('\'');
+                        i += 1;
+                    }
+                }
             }
             _ => {
                 let c = text[i..].chars().next().unwrap();
@@ -138,6 +170,9 @@ fn strip_comments(text: &str) -> String {
 }
 
 fn ident_at(text: &str) -> &str {
+    if text.starts_with('*') {
+        return "*";
+    }
     let end = text
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(text.len());
@@ -191,12 +226,14 @@ fn referenced(code: &str, depth: usize) -> BTreeSet<String> {
             names.insert(ident_at(after).to_string());
         }
     }
-    // `super::` chains long enough to reach the crate root.
-    let mut rest = code;
-    while let Some(k) = rest.find("super::") {
-        let before = rest[..k].chars().next_back();
-        let mut after = &rest[k..];
-        rest = &rest[k + "super::".len()..];
+    // `super::` chains long enough to reach the crate root; inside an inline `mod m { .. }`
+    // (a file's `mod tests`) each enclosing module adds one level to climb.
+    let nesting = inline_mod_nesting(code);
+    let mut from = 0;
+    while let Some(k) = code[from..].find("super::").map(|k| k + from) {
+        let before = code[..k].chars().next_back();
+        let mut after = &code[k..];
+        from = k + "super::".len();
         if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
             continue;
         }
@@ -205,7 +242,7 @@ fn referenced(code: &str, depth: usize) -> BTreeSet<String> {
             climbs += 1;
             after = tail;
         }
-        if climbs >= depth {
+        if climbs >= depth + nesting[k] {
             if after.starts_with('{') {
                 names.extend(group_heads(after).into_iter().map(str::to_string));
             } else {
@@ -216,8 +253,47 @@ fn referenced(code: &str, depth: usize) -> BTreeSet<String> {
     names
 }
 
+/// For each byte of `code` (comments and strings stripped), how many inline modules
+/// (`mod name { .. }`) enclose it.
+fn inline_mod_nesting(code: &str) -> Vec<usize> {
+    let bytes = code.as_bytes();
+    let mut nesting = vec![0; bytes.len() + 1];
+    let (mut level, mut mods) = (0usize, Vec::<usize>::new());
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' => {
+                level += 1;
+                // `mod <ident> {`: the words before the brace.
+                let head = code[..i].trim_end();
+                let word = head
+                    .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("");
+                let before = head[..head.len() - word.len()].trim_end();
+                if !word.is_empty()
+                    && before.ends_with("mod")
+                    && !before[..before.len() - 3]
+                        .ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    mods.push(level);
+                }
+            }
+            b'}' => {
+                if mods.last() == Some(&level) {
+                    mods.pop();
+                }
+                level = level.saturating_sub(1);
+            }
+            _ => {}
+        }
+        nesting[i] = mods.len();
+    }
+    nesting
+}
+
 /// The top-level modules of `src/` and, for each, the top-level modules it imports, with the
-/// files that import them.
+/// files that import them. A glob from the crate root (`crate::*`, or `super::*` climbing to
+/// it) hides what a file imports, so it is recorded under the name `*`.
 fn module_graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
@@ -255,7 +331,7 @@ fn module_graph() -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>> {
                 .iter()
                 .find(|(alias, _)| *alias == name)
                 .map_or(name.clone(), |(_, m)| m.to_string());
-            if to != from && modules.contains(&to) {
+            if to != from && (modules.contains(&to) || to == "*") {
                 graph
                     .entry(from.clone())
                     .or_default()
@@ -329,6 +405,43 @@ fn cycles(graph: &BTreeMap<String, BTreeMap<String, BTreeSet<String>>>) -> Vec<V
 }
 
 #[test]
+fn no_file_hides_its_imports() {
+    let graph = module_graph();
+    let hidden: Vec<String> = graph
+        .iter()
+        .filter_map(|(from, edges)| edges.get("*").map(|files| format!("{from}: {files:?}")))
+        .collect();
+    assert!(
+        hidden.is_empty(),
+        "glob imports from the crate root (name what is imported): {hidden:?}"
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for file in ["lib.rs", "main.rs"] {
+        let code = strip_comments(&std::fs::read_to_string(src.join(file)).unwrap());
+        assert!(
+            !code.contains("$crate::"),
+            "{file}: a macro path this reader skips"
+        );
+    }
+    let lib = strip_comments(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    for line in lib.lines().map(str::trim) {
+        let Some(path) = line
+            .strip_prefix("pub use ")
+            .and_then(|l| l.strip_suffix(';'))
+        else {
+            continue;
+        };
+        let module = ident_at(path);
+        let name = path.rsplit("::").next().unwrap();
+        assert!(
+            ALIASES.contains(&(name, module)),
+            "lib.rs re-exports `{path}`: add (\"{name}\", \"{module}\") to ALIASES so that \
+             `crate::{name}` counts as an import of `{module}`"
+        );
+    }
+}
+
+#[test]
 fn every_module_has_a_layer() {
     let graph = module_graph();
     let unplaced: Vec<&String> = graph.keys().filter(|m| layer_of(m).is_none()).collect();
@@ -394,15 +507,27 @@ fn the_reader_finds_the_imports_it_must() {
          // use crate::commented;\n\
          /* crate::blocked */ let s = \"// not a comment\"; crate::g::h();\n\
          let c = '\"'; crate::after_char::x();\n\
+         let r = r#\"a \" // crate::in_raw\"#; crate::after_raw::x();\n\
+         use crate::*;\n\
          fn k<'a>(x: &'a str) { super::super::up::y(); super::near::z(); }\n\
          my_crate::not_ours::q();",
     );
     let names: Vec<String> = referenced(&code, 2).into_iter().collect();
-    assert_eq!(names, ["a", "after_char", "d", "f", "g", "up"]);
+    assert_eq!(
+        names,
+        ["*", "a", "after_char", "after_raw", "d", "f", "g", "up"]
+    );
     let shallow: Vec<String> = referenced("super::root_level::x();", 1)
         .into_iter()
         .collect();
     assert_eq!(shallow, ["root_level"]);
+    // In a file's `mod tests { .. }`, `super::` is the file's module, not the crate root.
+    let code = strip_comments(
+        "mod tests { use super::*; let b = '{'; super::super::sibling::x(); }\n\
+         super::top::y();",
+    );
+    let nested: Vec<String> = referenced(&code, 1).into_iter().collect();
+    assert_eq!(nested, ["sibling", "top"]);
 }
 
 #[test]

@@ -39,7 +39,6 @@ impl Launcher {
         let Bound {
             addr: bound,
             shards,
-            origin,
         } = bound;
         let resolved = Resolved {
             endpoints: resolve_endpoints(config)?,
@@ -54,7 +53,8 @@ impl Launcher {
         };
         Ok(Launcher {
             endpoints: resolved.endpoints.clone(),
-            clock: atlas_shard::MonotonicClock::with_origin(origin),
+            // Replaced by the shards' origin before they start (`Supervisor::clock`).
+            clock: atlas_shard::MonotonicClock::with_origin(Instant::now()),
             seed: Arc::new(Seed { role, resolved }),
         })
     }
@@ -80,6 +80,10 @@ impl Supervisor for Launcher {
 
     fn seed(&self) -> Arc<Seed> {
         Arc::clone(&self.seed)
+    }
+
+    fn clock(&mut self, origin: Instant) {
+        self.clock = atlas_shard::MonotonicClock::with_origin(origin);
     }
 
     fn reload(&mut self, plan: &mut Plan, current: &Config) -> Option<Vec<ResolvedEndpoint>> {
@@ -276,7 +280,6 @@ fn resolve_webhook(
     }))
 }
 
-/// Prints the one line tests and tools wait for.
 /// Addresses resolved and process-wide clients started on the main thread before the
 /// executors start (never DNS or a blocking connect on a shard).
 #[derive(Debug, Clone, Default)]

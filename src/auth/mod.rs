@@ -34,7 +34,7 @@ use crate::http::{Request, Response, Status};
 use cache::TokenCache;
 use verify::{AuthError, Verifier};
 
-/// Who may call a route (the router gives each route its access; `authenticate` enforces it).
+/// Who may call a route (the app's routes give each route its access; `authenticate` enforces it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     /// Anyone: liveness, readiness, the API description; and, for now, the operator views

@@ -92,7 +92,6 @@ pub(super) fn burst(v: &str) -> Result<u32, String> {
         .map_err(|e| format!("{e} (0: the rate rounded up)"))
 }
 
-/// Parses every `ATLAS_RATE_LIMIT_*` setting into `c`.
 /// `ATLAS_RATE_LIMIT_REDIS_FAILURE`.
 pub(super) fn redis_failure(v: &str) -> Result<RedisFailure, String> {
     match v {

@@ -171,8 +171,9 @@ impl Limiter {
     /// tracked, the Redis batch sizes derived from the rates, whether hits cost a token and
     /// the Redis failure mode. A limit that was off at start stays off, and one that was on
     /// stays on (`runtime::reload` keeps such a change pending until a restart). The global
-    /// bucket's rate is changed once for all shards by the caller
-    /// ([`SharedBucket::set_rate`]); this shard only resizes its Redis batch.
+    /// bucket's rate is changed once for all shards by the app's supervisor on the signal
+    /// thread (`app::launch`, [`SharedBucket::set_rate`]); this shard only resizes its Redis
+    /// batch.
     pub fn reconfigure(&self, config: &RateLimitConfig) {
         if let (Some(users), Some(rate)) = (&self.users, config.user()) {
             let mut users = users.borrow_mut();

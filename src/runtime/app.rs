@@ -87,6 +87,10 @@ pub trait Supervisor: Send + 'static {
     /// What every shard is built from.
     fn seed(&self) -> Arc<<Self::App as App>::Seed>;
 
+    /// The origin of the shards' shared monotonic clock, taken just before the executors
+    /// start (for time bases the supervisor shares with the shards).
+    fn clock(&mut self, origin: Instant);
+
     /// Prepares the shards' part of an accepted reload on the signal thread (never on a
     /// shard: DNS and other blocking work happen here); may hold back changes it cannot apply
     /// (they stay in `plan` as not applied).

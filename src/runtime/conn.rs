@@ -1,5 +1,5 @@
-//! One client connection: read bytes through glommio, parse requests, hand them to the router,
-//! write responses. Keep-alive, pipelining (answers in order, written together), `HEAD`,
+//! One client connection: read bytes through glommio, parse requests, hand them to the app
+//! (`App::route`, then `App::handle`), write responses. Keep-alive, pipelining (answers in order, written together), `HEAD`,
 //! `Expect: 100-continue`, bodies by length or chunked, timeouts, and drain on shutdown.
 //!
 //! Hot path. The connection code never touches cache or queues: it asks the shard's app for a

@@ -96,8 +96,6 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// Number of shards.
     pub shards: usize,
-    /// Origin of the shards' shared monotonic clock.
-    pub origin: Instant,
 }
 
 /// Runs the server until a shutdown signal, then drains and returns. `flags` and `raw` are
@@ -142,15 +140,10 @@ pub fn serve<S: Supervisor>(
         );
     }
 
+    let mut supervisor = supervise(&config, Bound { addr, shards })?;
+    // After the supervisor's start-up work, so that uptime counts from the shards' start.
     let origin = Instant::now();
-    let supervisor = supervise(
-        &config,
-        Bound {
-            addr,
-            shards,
-            origin,
-        },
-    )?;
+    supervisor.clock(origin);
     let seed = supervisor.seed();
     let name = supervisor.name();
 
@@ -261,6 +254,7 @@ pub fn serve<S: Supervisor>(
     Ok(())
 }
 
+/// Prints the one line tests and tools wait for.
 fn announce(name: &str, addr: SocketAddr, shards: usize) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{name} listening on http://{addr} shards={shards}");

@@ -2,18 +2,18 @@
 //! flags; the environment of a running process does not change), validate all of it, and
 //! apply the settings that can change without a restart.
 //!
-//! Reloadable (the `reload` rows of the settings table, [`reloadable`]): the log filter, the drain grace, batch size and window, cache
-//! warming, the per-operation cache settings and `RESULT_CACHE_TTL` (for results stored from
-//! then on), the monitor's alert thresholds, hold windows, interval, history and adaptive
-//! baselines, the rate limits' rates, bursts and options, and the remote endpoints (each shard
-//! rebuilds its pool, keeping the state of the endpoints whose name and address are
-//! unchanged). A rate limit switched on or off waits for a restart (its state exists only for
-//! limits on at start), and so does an endpoint list that would leave no endpoint with the
-//! embedded models off. Everything else is fixed at start because it shaped something built
-//! once: sockets (listen address, backlog), the shard count and the memory split across
+//! Reloadable (the `reload` rows of the settings table, [`reloadable`]): the log filter, the drain
+//! grace, batch size and window, cache warming, the per-operation cache settings and
+//! `RESULT_CACHE_TTL` (for results stored from then on), the monitor's alert thresholds, hold
+//! windows, interval, history and adaptive baselines, the rate limits' rates, bursts and options,
+//! and the remote endpoints (each shard rebuilds its pool, keeping the state of the endpoints whose
+//! name and address are unchanged). A rate limit switched on or off waits for a restart (its state
+//! exists only for limits on at start), and so does an endpoint list that would leave no endpoint
+//! with the embedded models off. Everything else is fixed at start because it shaped something
+//! built once: sockets (listen address, backlog), the shard count and the memory split across
 //! shards, the embedded models, the Redis workers, the webhook address, snapshots, limits and
-//! timeouts read on the request path. A change that is not applied is logged with why; an
-//! invalid configuration is logged in full and nothing changes.
+//! timeouts read on the request path. A change that is not applied is logged with why; an invalid
+//! configuration is logged in full and nothing changes.
 //!
 //! This file is the pure part (what changed, what applies); `runtime` runs it on the signal
 //! thread and hands the result to the shards over `control`.

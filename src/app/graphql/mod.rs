@@ -1,6 +1,6 @@
 //! `POST /graphql` and `GET /graphql?query=`: GraphQL over the same pipeline as the REST
-//! routes. Every field is answered by the REST handler of its route (`crate::app::ai::handle` for
-//! the four operations, `ai::context`, `ai::invalidation`, `ai::events`, the performance
+//! routes. Every field is answered by the REST handler of its route (`app::ai` for the four
+//! operations, `app::context`, `app::invalidate` (`handle`, `events`), the performance
 //! document), called with a request built from the field's arguments: same validation, same
 //! cache key, same owner shard, same batches and the same exact body bytes, so a REST call and
 //! the same GraphQL field share one cache entry.
