@@ -479,10 +479,20 @@ fn redis_down_falls_back_per_setting_and_health_says_so() {
         }
         detailed(&closed)["rate_limits"]["redis"]["status"] == "shared"
     });
-    assert_eq!(
-        post(&mut closed.connect(), &risk("after-redis-is-back", 30)).status,
-        200
-    );
+    // Every breaker is closed, but a Redis worker whose connection died with the restart
+    // may still be waiting out its reconnect interval (`l2::pool::RECONNECT_EVERY`); a take
+    // is never sent twice, so a request on it can still get 503 for that moment. Seen once
+    // in a fresh-clone CI run; what must hold is that requests succeed again shortly.
+    let mut i = 0;
+    wait_until(Duration::from_secs(5), "a new user served again", || {
+        i += 1;
+        post(
+            &mut closed.connect(),
+            &risk(&format!("after-redis-is-back-{i}"), 30),
+        )
+        .status
+            == 200
+    });
     let text = String::from_utf8(local.connect().get("/metrics").body).unwrap();
     assert!(text.contains("ai_rate_limit_redis_total{result=\"fallback\"}"));
 }
