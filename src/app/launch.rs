@@ -157,7 +157,6 @@ fn resolve_changed(
     config: &Config,
     known: &[ResolvedEndpoint],
 ) -> Result<Vec<ResolvedEndpoint>, StartError> {
-    use std::net::ToSocketAddrs;
     config
         .endpoints
         .iter()
@@ -165,16 +164,12 @@ fn resolve_changed(
             if let Some(r) = known.iter().find(|r| r.spec == *spec) {
                 return Ok(r.clone());
             }
-            let addr = (spec.host.as_str(), spec.port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-                .ok_or_else(|| {
-                    StartError::Config(format!(
-                        "ATLAS_ENDPOINTS: cannot resolve {}:{} for endpoint {}",
-                        spec.host, spec.port, spec.name
-                    ))
-                })?;
+            let addr = first_address(&spec.host, spec.port).ok_or_else(|| {
+                StartError::Config(format!(
+                    "ATLAS_ENDPOINTS: cannot resolve {}:{} for endpoint {}",
+                    spec.host, spec.port, spec.name
+                ))
+            })?;
             Ok(ResolvedEndpoint {
                 spec: spec.clone(),
                 addr,
@@ -248,25 +243,29 @@ fn start_redis(config: &Config) -> Result<Option<crate::l2::pool::Pool>, StartEr
         .map_err(io_err("cannot start the Redis workers"))
 }
 
+/// The first address `host:port` resolves to (blocking DNS: main or signal thread only).
+fn first_address(host: &str, port: u16) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+}
+
 /// Resolves `ATLAS_ALERT_WEBHOOK`; names this instance `hostname:port` in its payloads.
 fn resolve_webhook(
     config: &Config,
     bound: SocketAddr,
 ) -> Result<Option<WebhookTarget>, StartError> {
-    use std::net::ToSocketAddrs;
     let Some(url) = &config.alert_webhook else {
         return Ok(None);
     };
-    let addr = (url.host.as_str(), url.port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            StartError::Config(format!(
-                "ATLAS_ALERT_WEBHOOK: cannot resolve {}",
-                url.authority()
-            ))
-        })?;
+    let addr = first_address(&url.host, url.port).ok_or_else(|| {
+        StartError::Config(format!(
+            "ATLAS_ALERT_WEBHOOK: cannot resolve {}",
+            url.authority()
+        ))
+    })?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

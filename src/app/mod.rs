@@ -182,11 +182,6 @@ impl Shard {
         }
     }
 
-    /// The configuration in force (the start configuration plus reloaded settings).
-    pub fn live_config(&self) -> Arc<Config> {
-        self.core.live_config()
-    }
-
     /// This shard's counters.
     pub fn info(&self) -> ShardInfo {
         let c = &self.core.counters;

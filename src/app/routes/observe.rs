@@ -266,7 +266,7 @@ pub(super) async fn detailed(shard: &Rc<Shard>) -> Response {
         })
     });
     // The configuration in force: batch settings follow a SIGHUP reload.
-    let live = shard.live_config();
+    let live = shard.core.live_config();
     let c = &*live;
     let body = json!({
         "status": if healthy && shard.core.shared.is_ready() { "ok" } else { "degraded" },
